@@ -1,0 +1,67 @@
+"""The ``memwatch`` command line: ``run``, ``report``, ``tui``, ``check`` (design section 4).
+
+``main(argv) -> int`` never lets a memwatch error escape as a traceback: bad input gets
+one ``memwatch: ...`` line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from memwatch.commands import check, report, run, tui
+from memwatch.errors import MemwatchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="memwatch",
+        description="Find the memory bugs of PyTorch training loops and name the culprit.",
+    )
+    parser.add_argument("--version", action="version", version=f"memwatch {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in (run, report, tui, check):
+        command.add_parser(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from memwatch import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    tail: list[str] = []
+    if args_list and args_list[0] == "run":
+        head, tail = run.split_run_argv(args_list[1:])
+        args_list = ["run", *head]
+    args = parser.parse_args(args_list)
+    if getattr(args, "command", None) is None:
+        parser.print_help()
+        return 2
+    if args.command == "run":
+        if tail:
+            args.target, args.args = (tail[0], tail[1:]) if args.module is None else (None, tail)
+    try:
+        return int(args.handler(args))
+    except MemwatchError as exc:
+        print(f"memwatch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Bytes that autograd saves for backward, counted through saved-tensor hooks.
+
+Two pitfalls from the probe shape this module:
+
+* The pack hook receives outputs with their ``grad_fn`` attached; keeping ``t`` itself
+  makes a C++/Python cycle that gc cannot break, so we keep ``t.detach()``.
+* Installing any saved-tensor hooks switches off autograd's in-place modification
+  check, so we record ``t._version`` at pack time and raise the same error at unpack.
+
+Storage is counted once however many views of it are saved. Bytes are filed under the
+step that saved them, so ``stale_bytes`` (saved in an earlier step and still alive) is the
+direct measure of graphs kept across steps.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+
+class SavedTensorCounter:
+    """Live bytes saved for backward, their in-step peak and their age in steps."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._storages: dict[int, list[int]] = {}  # key -> [refcount, nbytes, step]
+        self._by_step: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        self.step = 0
+        self.packs = 0
+
+    def add(self, key: int, nbytes: int) -> None:
+        with self._lock:
+            entry = self._storages.get(key)
+            if entry is not None:
+                entry[0] += 1
+                return
+            self._storages[key] = [1, nbytes, self.step]
+            self._by_step[self.step] = self._by_step.get(self.step, 0) + nbytes
+            self.current += nbytes
+            if self.current > self.peak:
+                self.peak = self.current
+
+    def drop(self, key: int) -> None:
+        with self._lock:
+            entry = self._storages.get(key)
+            if entry is None:
+                return
+            entry[0] -= 1
+            if entry[0] > 0:
+                return
+            del self._storages[key]
+            nbytes, step = entry[1], entry[2]
+            self.current -= nbytes
+            left = self._by_step.get(step, 0) - nbytes
+            if left > 0:
+                self._by_step[step] = left
+            else:
+                self._by_step.pop(step, None)
+
+    @property
+    def stale_bytes(self) -> int:
+        """Saved bytes that were saved before the current step and are still alive."""
+        return self.current - self._by_step.get(self.step, 0)
+
+    def bytes_saved_in(self, step: int) -> int:
+        return self._by_step.get(step, 0)
+
+    def new_step(self, step: int) -> None:
+        self.step = step
+        self.peak = self.current
+
+
+class _Held:
+    """What autograd keeps instead of the tensor: the detached tensor and its version."""
+
+    __slots__ = ("__weakref__", "counter", "key", "tensor", "version")
+
+    def __init__(
+        self, tensor: Any, version: int, key: int | None, counter: SavedTensorCounter
+    ) -> None:
+        self.tensor = tensor
+        self.version = version
+        self.key = key
+        self.counter = counter
+
+    def __del__(self) -> None:
+        if self.key is not None:
+            try:
+                self.counter.drop(self.key)
+            except Exception:
+                pass
+
+
+def _inplace_error(tensor: Any, saved_version: int) -> RuntimeError:
+    return RuntimeError(
+        "one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [{tensor.type()} {list(tensor.shape)}] is at version "
+        f"{tensor._version}; expected version {saved_version} instead. Hint: the "
+        "operation that modified it is somewhere after the forward that saved it "
+        "(this check is performed by memwatch's saved-tensor hooks, which replace "
+        "autograd's own)."
+    )
+
+
+class SavedTensorHooks:
+    """The pack/unpack pair, pushed on autograd's default-hooks stack while enabled."""
+
+    def __init__(self, counter: SavedTensorCounter) -> None:
+        self.counter = counter
+        self.enabled = True
+        self._pushed = False
+        self._strided = torch.strided
+
+    def pack(self, tensor: Any) -> Any:
+        if not self.enabled:
+            return tensor
+        counter = self.counter
+        key: int | None = None
+        try:
+            counter.packs += 1
+            # Leaves that require grad are parameters (or user inputs with grad): memory
+            # that exists without the graph, so not counted as saved-for-backward.
+            if tensor.layout is self._strided and not (tensor.requires_grad and tensor.is_leaf):
+                if tensor.device.type != "meta":
+                    storage = tensor.untyped_storage()
+                    key = storage.data_ptr()
+                    if key:
+                        counter.add(key, storage.nbytes())
+                    else:
+                        key = None
+            return _Held(tensor.detach(), tensor._version, key, counter)
+        except Exception:
+            if key is not None:
+                counter.drop(key)
+            return tensor.detach() if tensor.grad_fn is not None else tensor
+
+    @staticmethod
+    def unpack(held: Any) -> Any:
+        if type(held) is _Held:
+            tensor = held.tensor
+            if tensor._version != held.version:
+                raise _inplace_error(tensor, held.version)
+            return tensor
+        return held
+
+    # -- installing -----------------------------------------------------------------------
+    def push(self) -> None:
+        torch._C._autograd._push_saved_tensors_default_hooks(self.pack, self.unpack)
+        self._pushed = True
+
+    def pop(self) -> None:
+        if self._pushed:
+            torch._C._autograd._pop_saved_tensors_default_hooks()
+            self._pushed = False
+
+    def on_top(self) -> bool:
+        try:
+            top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        except Exception:
+            return False
+        return top is not None and top[0] == self.pack

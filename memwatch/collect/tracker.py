@@ -1,0 +1,414 @@
+"""The tracker: installs memwatch's torch hooks, finds step boundaries, builds StepRecords.
+
+Hooks and their costs (probe.md):
+
+* global module forward pre/post hooks (~1.3 µs per module call), used only to count
+  *root* forwards and to hand them to probes; they return at once while torch.compile
+  traces, so compiled models keep a single graph;
+* the global optimizer step post-hook (0.1 µs) marks step ends;
+* ``torch.autograd.backward``/``grad`` wrappers count backward passes and see
+  ``retain_graph``;
+* saved-tensor hooks count bytes saved for backward (see ``saved.py``);
+* ``OutOfMemoryError.__init__`` observes OOMs (see ``oom.py``).
+
+The tracker never raises into the user's program: a hook that fails switches its part
+off with one warning and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
+
+import torch
+import torch.nn.modules.module as torch_module
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from memwatch.collect import oom as oom_observer
+from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
+from memwatch.collect.frames import first_user_frame, frame_location, user_frames
+from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe
+from memwatch.collect.rss import RssReader
+from memwatch.collect.saved import SavedTensorCounter, SavedTensorHooks
+from memwatch.records import Event, Holder, StepRecord
+
+_is_compiling = torch.compiler.is_compiling
+
+
+class Sink(Protocol):
+    """Where the tracker sends what it records (the session)."""
+
+    def on_step(self, record: StepRecord) -> None: ...
+    def on_event(self, event: Event) -> None: ...
+    def on_holders(self, holders: list[Holder]) -> None: ...
+
+
+class Tracker:
+    """Owns every hook of one watch; one tracker is active per process."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        probes: list[Probe],
+        device: DeviceMemory | None = None,
+        watch_saved_tensors: bool = True,
+    ) -> None:
+        self.sink = sink
+        self.probes = list(probes)
+        self.device: DeviceMemory = device if device is not None else _default_device()
+        self.saved = SavedTensorCounter()
+        self._saved_hooks = SavedTensorHooks(self.saved) if watch_saved_tensors else None
+        self.rss = RssReader()
+        self.nvml = NvmlSampler()
+        self.step = 0
+        self.off = False  # everything off (after fork, or after stop)
+        self._tid = threading.get_ident()
+        self._depth = 0
+        self._handles: list[Any] = []
+        self._undo: list[Callable[[], None]] = []
+        self._failed: set[str] = set()
+        self._manual = False
+        self._seen_optimizer = False
+        self._ever_backward = False
+        self._activity = False
+        self._backward_since_boundary = False
+        self._step_root: weakref.ref[Any] | None = None
+        self._forward_calls = 0
+        self._backward_calls = 0
+        self._oom_events = 0
+        self._root_saved_before = 0
+        self._t0 = time.perf_counter()
+        self._wall0 = time.time()
+        self._hooks: dict[str, list[Callable[..., None]]] = {}
+        self._rebuild_probe_hooks()
+
+    # -- probes ---------------------------------------------------------------------------
+    def _rebuild_probe_hooks(self) -> None:
+        self._hooks = {
+            name: [
+                getattr(p, name) for p in self.probes if getattr(type(p), name) is not getattr(Probe, name)
+            ]
+            for name in HOOK_NAMES
+        }
+
+    def _call_probes(self, hook: str, *args: Any) -> None:
+        for method in self._hooks[hook]:
+            try:
+                method(self, *args)
+            except Exception as exc:
+                probe = method.__self__
+                self.fail(f"the {probe.name} probe", exc)
+                if probe in self.probes:
+                    self.probes.remove(probe)
+                    self._rebuild_probe_hooks()
+
+    def emit(self, event: Event) -> None:
+        """Send an observation to the store and the detectors."""
+        self.sink.on_event(event)
+
+    def emit_holders(self, holders: list[Holder]) -> None:
+        self.sink.on_holders(holders)
+
+    def fail(self, part: str, exc: BaseException) -> None:
+        """Report an internal error once per part; the caller switches that part off."""
+        if part in self._failed:
+            return
+        self._failed.add(part)
+        warnings.warn(
+            f"memwatch: {part} switched off after an internal error ({exc!r}); "
+            "training continues and what was recorded is kept",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    # -- install / remove -------------------------------------------------------------------
+    def start(self) -> None:
+        self._handles.append(torch_module.register_module_forward_pre_hook(self._forward_pre))
+        self._handles.append(
+            torch_module.register_module_forward_hook(self._forward_post, always_call=True)
+        )
+        self._handles.append(register_optimizer_step_post_hook(self._optimizer_post))
+        self._patch_backward()
+        self._patch_grad_scaler()
+        if self._saved_hooks is not None:
+            self._saved_hooks.push()
+            self._patch_functorch_guard()
+        oom_observer.install(self._on_oom)
+        self._undo.append(oom_observer.uninstall)
+        self._t0 = time.perf_counter()
+        self._wall0 = time.time()
+        self._call_probes("on_start")
+
+    def stop(self) -> None:
+        """Close the open step (if anything happened in it) and remove every hook."""
+        if self.off:
+            return
+        try:
+            if self._activity:
+                self._end_step("end", sys._getframe(1))
+            self._call_probes("on_stop")
+        finally:
+            self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        self.off = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._saved_hooks is not None:
+            if self._saved_hooks.on_top():
+                self._saved_hooks.pop()
+            else:  # someone pushed hooks above ours and left them: keep theirs working
+                self._saved_hooks.enabled = False
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception:
+                pass
+        self._undo.clear()
+        self.rss.close()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (DataLoader worker) must not run hooks or count anything."""
+        self.off = True
+        if self._saved_hooks is not None:
+            self._saved_hooks.enabled = False
+
+    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
+        original = getattr(owner, name)
+        setattr(owner, name, replacement)
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def _patch_backward(self) -> None:
+        autograd = torch.autograd
+        original_backward = autograd.backward
+        original_grad = autograd.grad
+        tracker = self
+
+        @functools.wraps(original_backward)
+        def backward(*args: Any, **kwargs: Any) -> Any:
+            if tracker.off or _is_compiling():
+                return original_backward(*args, **kwargs)
+            return tracker._run_backward(original_backward, False, args, kwargs)
+
+        @functools.wraps(original_grad)
+        def grad(*args: Any, **kwargs: Any) -> Any:
+            if tracker.off or _is_compiling():
+                return original_grad(*args, **kwargs)
+            return tracker._run_backward(original_grad, True, args, kwargs)
+
+        self._patch(autograd, "backward", backward)
+        self._patch(autograd, "grad", grad)
+
+    def _patch_grad_scaler(self) -> None:
+        scaler_cls = getattr(getattr(torch, "amp", None), "GradScaler", None)
+        if scaler_cls is None:
+            return
+        original_update = scaler_cls.update
+        tracker = self
+
+        @functools.wraps(original_update)
+        def update(scaler: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original_update(scaler, *args, **kwargs)
+            if not tracker.off:
+                tracker._scaler_update()
+            return result
+
+        self._patch(scaler_cls, "update", update)
+
+    def _patch_functorch_guard(self) -> None:
+        """torch.func.grad/vjp refuse to run under saved-tensor hooks: step ours aside."""
+        graph = torch.autograd.graph
+        original = graph.disable_saved_tensors_hooks
+        hooks = self._saved_hooks
+        assert hooks is not None
+
+        @contextlib.contextmanager
+        def disable_saved_tensors_hooks(error_message: str) -> Iterator[None]:
+            if hooks._pushed and hooks.on_top():
+                hooks.pop()
+                try:
+                    with original(error_message):
+                        yield
+                finally:
+                    hooks.push()
+            else:
+                with original(error_message):
+                    yield
+
+        self._patch(graph, "disable_saved_tensors_hooks", disable_saved_tensors_hooks)
+
+    # -- hooks (hot path) ---------------------------------------------------------------------
+    def _forward_pre(self, module: Any, args: Any) -> None:
+        if _is_compiling() or self.off or threading.get_ident() != self._tid:
+            return None
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                self._root_forward_pre(module, args)
+            except Exception as exc:
+                self.fail("step detection", exc)
+        return None
+
+    def _forward_post(self, module: Any, args: Any, output: Any) -> None:
+        if _is_compiling() or self.off or threading.get_ident() != self._tid:
+            return None
+        if self._depth == 1:
+            try:
+                if self._hooks["on_root_forward_post"]:
+                    delta = self.saved.current - self._root_saved_before
+                    self._call_probes("on_root_forward_post", module, output, delta)
+            except Exception as exc:
+                self.fail("forward hooks", exc)
+        if self._depth > 0:
+            self._depth -= 1
+        return None
+
+    def _root_forward_pre(self, module: Any, args: Any) -> None:
+        if not self._manual and not self._seen_optimizer:
+            # Loops without an optimizer: a step ends when the first root module of the
+            # step runs again after a backward (manual SGD), or at all if no backward ever
+            # ran (inference only).
+            root = self._step_root() if self._step_root is not None else None
+            if (
+                self._activity
+                and root is module
+                and (self._backward_since_boundary or not self._ever_backward)
+            ):
+                self._end_step("forward", sys._getframe(2))
+        if self._step_root is None:
+            try:
+                self._step_root = weakref.ref(module)
+            except TypeError:
+                self._step_root = None
+        self._activity = True
+        self._forward_calls += 1
+        self._root_saved_before = self.saved.current
+        if self._hooks["on_root_forward_pre"]:
+            self._call_probes("on_root_forward_pre", module, args)
+
+    def _run_backward(
+        self, original: Callable[..., Any], is_grad: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # backward(tensors, grad_tensors, retain_graph, create_graph, ...);
+        # grad(outputs, inputs, grad_outputs, retain_graph, create_graph, ...)
+        pos = 3 if is_grad else 2
+        retain = kwargs.get("retain_graph", args[pos] if len(args) > pos else None)
+        create = bool(kwargs.get("create_graph", args[pos + 1] if len(args) > pos + 1 else False))
+        saved_before = self.saved.current
+        result = original(*args, **kwargs)
+        try:
+            self._backward_calls += 1
+            self._activity = True
+            self._ever_backward = True
+            self._backward_since_boundary = True
+            if self._hooks["on_backward"]:
+                call = BackwardCall(
+                    tensors=args[0] if args else kwargs.get("tensors", kwargs.get("outputs")),
+                    retain_graph=bool(create if retain is None else retain),
+                    create_graph=create,
+                    frame=sys._getframe(2),
+                    saved_before=saved_before,
+                    saved_after=self.saved.current,
+                    is_grad=is_grad,
+                )
+                self._call_probes("on_backward", call)
+        except Exception as exc:
+            self.fail("backward hooks", exc)
+        return result
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.off or _is_compiling():
+            return
+        try:
+            self._seen_optimizer = True
+            # Several optimizers in one loop: only the first after some work ends the step.
+            if not self._manual and self._activity:
+                self._end_step("optimizer", sys._getframe(1))
+        except Exception as exc:
+            self.fail("step detection", exc)
+
+    def _scaler_update(self) -> None:
+        # GradScaler skipped optimizer.step() (inf/nan gradients): no optimizer hook fired.
+        try:
+            if not self._manual and self._activity and self._backward_since_boundary:
+                self._end_step("scaler", sys._getframe(2))
+        except Exception as exc:
+            self.fail("step detection", exc)
+
+    def _on_oom(self, info: dict[str, Any]) -> None:
+        if self.off:
+            return
+        frame = info.pop("frame", None)
+        user = first_user_frame(frame) if frame is not None else None
+        self._oom_events += 1
+        data = dict(info)
+        data.setdefault("saved_bytes", self.saved.current)
+        self.emit(
+            Event(
+                "oom",
+                self.step,
+                time.time(),
+                data,
+                frame_location(user) if user is not None else None,
+            )
+        )
+        self._call_probes("on_oom", info, user)
+
+    # -- steps ------------------------------------------------------------------------------
+    def mark_step(self, frame: FrameType | None) -> None:
+        """``mw.step()``: the user marks step ends by hand from now on."""
+        self._manual = True
+        self._end_step("manual", frame)
+
+    def _end_step(self, boundary: str, frame: FrameType | None) -> None:
+        now = time.perf_counter()
+        reading = self.device.read_and_reset_peak()
+        record = StepRecord(
+            step=self.step,
+            started_at=self._wall0,
+            duration_s=now - self._t0,
+            boundary=boundary,
+            allocated_bytes=reading.allocated_bytes,
+            reserved_bytes=reading.reserved_bytes,
+            peak_allocated_bytes=reading.peak_allocated_bytes,
+            device_used_bytes=self.nvml.read(),
+            saved_bytes=self.saved.current,
+            saved_peak_bytes=self.saved.peak,
+            saved_stale_bytes=self.saved.stale_bytes,
+            rss_bytes=self.rss.read(),
+            forward_calls=self._forward_calls,
+            backward_calls=self._backward_calls,
+            oom_events=self._oom_events,
+        )
+        self.sink.on_step(record)
+        if self._hooks["on_step_end"]:
+            frames = user_frames(frame, limit=4) if frame is not None else []
+            self._call_probes("on_step_end", record, frames)
+            del frames
+        self.step += 1
+        self.saved.new_step(self.step)
+        self._forward_calls = self._backward_calls = self._oom_events = 0
+        self._activity = False
+        self._backward_since_boundary = False
+        self._t0 = time.perf_counter()
+        self._wall0 = time.time()
+
+
+def _default_device() -> DeviceMemory:
+    from memwatch.collect.device import cuda_available
+
+    if cuda_available():
+        try:
+            return CudaMemory()
+        except Exception:
+            pass
+    return NoDeviceMemory()

@@ -1,0 +1,48 @@
+"""``memwatch check [RUN] [--fail-on error|warning]``: exit 1 when findings reach the level."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from memwatch.records import SEVERITY_RANK, Finding
+from memwatch.report.text import finding_lines
+from memwatch.store.paths import is_rank_directory, resolve_run
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="exit 1 if a run has findings at or above a severity (for CI)",
+        description="Exit 1 when RUN has findings at or above --fail-on, 0 otherwise.",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN")
+    parser.add_argument("--fail-on", choices=("error", "warning"), default="error")
+    parser.set_defaults(handler=run)
+
+
+def failing(findings: list[Finding], level: str) -> list[Finding]:
+    limit = SEVERITY_RANK[level]
+    return [f for f in findings if SEVERITY_RANK.get(f.severity, 9) <= limit]
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_run(args.run)
+    if is_rank_directory(path):
+        from memwatch.commands.ranks import load_rank_findings
+
+        findings = load_rank_findings(path)
+    else:
+        from memwatch.commands.common import load_run
+
+        findings = load_run(path).findings
+    bad = failing(findings, args.fail_on)
+    if not bad:
+        print(f"memwatch check: {path}: no findings at or above {args.fail_on}")
+        return 0
+    print(f"memwatch check: {path}: {len(bad)} finding(s) at or above {args.fail_on}")
+    for i, finding in enumerate(bad, 1):
+        print("\n".join(finding_lines(finding, i)))
+    sys.stdout.flush()
+    return 1

@@ -1,0 +1,36 @@
+"""Loading a run for the read-side commands (report, check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from memwatch.analysis import AnalysisInput, analyze
+from memwatch.records import Finding, RunInfo, StepRecord
+from memwatch.store import RunReader
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    path: Path
+    info: RunInfo
+    steps: list[StepRecord]
+    findings: list[Finding]
+
+
+def load_run(path: Path) -> LoadedRun:
+    """Read a run file and judge it again with the current detectors.
+
+    Findings are recomputed from the recorded steps and events rather than trusted from
+    the file, so a report of an old or killed run uses today's detectors and the whole run.
+    """
+    with RunReader(path) as reader:
+        info = reader.info()
+        steps = reader.steps()
+        events = reader.events()
+    findings = analyze(AnalysisInput(steps=steps, events=events, info=info, final=True))
+    if info.rank is not None:
+        from dataclasses import replace
+
+        findings = [replace(f, rank=info.rank) for f in findings]
+    return LoadedRun(path, info, steps, findings)

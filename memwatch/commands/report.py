@@ -1,0 +1,37 @@
+"""``memwatch report [RUN] [--format text|json|markdown]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from memwatch.report import FORMATS, render
+from memwatch.store.paths import is_rank_directory, resolve_run
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="print the report of a run (newest in ./memwatch-runs by default)",
+        description="Print the report of RUN: a run file, or a run directory of several ranks.",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN")
+    parser.add_argument("--format", choices=FORMATS, default="text")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_run(args.run)
+    if is_rank_directory(path):
+        from memwatch.commands.ranks import render_rank_directory
+
+        sys.stdout.write(render_rank_directory(path, args.format))
+        return 0
+    from memwatch.commands.common import load_run
+
+    loaded = load_run(path)
+    sys.stdout.write(render(args.format, loaded.info, loaded.steps, loaded.findings))
+    if args.format == "json":
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,37 @@
+"""Reports: text for people, markdown for issues and PRs, JSON for machines (a contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from memwatch.records import Finding, RunInfo, StepRecord
+from memwatch.report.summary import StepSummary, summarize
+
+FORMATS = ("text", "json", "markdown")
+
+
+def render(
+    format: str,
+    info: RunInfo | None,
+    steps: Sequence[StepRecord],
+    findings: Sequence[Finding],
+    summary: StepSummary | None = None,
+) -> str:
+    """The report of one run in ``format``."""
+    summary = summary if summary is not None else summarize(steps)
+    if format == "json":
+        from memwatch.report.json import render_json
+
+        return render_json(info, summary, findings)
+    if format == "markdown":
+        from memwatch.report.markdown import render_markdown
+
+        return render_markdown(info, summary, findings)
+    if format == "text":
+        from memwatch.report.text import render_text
+
+        return render_text(info, summary, findings)
+    raise ValueError(f"unknown report format {format!r}; choose one of {', '.join(FORMATS)}")
+
+
+__all__ = ["FORMATS", "StepSummary", "render", "summarize"]

@@ -1,0 +1,59 @@
+"""``memwatch report --format json``: the ``memwatch.report/1`` object (design section 6)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from memwatch.records import Finding, RunInfo
+from memwatch.report.summary import StepSummary
+
+SCHEMA = "memwatch.report/1"
+
+
+def run_dict(info: RunInfo | None) -> dict[str, Any]:
+    if info is None:
+        return {}
+    return {
+        "id": info.id,
+        "script": info.script,
+        "argv": list(info.argv),
+        "started_at": info.started_at,
+        "ended_at": info.ended_at,
+        "exit_status": info.exit_status,
+        "python": info.python,
+        "torch": info.torch,
+        "device": {
+            "type": info.device_type,
+            "name": info.device_name,
+            "total_bytes": info.device_total_bytes,
+        },
+        "rank": info.rank,
+        "world_size": info.world_size,
+    }
+
+
+def steps_dict(summary: StepSummary) -> dict[str, Any]:
+    return {
+        "count": summary.count,
+        "peak_allocated_bytes": summary.peak_allocated_bytes,
+        "final_allocated_bytes": summary.final_allocated_bytes,
+        "peak_autograd_saved_bytes": summary.peak_autograd_saved_bytes,
+        "peak_rss_bytes": summary.peak_rss_bytes,
+    }
+
+
+def report_dict(
+    info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "run": run_dict(info),
+        "steps": steps_dict(summary),
+        "findings": [f.to_dict() for f in findings],
+    }
+
+
+def render_json(info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]) -> str:
+    return json.dumps(report_dict(info, summary, findings), indent=2, default=str)

@@ -1,0 +1,281 @@
+"""``memwatch()``: the watch a user wraps around training, and what it owns.
+
+A ``Watch`` connects the collection layer (``memwatch.collect``, imported only when the
+watch starts, so ``import memwatch`` stays free of torch) to the run file and to the
+detectors, which run every few steps on a bounded window so that findings reach the run
+file (and a live dashboard) while training goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from memwatch.analysis import AnalysisInput, analyze
+from memwatch.errors import MemwatchError
+from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
+from memwatch.store.paths import default_run_path
+from memwatch.store.writer import RunWriter
+from memwatch.units import parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ACTIVE: Watch | None = None
+_FORK_HANDLER_REGISTERED = False
+_ABANDONED: list[object] = []  # connections inherited by forked children, never finalised
+
+
+def _after_fork_in_child() -> None:
+    watch = _ACTIVE
+    if watch is not None:
+        watch._after_fork_in_child()
+
+
+class Watch:
+    """One recording session. Use as ``with memwatch() as mw:`` or as a decorator.
+
+    Args:
+        out: run-file path (default ``memwatch-runs/<script>-<time>.db``).
+        budget: make the device behave as if it had this many bytes (``"512MiB"``).
+        script: the name the run is filed under (default: the main script).
+        analysis: ``"default"`` (cheap, always-on checks) or ``"deep"`` (also the
+            expensive confirmations on every analysis pass, for debugging sessions).
+        analyze_every: run the detectors every this many steps.
+        warmup: steps the detectors ignore when judging growth.
+        live_warnings: print a line to stderr when a new error-level finding appears.
+        store: write a run file at all (pytest helpers keep everything in memory).
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str] | None = None,
+        budget: str | int | None = None,
+        *,
+        script: str | None = None,
+        argv: Sequence[str] | None = None,
+        analysis: str = "default",
+        analyze_every: int = 4,
+        warmup: int = 3,
+        live_warnings: bool = False,
+        store: bool = True,
+        window: int = 4096,
+    ) -> None:
+        if analysis not in ("default", "deep"):
+            raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
+        self.budget_bytes = parse_size(budget) if budget is not None else None
+        self.analysis_mode = analysis
+        self.analyze_every = max(1, int(analyze_every))
+        self.warmup = warmup
+        self.live_warnings = live_warnings
+        self._script = script or _main_script_name()
+        self._argv = tuple(argv if argv is not None else sys.argv)
+        self._out = Path(out) if out is not None else None
+        self._use_store = store
+        self.run_path: Path | None = None
+        self.info: RunInfo | None = None
+        self._writer: RunWriter | None = None
+        self._tracker: Any = None
+        self._budget: Any = None
+        self._steps: deque[StepRecord] = deque(maxlen=window)
+        self._events: deque[Event] = deque(maxlen=window)
+        self._findings: dict[str, Finding] = {}
+        self._step_count = 0
+        self._pid = os.getpid()
+        self._store_failed = False
+        self.active = False
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def findings(self) -> list[Finding]:
+        """What the detectors found so far, most severe first."""
+        return sort_findings(list(self._findings.values()))
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        """The recorded steps still in memory (the most recent ``window``)."""
+        return list(self._steps)
+
+    @property
+    def events(self) -> list[Event]:
+        return list(self._events)
+
+    @property
+    def step_count(self) -> int:
+        return self._step_count
+
+    def step(self) -> None:
+        """Mark the end of a training step by hand (turns automatic detection off)."""
+        if self.active and self._tracker is not None and os.getpid() == self._pid:
+            try:
+                self._tracker.mark_step(sys._getframe(1))
+            except Exception as exc:
+                self._tracker.fail("manual step marking", exc)
+
+    def report(self, format: str = "text") -> str:
+        """The report of this watch as text, markdown or JSON."""
+        from memwatch.report import render
+
+        return render(format, self.info, self.steps, self.findings)
+
+    # -- context manager / decorator ---------------------------------------------------------
+    def __enter__(self) -> Watch:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.stop(exit_status=None if exc_type is None else 1)
+
+    def __call__(self, fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def start(self) -> None:
+        global _ACTIVE, _FORK_HANDLER_REGISTERED
+        if _ACTIVE is not None:
+            raise MemwatchError("another memwatch watch is already active in this process")
+        from memwatch.collect import environment
+        from memwatch.collect.probes import default_probes
+        from memwatch.collect.tracker import Tracker
+
+        environment.check_torch_version()
+        self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
+        if self._use_store:
+            self.run_path = self._out or default_run_path(self._script, rank=self.info.rank)
+            self._writer = RunWriter(self.run_path, self.info)
+        device = None
+        if self.budget_bytes is not None:
+            from memwatch.collect.budget import install_budget
+
+            self._budget = install_budget(self.budget_bytes)
+            device = self._budget.device_memory()
+        self._tracker = Tracker(self, default_probes(self), device=device)
+        _ACTIVE = self
+        if not _FORK_HANDLER_REGISTERED and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _FORK_HANDLER_REGISTERED = True
+        self.active = True
+        self._tracker.start()
+
+    def stop(self, exit_status: int | None = None) -> None:
+        """Close the last step, run the final analysis and close the run file."""
+        global _ACTIVE
+        if not self.active:
+            return
+        self.active = False
+        if os.getpid() != self._pid:  # a forked child never finalises the parent's run
+            return
+        try:
+            if self._tracker is not None:
+                self._tracker.stop()
+        finally:
+            if self._budget is not None:
+                self._budget.uninstall()
+            _ACTIVE = None
+        self._analyze(final=True)
+        if self.info is not None:
+            from dataclasses import replace
+
+            self.info = replace(self.info, ended_at=time.time(), exit_status=exit_status)
+        if self._writer is not None and not self._store_failed:
+            try:
+                self._writer.close(self.info)
+            except Exception as exc:
+                warnings.warn(f"memwatch: could not finish the run file ({exc!r})", stacklevel=2)
+
+    def _after_fork_in_child(self) -> None:
+        if self._tracker is not None:
+            self._tracker.after_fork_in_child()
+        if self._budget is not None:
+            self._budget.after_fork_in_child()
+        if self._writer is not None:
+            _ABANDONED.append(self._writer.abandon())
+        self.active = False
+
+    # -- sink (called by the tracker) -----------------------------------------------------------
+    def on_step(self, record: StepRecord) -> None:
+        self._steps.append(record)
+        self._step_count += 1
+        self._write(lambda w: w.add_step(record))
+        if self._step_count % self.analyze_every == 0:
+            self._analyze(final=False)
+        self._write(lambda w: w.maybe_commit())
+
+    def on_event(self, event: Event) -> None:
+        self._events.append(event)
+        self._write(lambda w: w.add_event(event))
+
+    def on_holders(self, holders: list[Holder]) -> None:
+        self._write(lambda w: w.add_holders(holders))
+
+    def _write(self, action: Callable[[RunWriter], object]) -> None:
+        if self._writer is None or self._store_failed or os.getpid() != self._pid:
+            return
+        try:
+            action(self._writer)
+        except Exception as exc:
+            self._store_failed = True
+            warnings.warn(
+                f"memwatch: writing the run file failed ({exc!r}); recording to it stops, "
+                "training continues and findings stay available in memory",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _analyze(self, final: bool) -> None:
+        try:
+            found = analyze(
+                AnalysisInput(
+                    steps=tuple(self._steps),
+                    events=tuple(self._events),
+                    info=self.info,
+                    warmup=self.warmup,
+                    final=final,
+                )
+            )
+        except Exception as exc:
+            if self._tracker is not None:
+                self._tracker.fail("analysis", exc)
+            return
+        for finding in found:
+            old = self._findings.get(finding.key)
+            self._findings[finding.key] = finding
+            if old != finding:
+                self._write(lambda w, f=finding: w.put_finding(f))
+            if old is None and self.live_warnings and finding.severity == "error":
+                print(f"memwatch: {finding.title}", file=sys.stderr)
+
+
+def memwatch(
+    out: str | os.PathLike[str] | None = None, budget: str | int | None = None, **options: Any
+) -> Watch:
+    """Watch the memory of the training that runs inside ``with memwatch() as mw:``.
+
+    Steps are found from ``optimizer.step()``; call ``mw.step()`` to mark them by hand.
+    Keyword options mirror the CLI (``out``, ``budget``) and ``Watch``'s arguments.
+    """
+    return Watch(out=out, budget=budget, **options)
+
+
+def active_watch() -> Watch | None:
+    """The watch running in this process, if any."""
+    return _ACTIVE
+
+
+def _main_script_name() -> str:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return str(path) if path else "interactive"
+
+

@@ -1,0 +1,57 @@
+"""The run file's tables. Bump SCHEMA_MAJOR on an incompatible change; readers refuse others."""
+
+from __future__ import annotations
+
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 0
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
+APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    step                 INTEGER PRIMARY KEY,
+    started_at           REAL NOT NULL,
+    duration_s           REAL NOT NULL,
+    boundary             TEXT NOT NULL,
+    allocated_bytes      INTEGER,
+    reserved_bytes       INTEGER,
+    peak_allocated_bytes INTEGER,
+    device_used_bytes    INTEGER,
+    saved_bytes          INTEGER NOT NULL,
+    saved_peak_bytes     INTEGER NOT NULL,
+    saved_stale_bytes    INTEGER NOT NULL,
+    rss_bytes            INTEGER,
+    forward_calls        INTEGER NOT NULL,
+    backward_calls       INTEGER NOT NULL,
+    oom_events           INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id       INTEGER PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    step     INTEGER NOT NULL,
+    time     REAL NOT NULL,
+    location TEXT,
+    data     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, step);
+CREATE TABLE IF NOT EXISTS holders (
+    step     INTEGER NOT NULL,
+    name     TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    tensors  INTEGER NOT NULL,
+    location TEXT
+);
+CREATE INDEX IF NOT EXISTS holders_step ON holders(step);
+CREATE TABLE IF NOT EXISTS findings (
+    key        TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    first_step INTEGER,
+    found_at   REAL NOT NULL,
+    data       TEXT NOT NULL
+);
+"""

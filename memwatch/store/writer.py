@@ -1,0 +1,179 @@
+"""The single writer of a run file, owned by the watched process.
+
+Rows are buffered in memory and committed in one transaction at a step boundary once
+enough time or rows have gathered (probe: a commit costs ~70 µs median and spikes to
+milliseconds, so a commit per step would cost a small model 10%+). A SIGKILL loses at most
+the uncommitted tail; every committed step stays readable from the WAL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from memwatch.records import Event, Finding, Holder, Location, RunInfo, StepRecord, STEP_COLUMNS
+from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+
+_INSERT_STEP = (
+    f"INSERT OR REPLACE INTO steps ({', '.join(STEP_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)})"
+)
+
+
+def _loc(location: Location | None) -> str | None:
+    return json.dumps(location.to_dict()) if location else None
+
+
+class RunWriter:
+    """Appends records to one run file; commits in batches; checkpoints on close."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        info: RunInfo,
+        commit_every_s: float = 0.25,
+        commit_every_rows: int = 256,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        self._conn.executescript(DDL)
+        self._steps: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._holders: list[tuple[Any, ...]] = []
+        self._findings: dict[str, tuple[Any, ...]] = {}
+        self._commit_every_s = commit_every_s
+        self._commit_every_rows = commit_every_rows
+        self._last_commit = time.monotonic()
+        self.closed = False
+        self._conn.execute("BEGIN")
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [("schema_version", SCHEMA_VERSION), ("run", json.dumps(info.to_dict()))],
+        )
+        self._conn.execute("COMMIT")
+
+    # -- buffering (cheap, called from hooks) ---------------------------------------------
+    def add_step(self, record: StepRecord) -> None:
+        self._steps.append(record.to_row())
+
+    def add_event(self, event: Event) -> None:
+        self._events.append(
+            (
+                event.kind,
+                event.step,
+                event.time,
+                _loc(event.location),
+                json.dumps(dict(event.data), default=str),
+            )
+        )
+
+    def add_holders(self, holders: Iterable[Holder]) -> None:
+        self._holders.extend(
+            (h.step, h.name, h.bytes, h.tensors, _loc(h.location)) for h in holders
+        )
+
+    def put_finding(self, finding: Finding) -> None:
+        self._findings[finding.key] = (
+            finding.key,
+            finding.kind,
+            finding.severity,
+            finding.first_step,
+            time.time(),
+            json.dumps(finding.to_dict(), default=str),
+        )
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._steps) + len(self._events) + len(self._holders) + len(self._findings)
+
+    # -- committing (at step boundaries) ---------------------------------------------------
+    def maybe_commit(self) -> bool:
+        """Commit if enough rows or time have gathered; returns whether it committed."""
+        pending = self.pending_rows
+        if not pending:
+            return False
+        if (
+            pending >= self._commit_every_rows
+            or time.monotonic() - self._last_commit >= self._commit_every_s
+            or self._findings
+        ):
+            self.commit()
+            return True
+        return False
+
+    def commit(self) -> None:
+        if self.closed or not self.pending_rows:
+            return
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            if self._steps:
+                conn.executemany(_INSERT_STEP, self._steps)
+            if self._events:
+                conn.executemany(
+                    "INSERT INTO events(kind, step, time, location, data) VALUES (?,?,?,?,?)",
+                    self._events,
+                )
+            if self._holders:
+                conn.executemany(
+                    "INSERT INTO holders(step, name, bytes, tensors, location) VALUES (?,?,?,?,?)",
+                    self._holders,
+                )
+            if self._findings:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO findings(key, kind, severity, first_step, found_at, "
+                    "data) VALUES (?,?,?,?,?,?)",
+                    list(self._findings.values()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._steps.clear()
+        self._events.clear()
+        self._holders.clear()
+        self._findings.clear()
+        self._last_commit = time.monotonic()
+
+    def update_run(self, info: RunInfo) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('run', ?)", (json.dumps(info.to_dict()),)
+        )
+
+    def close(self, info: RunInfo | None = None) -> None:
+        """Commit the tail, record how the run ended and fold the WAL into the file."""
+        if self.closed:
+            return
+        self.commit()
+        if info is not None:
+            self.update_run(info)
+        try:
+            # Fold the WAL in and leave a single self-contained file: read-only readers of a
+            # WAL database would otherwise re-create -wal/-shm files beside it.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.OperationalError:
+            pass  # a live reader holds the WAL open; the data is committed either way
+        self._conn.close()
+        self.closed = True
+
+    def abandon(self) -> sqlite3.Connection:
+        """Forget the connection without closing it (in a forked child, see collect.fork).
+
+        Closing an inherited SQLite connection in a child could checkpoint or delete the
+        parent's WAL; the caller keeps the returned object alive so it is never finalised.
+        """
+        self.closed = True
+        return self._conn
