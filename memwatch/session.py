@@ -51,6 +51,8 @@ class Watch:
         analyze_every: run the detectors every this many steps.
         warmup: steps the detectors ignore when judging growth.
         live_warnings: print a line to stderr when a new error-level finding appears.
+        manual_steps: only ``mw.step()`` ends steps (otherwise the first ``mw.step()`` call
+            switches automatic detection off from then on).
         store: write a run file at all (pytest helpers keep everything in memory).
     """
 
@@ -67,6 +69,7 @@ class Watch:
         live_warnings: bool = False,
         store: bool = True,
         window: int = 4096,
+        manual_steps: bool = False,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
@@ -79,6 +82,7 @@ class Watch:
         self._argv = tuple(argv if argv is not None else sys.argv)
         self._out = Path(out) if out is not None else None
         self._use_store = store
+        self._manual_steps = manual_steps
         self.run_path: Path | None = None
         self.info: RunInfo | None = None
         self._writer: RunWriter | None = None
@@ -161,6 +165,7 @@ class Watch:
             self._budget = install_budget(self.budget_bytes)
             device = self._budget.device_memory()
         self._tracker = Tracker(self, default_probes(self), device=device)
+        self._tracker.manual = self._manual_steps
         _ACTIVE = self
         if not _FORK_HANDLER_REGISTERED and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -30,7 +30,10 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.modules.module as torch_module
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from memwatch.collect import oom as oom_observer
 from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
@@ -75,7 +78,7 @@ class Tracker:
         self._handles: list[Any] = []
         self._undo: list[Callable[[], None]] = []
         self._failed: set[str] = set()
-        self._manual = False
+        self.manual = False
         self._seen_optimizer = False
         self._ever_backward = False
         self._activity = False
@@ -135,6 +138,7 @@ class Tracker:
         self._handles.append(
             torch_module.register_module_forward_hook(self._forward_post, always_call=True)
         )
+        self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
         self._handles.append(register_optimizer_step_post_hook(self._optimizer_post))
         self._patch_backward()
         self._patch_grad_scaler()
@@ -273,7 +277,7 @@ class Tracker:
         return None
 
     def _root_forward_pre(self, module: Any, args: Any) -> None:
-        if not self._manual and not self._seen_optimizer:
+        if not self.manual and not self._seen_optimizer:
             # Loops without an optimizer: a step ends when the first root module of the
             # step runs again after a backward (manual SGD), or at all if no backward ever
             # ran (inference only).
@@ -325,13 +329,20 @@ class Tracker:
             self.fail("backward hooks", exc)
         return result
 
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.off or _is_compiling():
+            return
+        # Known before the first step ends, so LBFGS closures (forward/backward inside
+        # step()) never trigger the no-optimizer fallback.
+        self._seen_optimizer = True
+
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.off or _is_compiling():
             return
         try:
             self._seen_optimizer = True
             # Several optimizers in one loop: only the first after some work ends the step.
-            if not self._manual and self._activity:
+            if not self.manual and self._activity:
                 self._end_step("optimizer", sys._getframe(1))
         except Exception as exc:
             self.fail("step detection", exc)
@@ -339,7 +350,7 @@ class Tracker:
     def _scaler_update(self) -> None:
         # GradScaler skipped optimizer.step() (inf/nan gradients): no optimizer hook fired.
         try:
-            if not self._manual and self._activity and self._backward_since_boundary:
+            if not self.manual and self._activity and self._backward_since_boundary:
                 self._end_step("scaler", sys._getframe(2))
         except Exception as exc:
             self.fail("step detection", exc)
@@ -366,7 +377,7 @@ class Tracker:
     # -- steps ------------------------------------------------------------------------------
     def mark_step(self, frame: FrameType | None) -> None:
         """``mw.step()``: the user marks step ends by hand from now on."""
-        self._manual = True
+        self.manual = True
         self._end_step("manual", frame)
 
     def _end_step(self, boundary: str, frame: FrameType | None) -> None:

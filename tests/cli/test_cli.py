@@ -1,0 +1,150 @@
+"""The command line as a user meets it: `memwatch run`, `report`, `check`, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from memwatch.cli import main
+from tests.helpers import SAMPLES
+
+TRAIN = textwrap.dedent(
+    """
+    import sys, json, torch
+    from torch import nn
+    torch.set_num_threads(1)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        opt.step()
+    print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__}))
+    if "--fail" in sys.argv:
+        raise ValueError("boom from the script")
+    if "--exit" in sys.argv:
+        sys.exit(7)
+    """
+)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(TRAIN)
+    return path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "memwatch", *args], cwd=cwd, capture_output=True, text=True,
+        env=env, timeout=120,
+    )
+
+
+def test_run_executes_the_script_as_python_would_and_reports(script: Path, tmp_path: Path) -> None:
+    # GIVEN a training script taking arguments
+    # WHEN run through `memwatch run` with arguments that memwatch also knows (--out)
+    proc = run_cli("run", str(script), "4", "--out", "x", cwd=tmp_path)
+    # THEN the script saw exactly python's argv, sys.path[0] and __name__, and exit 0
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"argv": [str(script), "4", "--out", "x"], "path0": str(tmp_path),
+                    "name": "__main__"}
+    # AND a short report ends the output, naming the run file it wrote
+    assert "memwatch: train.py: no memory problems found in 4 steps" in proc.stderr
+    runs = list((tmp_path / "memwatch-runs").glob("train-*.db"))
+    assert len(runs) == 1 and str(runs[0].relative_to(tmp_path)) in proc.stderr
+
+
+def test_script_errors_show_the_users_traceback_and_exit_1(script: Path, tmp_path: Path) -> None:
+    proc = run_cli("run", "--no-report", str(script), "2", "--fail", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "ValueError: boom from the script" in proc.stderr
+    assert f'File "{script}"' in proc.stderr
+    assert "memwatch/commands" not in proc.stderr and "runpy" not in proc.stderr
+
+
+def test_script_exit_status_is_passed_through(script: Path, tmp_path: Path) -> None:
+    proc = run_cli("run", "--no-report", str(script), "1", "--exit", cwd=tmp_path)
+    assert proc.returncode == 7
+
+
+def test_run_module_with_dash_m(tmp_path: Path) -> None:
+    # GIVEN a package module in the working directory
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(TRAIN)
+    # WHEN run as `memwatch run -m pkg.train 2`
+    proc = run_cli("run", "--out", "r.db", "-m", "pkg.train", "2", cwd=tmp_path)
+    # THEN it ran as __main__ with the module's path as argv[0], cwd as sys.path[0]
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["argv"] == [str(pkg / "train.py"), "2"]
+    assert seen["path0"] == str(tmp_path) and seen["name"] == "__main__"
+    assert (tmp_path / "r.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.py"], "memwatch: can't open file 'missing.py': no such file"),
+        (["run", "--budget", "lots", "x.py"], "memwatch: invalid size 'lots'"),
+        (["report", "nowhere.db"], "memwatch: no run file at nowhere.db"),
+        (["report"], "memwatch: no run given and no run files in ./memwatch-runs"),
+        (["report", "junk.db"], "is not a memwatch run file"),
+        (["tui", "junk.db"], "is not a memwatch run file"),
+        (["report", "--format", "yaml"], "invalid choice: 'yaml'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_nonzero_exit(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a directory with a file that is not a run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "junk.db").write_text("not a database")
+    # WHEN the CLI is called with bad input
+    try:
+        status = main(args)
+    except SystemExit as exc:  # argparse usage errors
+        status = int(exc.code or 0)
+    err = capsys.readouterr().err
+    # THEN one line explains it, no traceback, non-zero exit
+    assert status != 0
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_report_formats_and_check_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a recorded clean sample run
+    out = tmp_path / "clean.db"
+    assert main(["run", "--no-report", "--out", str(out), str(SAMPLES / "clean_training.py"),
+                 "--steps", "6"]) == 0
+    capsys.readouterr()
+    # WHEN the JSON report is asked for
+    assert main(["report", str(out), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # THEN it follows the memwatch.report/1 contract
+    assert report["schema"] == "memwatch.report/1"
+    assert set(report) == {"schema", "run", "steps", "findings"}
+    assert report["run"]["device"]["type"] in ("cpu", "cuda")
+    assert report["run"]["exit_status"] == 0
+    assert report["steps"]["count"] >= 6
+    assert report["steps"]["peak_autograd_saved_bytes"] > 0
+    assert set(report["steps"]) == {"count", "peak_allocated_bytes", "final_allocated_bytes",
+                                    "peak_autograd_saved_bytes", "peak_rss_bytes"}
+    # AND markdown renders, and check passes a clean run at both levels
+    assert main(["report", str(out), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.startswith("## memwatch: clean_training.py")
+    assert main(["check", str(out), "--fail-on", "warning"]) == 0

@@ -1,0 +1,41 @@
+"""Shared test helpers: run a sample under memwatch in this process and read what it found."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+from memwatch.cli import main
+from memwatch.commands.common import LoadedRun, load_run
+from memwatch.records import Finding
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def run_sample(sample: str | Path, *args: str, out: Path, extra: tuple[str, ...] = ()) -> LoadedRun:
+    """``memwatch run --no-report --out OUT [extra] SAMPLE ARGS`` in-process; the loaded run.
+
+    In-process keeps the suite fast (no torch import per sample); the CLI path is the one
+    users take, so argv, ``__main__`` and exit status are exercised as well.
+    """
+    path = Path(sample)
+    if not path.is_absolute():
+        path = SAMPLES / path
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(["run", "--no-report", "--out", str(out), *extra, str(path), *args])
+    assert status == 0, f"{path.name} exited {status}\n{stdout.getvalue()}\n{stderr.getvalue()}"
+    return load_run(out)
+
+
+def kinds(findings: list[Finding], at_least: str = "info") -> set[str]:
+    levels = {"error": 0, "warning": 1, "info": 2}[at_least]
+    return {f.kind for f in findings if {"error": 0, "warning": 1, "info": 2}[f.severity] <= levels}
+
+
+def only(findings: list[Finding], kind: str) -> Finding:
+    matches = [f for f in findings if f.kind == kind]
+    assert matches, f"no {kind} finding; got {[f.kind for f in findings]}"
+    return matches[0]
