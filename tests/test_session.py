@@ -303,3 +303,36 @@ def test_importing_memwatch_does_not_import_torch() -> None:
     code = "import sys, memwatch, memwatch.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unsupported_torch_versions_are_refused_with_a_clear_message() -> None:
+    from memwatch.collect.environment import check_torch_version
+
+    check_torch_version("2.13.0+cpu")
+    with pytest.raises(MemwatchError, match=r"memwatch needs torch >= 2\.4; .* torch 1\.13\.1"):
+        check_torch_version("1.13.1")
+
+
+def test_an_uncaught_oom_in_a_script_is_recorded_and_exits_1(tmp_path: Path) -> None:
+    # GIVEN a script that dies of an OOM it does not catch
+    script = tmp_path / "dies.py"
+    script.write_text(
+        "import torch\n"
+        "model = torch.nn.Linear(4, 4)\n"
+        "model(torch.randn(2, 4)).sum().backward()\n"
+        "raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 512.00 MiB')\n"
+    )
+    # WHEN run under memwatch
+    proc = subprocess.run(
+        [sys.executable, "-m", "memwatch", "run", "--out", str(tmp_path / "r.db"), str(script)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    # THEN the script's error shows, exit 1, and the run file holds the OOM and the step
+    assert proc.returncode == 1
+    assert "torch.OutOfMemoryError: CUDA out of memory" in proc.stderr
+    with RunReader(tmp_path / "r.db") as reader:
+        ooms = reader.events("oom")
+        assert reader.info().exit_status == 1
+        assert reader.step_count() == 1
+    assert len(ooms) == 1 and ooms[0].data["requested_bytes"] == 512 * 1024**2
+    assert ooms[0].location is not None and ooms[0].location.line == 4

@@ -45,6 +45,9 @@ class CudaMemory:
         self.device = torch.cuda.current_device() if device is None else device
         torch.cuda.reset_peak_memory_stats(self.device)
 
+    def current_allocated(self) -> int:
+        return int(torch.cuda.memory_allocated(self.device))
+
     def read_and_reset_peak(self) -> DeviceReading:
         reading = DeviceReading(
             allocated_bytes=int(torch.cuda.memory_allocated(self.device)),

@@ -363,6 +363,10 @@ class Tracker:
         self._oom_events += 1
         data = dict(info)
         data.setdefault("saved_bytes", self.saved.current)
+        data.setdefault("rss_bytes", self.rss.read())
+        current = getattr(self.device, "current_allocated", None)
+        if current is not None:
+            data.setdefault("allocated_bytes", current())
         self.emit(
             Event(
                 "oom",
