@@ -30,7 +30,12 @@ def add_parser(subparsers: Any) -> None:
         description="Run SCRIPT (or -m MODULE) exactly as `python SCRIPT ARGS` would, record "
         "its memory per training step into a run file, and print a report at the end.",
     )
-    parser.add_argument("--out", metavar="PATH", help="run file (default memwatch-runs/...)")
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="run file (default memwatch-runs/...); under torchrun a run directory, "
+        "one <script>-rank<N>.db per rank",
+    )
     parser.add_argument(
         "--budget", metavar="SIZE", help="behave as if the device had SIZE bytes (512MiB, 2GB)"
     )
@@ -82,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if args.module is not None and args.target:
         script_args = [args.target, *script_args]
     if args.live:
+        if os.environ.get("RANK") is not None:  # one dashboard per rank would fight the tty
+            raise MemwatchError(
+                "--live is not available under torchrun; watch the ranks from another "
+                "terminal with `memwatch tui RUN_DIR --follow`"
+            )
         return _run_live(args, target_name, script_args)
 
     from memwatch.session import Watch
@@ -176,6 +186,12 @@ def _print_user_traceback(
 
 def _print_report(watch: Any) -> None:
     from memwatch.commands.common import load_run
+
+    if watch.info is not None and watch.info.rank is not None and watch.run_path is not None:
+        from memwatch.commands.ranks import print_end_of_run_report
+
+        print_end_of_run_report(Path(watch.run_path), watch.info)  # rank 0 merges the ranks
+        return
 
     try:
         if watch.run_path is not None and Path(watch.run_path).exists():

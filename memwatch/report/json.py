@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memwatch.records import Finding, RunInfo
@@ -45,15 +45,27 @@ def steps_dict(summary: StepSummary) -> dict[str, Any]:
 
 
 def report_dict(
-    info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]
+    info: RunInfo | None,
+    summary: StepSummary,
+    findings: Sequence[Finding],
+    ranks: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """The report object; ``ranks`` (one dict per rank) only for a multi-rank run directory."""
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "run": run_dict(info),
         "steps": steps_dict(summary),
         "findings": [f.to_dict() for f in findings],
     }
+    if ranks is not None:
+        report["ranks"] = [dict(r) for r in ranks]
+    return report
 
 
-def render_json(info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]) -> str:
-    return json.dumps(report_dict(info, summary, findings), indent=2, default=str)
+def render_json(
+    info: RunInfo | None,
+    summary: StepSummary,
+    findings: Sequence[Finding],
+    ranks: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    return json.dumps(report_dict(info, summary, findings, ranks), indent=2, default=str)

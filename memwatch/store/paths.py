@@ -1,8 +1,15 @@
-"""Where run files live: ``memwatch-runs/<script>-<time>[-rank<N>].db`` unless told otherwise."""
+"""Where run files live: ``memwatch-runs/<script>-<time>.db`` unless told otherwise.
+
+Under torchrun every rank writes its own file, and all files of one launch share a run
+directory, so that ``memwatch report DIR`` sees the whole run:
+``memwatch-runs/<script>-<time>/<script>-<time>-rank<N>.db`` by default, or
+``DIR/<script>-rank<N>.db`` with ``--out DIR``.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +34,80 @@ def default_run_path(
     return path
 
 
+#: ``-rank<N>`` (and ``-restart<K>`` after a torchelastic restart) at the end of a file stem.
+RANK_STEM_RE = re.compile(r"-rank(\d+)(?:-restart(\d+))?$")
+
+
+def run_file_path(out: str | os.PathLike[str] | None, script: str, rank: int | None = None) -> Path:
+    """Where this process records its run, given ``--out``/``out=`` and its rank (or None).
+
+    A single process writes to ``out`` as given (an existing directory, or a path ending in
+    a separator, gets a fresh default name inside it), else to a fresh default path.
+
+    A rank (RANK set, as under torchrun) never shares a file with another rank, and all
+    ranks of one launch land in one directory, without talking to each other:
+
+    * ``out`` None: ``memwatch-runs/<stem>-<stamp>/<stem>-<stamp>-rank<N>.db``, where the
+      stamp is the launcher's start time, identical on every rank of a node;
+    * ``out`` a directory (existing, or any path without a ``.db`` suffix):
+      ``out/<stem>-rank<N>.db``;
+    * ``out`` a file ``x.db`` (or any existing file): ``x-rank<N>.db`` beside it.
+
+    After a torchelastic restart the name gains ``-restart<K>`` so that the failed
+    attempt's files are kept; the views read the newest file of each rank.
+    """
+    stem = Path(script).stem or "run"
+    if rank is None:
+        if out is None:
+            return default_run_path(script)
+        if Path(out).is_dir() or str(out).endswith(("/", os.sep)):
+            return default_run_path(script, directory=out)
+        return Path(out)
+    tag = f"-rank{rank}{_restart_suffix()}"
+    if out is None:
+        name = f"{stem}-{shared_run_stamp()}"
+        return Path(RUNS_DIR) / name / f"{name}{tag}.db"
+    path = Path(out)
+    if path.is_dir() or (path.suffix != ".db" and not path.exists()):
+        return path / f"{stem}{tag}.db"
+    return path.with_name(f"{path.stem}{tag}.db")
+
+
+def _restart_suffix() -> str:
+    try:
+        restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        restarts = 0
+    return f"-restart{restarts}" if restarts > 0 else ""
+
+
+def shared_run_stamp() -> str:
+    """``YYYYmmdd-HHMMSS`` that every rank of one torchrun launch on a node computes alike.
+
+    torchrun's workers are children of its agent, so the agent's start time names the
+    launch without any communication between ranks (memwatch adds none). Outside
+    torchelastic (or if the parent cannot be inspected) it is the current time; other
+    launchers should pass ``--out DIR``.
+    """
+    when: float | None = None
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        try:
+            import psutil
+
+            when = psutil.Process(os.getppid()).create_time()
+        except Exception:
+            when = None
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+
+
+def rank_of_file(path: Path) -> tuple[int, int] | None:
+    """(rank, restart) encoded in a rank file's name, or None for a single-process run."""
+    match = RANK_STEM_RE.search(path.stem)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
 def find_run_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The run files in ``directory``, oldest first (by modification time)."""
     base = Path(directory)
@@ -43,13 +124,13 @@ def resolve_run(run: str | os.PathLike[str] | None) -> Path:
     """
     if run is None:
         base = Path(RUNS_DIR)
-        files = find_run_files(base) if base.is_dir() else []
-        if not files:
+        newest = newest_run(base) if base.is_dir() else None
+        if newest is None:
             raise RunFileError(
                 f"no run given and no run files in ./{RUNS_DIR}; record one with "
                 "`memwatch run SCRIPT` or pass a path"
             )
-        return files[-1]
+        return newest
     path = Path(run)
     if path.is_dir():
         files = find_run_files(path)
@@ -65,4 +146,16 @@ def resolve_run(run: str | os.PathLike[str] | None) -> Path:
 
 def is_rank_directory(path: Path) -> bool:
     """A directory whose run files carry ``-rank<N>`` suffixes: one run of several ranks."""
-    return path.is_dir() and any("-rank" in p.stem for p in path.glob("*.db"))
+    return path.is_dir() and any(rank_of_file(p) is not None for p in path.glob("*.db"))
+
+
+def newest_run(base: Path) -> Path | None:
+    """The newest run in ``base``: a run file, or a rank directory (by its newest file)."""
+    candidates: list[tuple[float, str, Path]] = [
+        (p.stat().st_mtime, p.name, p) for p in find_run_files(base)
+    ]
+    for sub in base.iterdir():
+        if is_rank_directory(sub):
+            newest = find_run_files(sub)[-1]
+            candidates.append((newest.stat().st_mtime, newest.name, sub))
+    return max(candidates)[2] if candidates else None
