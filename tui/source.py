@@ -85,6 +85,39 @@ class Bounds:
     version: int
 
 
+#: Blocks of at most this many steps are grouped in Python from the raw rows.
+SMALL_BLOCK = 32
+
+
+def group_rows(rows: Sequence[tuple[Any, ...]], start: int, stop: int, size: int) -> list[Block]:
+    """Blocks of ``size`` steps from ``(step, *values)`` rows sorted by step."""
+    width = len(SERIES_COLUMNS)
+    out: list[Block] = []
+    i = 0
+    for lo in range(start, stop, size):
+        hi = min(lo + size, stop)
+        lows: list[int | None] = [None] * width
+        highs: list[int | None] = [None] * width
+        count = 0
+        while i < len(rows) and rows[i][0] < hi:
+            row = rows[i]
+            i += 1
+            if row[0] < lo:
+                continue
+            count += 1
+            for k in range(width):
+                v = row[k + 1]
+                if v is None:
+                    continue
+                low, high = lows[k], highs[k]
+                if low is None or v < low:
+                    lows[k] = v
+                if high is None or v > high:
+                    highs[k] = v
+        out.append(Block(lo, hi, count, tuple(lows), tuple(highs)))
+    return out
+
+
 class RunSource(Protocol):
     """The queries the dashboard makes; every call reads what is committed right now."""
 
@@ -126,10 +159,13 @@ class RunSource(Protocol):
 # -- the run file ------------------------------------------------------------------------
 
 _COLS = ", ".join(SERIES_COLUMNS)
-_BLOCK_SQL = "SELECT COUNT(*), " + ", ".join(
-    f"MIN({c}), MAX({c})" for c in SERIES_COLUMNS
-) + " FROM steps WHERE step >= ? AND step < ?"
+_BLOCK_SQL = (
+    "SELECT COUNT(*), "
+    + ", ".join(f"MIN({c}), MAX({c})" for c in SERIES_COLUMNS)
+    + " FROM steps WHERE step >= ? AND step < ?"
+)
 _SAMPLE_SQL = f"SELECT step, {_COLS} FROM steps WHERE step >= ? ORDER BY step LIMIT 1"
+_RANGE_SQL = f"SELECT step, {_COLS} FROM steps WHERE step >= ? AND step < ? ORDER BY step"
 _STEP_AT_SQL = (
     f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step <= ? ORDER BY step DESC LIMIT 1"
 )
@@ -177,8 +213,13 @@ class FileSource:
         )
 
     def block_stats(self, start: int, stop: int, size: int) -> list[Block]:
-        # One range query per block walks the primary key in order; a single GROUP BY
-        # over ``step / size`` measured 2x slower (SQLite sorts it through a temp b-tree).
+        # Small blocks: one query for the rows, grouped here (a query costs ~50 µs, a row
+        # ~1 µs in Python). Large blocks: one range query per block walks the primary key
+        # in order; a single GROUP BY over ``step / size`` measured 2x slower (SQLite sorts
+        # it through a temp b-tree).
+        if size <= SMALL_BLOCK:
+            rows = self._rows(_RANGE_SQL, (start, stop))
+            return group_rows(rows, start, stop, size)
         cursor = self._conn.cursor()
         width = len(SERIES_COLUMNS)
         out: list[Block] = []
@@ -232,22 +273,26 @@ class FileSource:
         self._reader.close()
 
 
-_RANK_RE = re.compile(r"-rank(\d+)$")
+_RANK_RE = re.compile(r"-rank(\d+)(?:-restart(\d+))?$")
 
 
 def run_files(path: Path) -> list[Path]:
     """The files to offer for ``path``: one run file, or each rank of a rank directory.
 
     Ranks come lowest first, so the dashboard opens rank 0 (multi-rank merging is a later
-    issue; for now the user can switch rank by rank).
+    issue; for now ``r`` switches rank by rank). After a torchelastic restart a rank has
+    several files (``-rank<N>-restart<K>``); the newest attempt is shown.
     """
     if path.is_dir() and is_rank_directory(path):
-
-        def rank_of(p: Path) -> tuple[int, str]:
-            match = _RANK_RE.search(p.stem)
-            return (int(match.group(1)) if match else 1 << 30, p.name)
-
-        return sorted(find_run_files(path), key=rank_of)
+        newest: dict[int, tuple[int, Path]] = {}
+        for file in find_run_files(path):
+            match = _RANK_RE.search(file.stem)
+            if match is None:
+                continue
+            rank, restart = int(match.group(1)), int(match.group(2) or 0)
+            if rank not in newest or restart >= newest[rank][0]:
+                newest[rank] = (restart, file)
+        return [newest[rank][1] for rank in sorted(newest)]
     return [resolve_run(path)]
 
 
@@ -255,7 +300,8 @@ def writer_alive(info: RunInfo) -> bool | None:
     """Whether the process writing ``info``'s run still runs (None: cannot tell).
 
     Only answerable on the same host; a run that recorded its end is never alive. This is
-    how a file left by a killed writer is told apart from a live run that is between commits.
+    how a file left by a killed writer is told apart from a live run that is between
+    commits. A process started after the run began holds a reused pid, not the writer.
     """
     if info.ended_at is not None:
         return False
@@ -266,10 +312,17 @@ def writer_alive(info: RunInfo) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     except OSError:
         return None
-    return True
+    try:
+        import psutil
+
+        return bool(psutil.Process(info.pid).create_time() <= info.started_at + 1.0)
+    except ImportError:
+        return True
+    except Exception:  # the process ended meanwhile, or psutil cannot see it
+        return None
 
 
 # -- the fake ----------------------------------------------------------------------------
@@ -330,14 +383,9 @@ class FakeSource:
 
     def block_stats(self, start: int, stop: int, size: int) -> list[Block]:
         self.calls.append("block_stats")
-        out = []
-        for lo in range(start, stop, size):
-            hi = min(lo + size, stop)
-            rows = [record_values(s) for k, s in self._steps.items() if lo <= k < hi]
-            lows = tuple(_extreme(rows, i, min) for i in range(len(SERIES_COLUMNS)))
-            highs = tuple(_extreme(rows, i, max) for i in range(len(SERIES_COLUMNS)))
-            out.append(Block(lo, hi, len(rows), lows, highs))
-        return out
+        keys = [k for k in sorted(self._steps) if start <= k < stop]
+        rows = [(k, *record_values(self._steps[k])) for k in keys]
+        return group_rows(rows, start, stop, size)
 
     def sample(self, steps: Sequence[int]) -> list[tuple[int, Values]]:
         self.calls.append("sample")
@@ -371,11 +419,6 @@ class FakeSource:
 
     def close(self) -> None:
         self.calls.append("close")
-
-
-def _extreme(rows: list[Values], i: int, pick: Any) -> int | None:
-    values = [r[i] for r in rows if r[i] is not None]
-    return pick(values) if values else None
 
 
 def sample_points(first: int, last: int, count: int) -> list[int]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
@@ -14,6 +17,7 @@ from memwatch.store import RunWriter
 from tui.app import MemwatchApp
 from tui.source import FakeSource
 
+REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 GiB = 1 << 30
 STARTED = 1_700_000_000.0
@@ -93,8 +97,12 @@ def make_findings() -> list[Finding]:
             variable="total_loss",
             bytes=800 * MiB,
             growth_per_step_bytes=4 * MiB,
-            evidence={"saved_bytes_first": 200 * MiB, "saved_bytes_last": 1000 * MiB,
-                      "steps": 200, "r2": 0.9987},
+            evidence={
+                "saved_bytes_first": 200 * MiB,
+                "saved_bytes_last": 1000 * MiB,
+                "steps": 200,
+                "r2": 0.9987,
+            },
         ),
         Finding(
             kind="lingering-step-locals",
@@ -163,6 +171,16 @@ def make_app(source: FakeSource | None = None, **kwargs: object) -> MemwatchApp:
     options: dict[str, object] = {"clock": fixed_clock, "alive": never_alive}
     options.update(kwargs)
     return MemwatchApp(source if source is not None else fake_source(), **options)  # type: ignore[arg-type]
+
+
+def drive(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test body in a fresh event loop (no asyncio pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
 
 
 async def settle(pilot: Pilot[object], app: App[object] | None = None) -> None:

@@ -1,0 +1,470 @@
+"""What the dashboard shows, as pure functions of records: no Textual, no I/O but source files.
+
+Keeping the window arithmetic (cursor, zoom, pan, follow), the down-sampled chart series
+and the text of every panel here lets them be tested with hand-made records, and keeps
+the widgets thin: they only style what these functions decide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from memwatch.records import Finding, Holder, RunInfo, StepRecord
+from memwatch.units import format_size
+from tui.source import SERIES_COLUMNS, Block, Values
+
+#: Long and short names of each series (short ones fit the 80-column cursor bar).
+SERIES_NAMES: dict[str, tuple[str, str]] = {
+    "reserved_bytes": ("reserved", "resv"),
+    "allocated_bytes": ("allocated", "alloc"),
+    "peak_allocated_bytes": ("peak in step", "peak"),
+    "saved_bytes": ("autograd saved", "saved"),
+    "rss_bytes": ("RSS", "rss"),
+}
+
+#: The narrowest window zoom goes down to, in steps.
+MIN_SPAN = 8
+
+
+# -- the window over the steps -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Viewport:
+    """The recorded steps ``first..last``, the visible window ``lo..hi`` and the cursor.
+
+    ``follow`` keeps the newest step under the cursor and in view as a live run grows
+    (like ``tail -f``); moving the cursor back turns it off, ``End`` turns it on again.
+    """
+
+    first: int
+    last: int
+    lo: int
+    hi: int
+    cursor: int
+    follow: bool = False
+
+    @property
+    def span(self) -> int:
+        return self.hi - self.lo + 1
+
+    @property
+    def whole(self) -> bool:
+        """Whether the window shows the whole run."""
+        return self.lo <= self.first and self.hi >= self.last
+
+    @property
+    def zoom(self) -> float:
+        return (self.last - self.first + 1) / self.span
+
+
+def initial_viewport(first: int, last: int, follow: bool) -> Viewport:
+    """The whole run, cursor on the newest step."""
+    return Viewport(first, last, first, last, last, follow)
+
+
+def _clamp(value: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, value))
+
+
+def _place(vp: Viewport, lo: int, span: int) -> Viewport:
+    """Window of ``span`` steps starting near ``lo``, kept inside the run."""
+    total = vp.last - vp.first + 1
+    span = _clamp(span, min(MIN_SPAN, total), total)
+    lo = _clamp(lo, vp.first, vp.last - span + 1)
+    return replace(vp, lo=lo, hi=lo + span - 1)
+
+
+def grow(vp: Viewport, first: int, last: int) -> Viewport:
+    """New steps were recorded: extend a whole-run window, slide a followed one."""
+    if last == vp.last and first == vp.first:
+        return vp
+    grown = replace(vp, first=first, last=last)
+    if vp.whole:
+        grown = replace(grown, lo=first, hi=last)
+    elif vp.follow:
+        grown = _place(grown, last - vp.span + 1, vp.span)
+    if vp.follow:
+        grown = replace(grown, cursor=last)
+    return replace(grown, cursor=_clamp(grown.cursor, first, last))
+
+
+def stride(vp: Viewport, buckets: int) -> int:
+    """Steps per screen column: how far one cursor key press moves."""
+    return max(1, vp.span // max(1, buckets))
+
+
+def move_cursor(vp: Viewport, delta: int) -> Viewport:
+    """Move the cursor; the window pans when the cursor leaves it. Moving back unfollows."""
+    cursor = _clamp(vp.cursor + delta, vp.first, vp.last)
+    moved = replace(vp, cursor=cursor, follow=vp.follow and delta >= 0)
+    return _show(moved)
+
+
+def jump(vp: Viewport, step: int, follow: bool = False) -> Viewport:
+    """Put the cursor on ``step`` (e.g. a finding's first step), centring it if off screen."""
+    cursor = _clamp(step, vp.first, vp.last)
+    moved = replace(vp, cursor=cursor, follow=follow)
+    if moved.lo <= cursor <= moved.hi:
+        return moved
+    return _place(moved, cursor - vp.span // 2, vp.span)
+
+
+def _show(vp: Viewport) -> Viewport:
+    if vp.cursor < vp.lo:
+        return _place(vp, vp.cursor, vp.span)
+    if vp.cursor > vp.hi:
+        return _place(vp, vp.cursor - vp.span + 1, vp.span)
+    return vp
+
+
+def zoom(vp: Viewport, factor: float) -> Viewport:
+    """Scale the window by ``factor`` (0.5 zooms in) around the cursor."""
+    span = max(1, round(vp.span * factor))
+    offset = (vp.cursor - vp.lo) / max(1, vp.span - 1)  # keep the cursor's screen position
+    zoomed = _place(vp, vp.cursor - round(offset * (span - 1)), span)
+    return replace(zoomed, cursor=_clamp(vp.cursor, zoomed.lo, zoomed.hi))
+
+
+def pan(vp: Viewport, delta: int) -> Viewport:
+    """Shift the window by ``delta`` steps, carrying the cursor along."""
+    moved = _place(vp, vp.lo + delta, vp.span)
+    cursor = _clamp(vp.cursor + (moved.lo - vp.lo), moved.lo, moved.hi)
+    return replace(moved, cursor=cursor, follow=vp.follow and delta >= 0)
+
+
+def whole_run(vp: Viewport) -> Viewport:
+    return replace(vp, lo=vp.first, hi=vp.last)
+
+
+# -- the timeline ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One series as plot points: two per bucket (its min and its max) so spikes survive."""
+
+    column: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    """What the timeline draws for the window ``lo..hi``.
+
+    ``exact`` is False for the quick preview drawn from sampled steps while the min/max
+    index of a long run is still being read.
+    """
+
+    lo: int
+    hi: int
+    lines: tuple[Line, ...]
+    exact: bool = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(line.column for line in self.lines)
+
+
+def chart_from_blocks(blocks: Sequence[Block], lo: int, hi: int, exact: bool = True) -> ChartData:
+    """Plot points for each series with data: per block its min then max (or max then min).
+
+    The order of the pair follows the previous point, so the line zig-zags through each
+    bucket's range instead of crossing itself; a series never measured (None throughout,
+    like CUDA fields on a CPU run) is left out.
+    """
+    lines = []
+    for i, column in enumerate(SERIES_COLUMNS):
+        xs: list[float] = []
+        ys: list[float] = []
+        for block in blocks:
+            low, high = block.lows[i], block.highs[i]
+            if low is None or high is None or block.count == 0:
+                continue
+            x = float(_clamp((block.start + block.stop - 1) // 2, lo, hi))
+            if low == high:
+                xs.append(x)
+                ys.append(float(low))
+                continue
+            prev = ys[-1] if ys else float(low)
+            pair = (low, high) if abs(prev - low) <= abs(prev - high) else (high, low)
+            xs.extend((x, x))
+            ys.extend((float(pair[0]), float(pair[1])))
+        if ys:
+            lines.append(Line(column, tuple(xs), tuple(ys)))
+    return ChartData(lo, hi, tuple(lines), exact)
+
+
+def blocks_from_samples(samples: Iterable[tuple[int, Values]]) -> list[Block]:
+    """Single-step blocks from sampled rows (for the preview)."""
+    return [Block(step, step + 1, 1, values, values) for step, values in samples]
+
+
+def nice_ticks(lo: float, hi: float, count: int, binary: bool = False) -> list[float]:
+    """About ``count`` round tick values in ``lo..hi``: 1-2-5 steps, or powers of two."""
+    if hi <= lo or count < 1:
+        return [lo]
+    raw = (hi - lo) / count
+    if binary:
+        step = float(2 ** max(0, round(math.log2(max(raw, 1.0)))))
+    else:
+        exp = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+        step = next((m * exp for m in (1, 2, 5, 10) if m * exp >= raw), 10 * exp)
+        step = max(step, 1.0)
+    start = math.ceil(lo / step) * step
+    ticks = []
+    value = start
+    while value <= hi + 1e-9:
+        ticks.append(value)
+        value += step
+    return ticks or [lo]
+
+
+def short_size(num_bytes: float | None) -> str:
+    """Compact binary size for narrow columns: ``512B``, ``95M``, ``1.2G`` (``-`` for None)."""
+    if num_bytes is None:
+        return "-"
+    value = float(num_bytes)
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            if unit == "B":
+                return f"{sign}{int(value)}B"
+            return f"{sign}{value:.1f}{unit}" if value < 10 else f"{sign}{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def short_count(n: float) -> str:
+    """Compact step number for axis ticks: ``950``, ``12k``, ``1.5M``."""
+    value = abs(n)
+    sign = "-" if n < 0 else ""
+    if value < 10_000:
+        return f"{sign}{int(value)}"
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if value >= scale:
+            scaled = value / scale
+            text = f"{scaled:.1f}".rstrip("0").rstrip(".") if scaled < 100 else f"{scaled:.0f}"
+            return f"{sign}{text}{unit}"
+    return f"{sign}{int(value)}"  # pragma: no cover - unreachable
+
+
+# -- the header and the cursor bar -------------------------------------------------------
+
+
+def run_title(info: RunInfo) -> str:
+    """``train.py --lr 0.1``: the command as the user typed it."""
+    return " ".join([info.script, *info.argv[1:]]) if info.argv else info.script
+
+
+def device_text(info: RunInfo) -> str:
+    parts = [info.device_type]
+    if info.device_name and info.device_name != info.device_type:
+        parts.append(info.device_name)
+    if info.device_total_bytes:
+        parts.append(format_size(info.device_total_bytes))
+    text = " ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "")
+    if info.world_size:
+        text += f" · rank {info.rank}/{info.world_size}"
+    return text
+
+
+def format_elapsed(seconds: float) -> str:
+    """``45s``, ``12:03``, ``1:02:03``, ``3d 1:02:03``."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}:{minutes:02d}:{secs:02d}"
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    if minutes:
+        return f"{minutes}:{secs:02d}"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Whether the run is recording: ``live``, ``finished`` or ``stopped`` (killed writer)."""
+
+    state: str
+    elapsed_s: float
+    exit_status: int | None = None
+
+    @property
+    def text(self) -> str:
+        elapsed = format_elapsed(self.elapsed_s)
+        if self.state == "live":
+            return f"● live {elapsed}"
+        if self.state == "finished":
+            status = "" if self.exit_status in (None, 0) else f", exit {self.exit_status}"
+            return f"■ finished in {elapsed}{status}"
+        return f"◆ stopped after {elapsed} (no end recorded)"
+
+
+def run_state(info: RunInfo, alive: bool | None, now: float, last_seen: float | None) -> RunState:
+    """How the run stands: ``alive`` comes from ``tui.source.writer_alive``.
+
+    A writer that died without recording its end (``kill -9``) shows as stopped; its
+    elapsed time runs to the last recorded step, not to now.
+    """
+    if info.ended_at is not None:
+        return RunState("finished", info.ended_at - info.started_at, info.exit_status)
+    if alive is False:
+        end = last_seen if last_seen is not None else info.started_at
+        return RunState("stopped", end - info.started_at)
+    return RunState("live", now - info.started_at)
+
+
+def cursor_values(
+    record: StepRecord | None, columns: Sequence[str]
+) -> list[tuple[str, str, str, str]]:
+    """``(column, short label, short value, long value)`` of each drawn series at the cursor."""
+    out = []
+    for column in columns:
+        value = getattr(record, column) if record is not None else None
+        short_label = SERIES_NAMES[column][1]
+        out.append((column, short_label, short_size(value), format_size(value)))
+    return out
+
+
+# -- findings ----------------------------------------------------------------------------
+
+SEVERITY_BADGE = {"error": "E", "warning": "W", "info": "i"}
+
+
+def finding_summary(finding: Finding) -> str:
+    """``error · graph-accumulation · from step 3``: the line under a finding's title."""
+    parts = [finding.severity, finding.kind]
+    if finding.first_step is not None:
+        parts.append(f"from step {finding.first_step:,}")
+    if finding.rank is not None:
+        parts.append(f"rank {finding.rank}")
+    return " · ".join(parts)
+
+
+def finding_facts(finding: Finding) -> list[tuple[str, str]]:
+    """The measured facts of a finding, label then value, in reading order."""
+    facts = []
+    if finding.location is not None:
+        facts.append(("where", str(finding.location)))
+    if finding.variable:
+        facts.append(("variable", finding.variable))
+    if finding.bytes is not None:
+        facts.append(("holds", format_size(finding.bytes)))
+    if finding.growth_per_step_bytes is not None:
+        facts.append(("growth", f"{format_size(finding.growth_per_step_bytes, signed=True)}/step"))
+    return facts
+
+
+def evidence_rows(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Evidence as label/value text: sizes for keys naming bytes, short lists, rounded floats."""
+    rows = []
+    for key, value in evidence.items():
+        rows.append((key, _evidence_value(key, value)))
+    return rows
+
+
+def _evidence_value(key: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | float) and "bytes" in key:
+        return format_size(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list | tuple):
+        shown = ", ".join(_evidence_value(key, v) for v in value[:8])
+        return f"[{shown}{', …' if len(value) > 8 else ''}]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_evidence_value(str(k), v)}" for k, v in list(value.items())[:8])
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Excerpt:
+    """Source lines around a finding's location, or why they cannot be shown."""
+
+    path: str
+    lines: tuple[tuple[int, str], ...] = ()
+    focus: int = 0
+    note: str | None = None
+
+
+def find_source(file: str, search_dirs: Sequence[Path]) -> Path | None:
+    """The file a location names: as recorded, else relative to each of ``search_dirs``."""
+    candidate = Path(file)
+    if candidate.is_file():
+        return candidate
+    if not candidate.is_absolute():
+        for base in search_dirs:
+            path = base / candidate
+            if path.is_file():
+                return path
+    return None
+
+
+def read_excerpt(
+    file: str,
+    line: int,
+    search_dirs: Sequence[Path] = (),
+    context: int = 3,
+    recorded_at: float | None = None,
+) -> Excerpt:
+    """``context`` lines either side of ``file:line``; a note instead if it is not readable.
+
+    A file modified after the run (``recorded_at``) is still shown, with a warning that
+    the lines may have moved.
+    """
+    path = find_source(file, search_dirs)
+    if path is None:
+        return Excerpt(file, note=f"source not found on this machine: {file}")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read().splitlines()
+    except OSError as exc:
+        return Excerpt(file, note=f"source not readable: {file} ({exc.strerror})")
+    if not 1 <= line <= len(text):
+        return Excerpt(file, note=f"{file} has {len(text)} lines; line {line} is gone")
+    lo = max(1, line - context)
+    hi = min(len(text), line + context)
+    lines = tuple((n, text[n - 1].rstrip()) for n in range(lo, hi + 1))
+    note = None
+    if recorded_at is not None:
+        try:
+            if os.stat(path).st_mtime > recorded_at:
+                note = "file changed since the run: lines may have moved"
+        except OSError:
+            pass
+    return Excerpt(file, lines, line, note)
+
+
+# -- what holds memory -------------------------------------------------------------------
+
+
+def holder_rows(holders: Sequence[Holder], limit: int = 50) -> list[tuple[str, str, str, str]]:
+    """``(name, size, tensors, where)`` for the largest holders first."""
+    rows = []
+    for holder in sorted(holders, key=lambda h: -h.bytes)[:limit]:
+        where = (
+            f"{Path(holder.location.file).name}:{holder.location.line}" if holder.location else ""
+        )
+        rows.append((holder.name, format_size(holder.bytes), f"{holder.tensors:,}", where))
+    return rows
+
+
+def holders_title(step: int, holders: Sequence[Holder]) -> str:
+    """Panel title: which snapshot (the last at or before ``step``) and the bytes it holds."""
+    if not holders:
+        return f"holders · none up to step {step:,}"
+    total = format_size(sum(h.bytes for h in holders))
+    return f"holders at step {holders[0].step:,} · {total}"
