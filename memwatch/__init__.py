@@ -5,7 +5,9 @@
         train()
     print(mw.report())
 
-Importing memwatch does not import torch; the hooks are installed when a watch starts.
+Importing memwatch imports neither torch nor the detectors: ``memwatch``/``Watch`` load the
+session on first use and the hooks are installed when a watch starts. That keeps the
+pytest plugin (loaded in every pytest run where memwatch is installed) nearly free.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from memwatch.errors import MemwatchError, RunFileError
 from memwatch.records import Event, Finding, Location, RunInfo, StepRecord
-from memwatch.session import Watch, active_watch, memwatch
 
 if TYPE_CHECKING:
     from memwatch.batch_size import find_batch_size
+    from memwatch.session import Watch, active_watch, memwatch
 
 __version__ = "0.1.0"
 
@@ -35,10 +37,20 @@ __all__ = [
     "memwatch",
 ]
 
+_LAZY = {
+    "memwatch": "memwatch.session",
+    "Watch": "memwatch.session",
+    "active_watch": "memwatch.session",
+    "find_batch_size": "memwatch.batch_size",  # imports torch
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "find_batch_size":  # imports torch, so only on use
-        from memwatch.batch_size import find_batch_size
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'memwatch' has no attribute {name!r}")
+    import importlib
 
-        return find_batch_size
-    raise AttributeError(f"module 'memwatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

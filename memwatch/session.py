@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.errors import MemwatchError
 from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
-from memwatch.store.paths import default_run_path
+from memwatch.store.paths import run_file_path
 from memwatch.store.writer import RunWriter
 from memwatch.units import parse_size
 
@@ -43,8 +43,13 @@ class Watch:
     """One recording session. Use as ``with memwatch() as mw:`` or as a decorator.
 
     Args:
-        out: run-file path (default ``memwatch-runs/<script>-<time>.db``).
+        out: run-file path (default ``memwatch-runs/<script>-<time>.db``); a directory
+            gets a fresh name inside it; under torchrun each rank writes its own
+            ``-rank<N>`` file (see ``memwatch.store.paths.run_file_path``).
         budget: make the device behave as if it had this many bytes (``"512MiB"``).
+        track_tensors: on CPU, count live tensor bytes created under the watch so steps
+            get ``allocated_bytes``/``peak_allocated_bytes`` (per-op interception: slower;
+            ``budget`` implies it; on CUDA the allocator already counts).
         script: the name the run is filed under (default: the main script).
         analysis: ``"default"`` (cheap, always-on checks) or ``"deep"`` (also the
             expensive confirmations on every analysis pass, for debugging sessions).
@@ -55,6 +60,9 @@ class Watch:
             switches automatic detection off from then on).
         store: write a run file at all (pytest helpers keep everything in memory).
     """
+
+    #: A background watch (pytest's ``--memwatch``) stops when the user starts their own.
+    yields_to_nested = False
 
     def __init__(
         self,
@@ -70,10 +78,12 @@ class Watch:
         store: bool = True,
         window: int = 4096,
         manual_steps: bool = False,
+        track_tensors: bool = False,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
         self.budget_bytes = parse_size(budget) if budget is not None else None
+        self.track_tensors = bool(track_tensors) or self.budget_bytes is not None
         self.analysis_mode = analysis
         self.analyze_every = max(1, int(analyze_every))
         self.warmup = warmup
@@ -148,7 +158,9 @@ class Watch:
     def start(self) -> None:
         global _ACTIVE, _FORK_HANDLER_REGISTERED
         if _ACTIVE is not None:
-            raise MemwatchError("another memwatch watch is already active in this process")
+            if not _ACTIVE.yields_to_nested:
+                raise MemwatchError("another memwatch watch is already active in this process")
+            _ACTIVE.stop()  # a background watch (pytest --memwatch) gives way to the user's
         from memwatch.collect import environment
         from memwatch.collect.probes import default_probes
         from memwatch.collect.tracker import Tracker
@@ -156,10 +168,11 @@ class Watch:
         environment.check_torch_version()
         self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
         if self._use_store:
-            self.run_path = self._out or default_run_path(self._script, rank=self.info.rank)
+            # Under torchrun each rank names its own file (see run_file_path).
+            self.run_path = run_file_path(self._out, self._script, rank=self.info.rank)
             self._writer = RunWriter(self.run_path, self.info)
         device = None
-        if self.budget_bytes is not None:
+        if self.track_tensors:
             from memwatch.collect.budget import install_budget
 
             self._budget = install_budget(self.budget_bytes)
@@ -213,7 +226,11 @@ class Watch:
         self._steps.append(record)
         self._step_count += 1
         self._write(lambda w: w.add_step(record))
-        if self._step_count % self.analyze_every == 0:
+        due = self._step_count % self.analyze_every == 0
+        if self._tracker is not None and self._tracker.analysis_requested:
+            self._tracker.analysis_requested = False  # a probe just confirmed a problem
+            due = True
+        if due:
             self._analyze(final=False)
         self._write(lambda w: w.maybe_commit())
 
