@@ -5,9 +5,36 @@ from __future__ import annotations
 import warnings
 
 from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-holders.md
+    cudnn_benchmark_dynamic_shapes,
+    eval_mode_missing,
+    grad_reset_before_step,
+    graph_accumulation,
+    graph_retained_in_inference,
+    host_memory_growth,
+    lingering_step_locals,
+    memory_growth,
+    microbatch_graph_accumulation,
+    oom_retry_loop,  # docs/oom.md
+    retain_graph_leak,
+    unbatched_forward,
+)
 from memwatch.records import Finding, sort_findings
 
-DETECTORS: list[Detector] = []
+DETECTORS: list[Detector] = [
+    graph_accumulation.detect,
+    lingering_step_locals.detect,
+    memory_growth.detect,
+    retain_graph_leak.detect,
+    graph_retained_in_inference.detect,
+    eval_mode_missing.detect,
+    microbatch_graph_accumulation.detect,
+    grad_reset_before_step.detect,
+    cudnn_benchmark_dynamic_shapes.detect,
+    unbatched_forward.detect,
+    host_memory_growth.detect,
+    oom_retry_loop.detect,
+]
 _warned: set[str] = set()
 
 

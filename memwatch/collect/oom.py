@@ -52,9 +52,17 @@ def _observing_init(self: BaseException, *args: Any, **kwargs: Any) -> None:
         if requested is not None and "requested_bytes" not in info:
             info["requested_bytes"] = requested
         info["frame"] = sys._getframe(1)
+        info["exception"] = self  # for probes only (weakref it); the tracker pops it
         callback(info)
     except Exception:
         pass
+
+
+def note_pending(details: dict[str, Any]) -> None:
+    """Numbers the next OOM's observation should carry (a raiser that knows them exactly,
+    like the CPU budget, calls this right before raising)."""
+    if _callback is not None:
+        _cuda_pending.update(details)
 
 
 def _cuda_observer(device: int, alloc: int, device_alloc: int, device_free: int) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from memwatch.collect.holders_probe import HoldersProbe
+from memwatch.collect.loop_probes import LoopProbe
+from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe
 
 if TYPE_CHECKING:
@@ -13,4 +16,7 @@ if TYPE_CHECKING:
 def default_probes(watch: Watch) -> list[Probe]:
     """Fresh probe instances for one watch (deep analysis may add expensive ones)."""
     probes: list[Probe] = []
+    probes.append(LoopProbe())  # loop-order detectors (docs/detectors-loop.md)
+    probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
+    probes.append(HoldersProbe())  # who holds what; graph/growth/lingering (detectors-holders.md)
     return probes

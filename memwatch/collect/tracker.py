@@ -88,6 +88,9 @@ class Tracker:
         self._backward_calls = 0
         self._oom_events = 0
         self._root_saved_before = 0
+        # A probe that has just confirmed a problem sets this: the sink analyses at this
+        # step end instead of waiting for its next periodic pass (detection latency).
+        self.analysis_requested = False
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
         self._hooks: dict[str, list[Callable[..., None]]] = {}
@@ -358,9 +361,16 @@ class Tracker:
     def _on_oom(self, info: dict[str, Any]) -> None:
         if self.off:
             return
-        frame = info.pop("frame", None)
+        frame = info.get("frame")
         user = first_user_frame(frame) if frame is not None else None
         self._oom_events += 1
+        try:
+            # Probes see the raw "frame" and "exception" (never to be kept strongly) and may
+            # add JSON-able evidence (bytes in use, holders) to the event before it is sent.
+            self._call_probes("on_oom", info, user)
+        finally:
+            info.pop("frame", None)
+            info.pop("exception", None)
         data = dict(info)
         data.setdefault("saved_bytes", self.saved.current)
         data.setdefault("rss_bytes", self.rss.read())
@@ -376,7 +386,6 @@ class Tracker:
                 frame_location(user) if user is not None else None,
             )
         )
-        self._call_probes("on_oom", info, user)
 
     # -- steps ------------------------------------------------------------------------------
     def mark_step(self, frame: FrameType | None) -> None:
@@ -404,11 +413,13 @@ class Tracker:
             backward_calls=self._backward_calls,
             oom_events=self._oom_events,
         )
-        self.sink.on_step(record)
         if self._hooks["on_step_end"]:
             frames = user_frames(frame, limit=4) if frame is not None else []
             self._call_probes("on_step_end", record, frames)
             del frames
+        # After the probes: the evidence they emit at this step end is in the analysis
+        # pass the sink may run now (a leak confirmed at step k is reported at once).
+        self.sink.on_step(record)
         self.step += 1
         self.saved.new_step(self.step)
         self._forward_calls = self._backward_calls = self._oom_events = 0

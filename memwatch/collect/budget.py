@@ -1,0 +1,483 @@
+"""``--budget`` / ``memwatch(budget=..., track_tensors=True)``: a device of a chosen size.
+
+Why this exists: OOM handling (retry loops, batch-size searches) cannot be tested on a
+CPU, where nothing runs out. With a budget the device behaves as if it had SIZE bytes:
+
+* **CUDA** — the caching allocator's own per-process limit
+  (``torch.cuda.set_per_process_memory_fraction(budget / total)``, restored on uninstall).
+  The OOM is the allocator's real one; step numbers come from the allocator as always.
+* **CPU** — memwatch counts the bytes of live tensors created under the watch on the
+  training thread: a ``TorchDispatchMode`` sees every aten op's outputs, registers each new
+  storage once (views and in-place results share their input's storage and are skipped
+  by the op's schema), and a weakref callback on the storage takes its bytes back when
+  it is freed. The op whose outputs push the total past the budget raises
+  ``torch.OutOfMemoryError`` with a CUDA-style message; its outputs are dropped first, so
+  the refused memory is never held.
+
+The same counting without a limit (``track_tensors=True``) gives CPU runs real
+``allocated_bytes`` / ``peak_allocated_bytes`` per step (live tracked bytes at step end,
+peak within the step), which CPU runs otherwise lack.
+
+Cost: per-op interception is the only mechanism that sees every allocation, including
+backward's and the optimizer's, and it is the expensive one (a Python call per aten op;
+see docs/oom.md for the measured ratio), so it runs only in this opt-in mode. Under a
+dispatch mode torch.compile'd code runs eagerly, which is acceptable only here.
+
+What is not counted: tensors created before the watch started (``memwatch run`` starts
+it before the script, so there everything is counted), tensors created on other threads,
+and anything in forked DataLoader workers (the child switches the counting off).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
+
+from memwatch.collect import oom as oom_observer
+from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading, cuda_available
+
+_Tensor = torch.Tensor
+_WRAPPER_FILES = (
+    os.path.join("torch", "_dynamo", "eval_frame.py"),
+    os.path.join("torch", "_compile.py"),
+)
+_NEW = 0  # the op's outputs are fresh tensors: register their storages
+_ALIAS = 1  # outputs alias inputs (views, in-place ops): the storage exists already
+_GROW = 2  # resize_, set_, out= variants: an existing storage may have grown
+
+
+def cuda_style_size(num_bytes: int) -> str:
+    """Sizes as the CUDA caching allocator prints them in its OOM message (c10 format_size)."""
+    if num_bytes <= 1024:
+        return f"{num_bytes} bytes"
+    if num_bytes <= 1024**2:
+        return f"{num_bytes / 1024:.2f} KiB"
+    if num_bytes <= 1024**3:
+        return f"{num_bytes / 1024**2:.2f} MiB"
+    return f"{num_bytes / 1024**3:.2f} GiB"
+
+
+def budget_oom_message(requested: int, in_use: int, budget: int) -> str:
+    return (
+        f"CUDA out of memory (memwatch budget). Tried to allocate {cuda_style_size(requested)}. "
+        f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}."
+    )
+
+
+class _StorageRef(weakref.ref):
+    """The registry entry of one tracked storage *is* its weakref: no extra object per op."""
+
+    __slots__ = ("key", "nbytes", "seq")
+
+    key: int
+    nbytes: int
+    seq: int
+
+
+class TensorTracker(TorchDispatchMode):
+    """Live bytes of CPU tensors created under it, optionally refusing to pass a budget.
+
+    ``live`` is exact at op granularity; ``peak`` is the highest ``live`` since the last
+    ``read_step_peak()`` (the tracker's step boundary); ``watermark`` is the same for
+    callers that measure their own window (``find_batch_size``) without disturbing steps.
+    Every registered storage gets a sequence number, so "the tensors created since X and
+    still alive" is exact (``alive_since``): this is how the OOM probe tells a failed
+    attempt's memory from everything else.
+    """
+
+    def __init__(self, budget_bytes: int | None = None) -> None:
+        super().__init__()
+        self.budget_bytes = budget_bytes
+        self.enabled = True
+        self.live = 0
+        self.peak = 0
+        self.watermark = 0
+        self.seq = 0
+        self.ooms = 0
+        self.storages: dict[int, _StorageRef] = {}
+        self._kinds: dict[Any, int] = {}
+        self._lock = threading.RLock()
+        self._tid = threading.get_ident()
+        self._pid = os.getpid()
+        self._pushed = False
+        self._failed = False
+        self._raised_frames: list[FrameType] = []
+
+    # -- the hot path -------------------------------------------------------------------------
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if self._raised_frames:
+            self.release_raised_frames()
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        if not self.enabled:
+            return out
+        try:
+            kind = self._kinds.get(func)
+            if kind is None:
+                kind = self._classify(func)
+            if kind == _ALIAS:
+                return out
+            if kind == _NEW and type(out) is _Tensor:  # the common case, kept short
+                entry = self._new_storage(out)
+                if entry is not None:
+                    budget = self.budget_bytes
+                    if budget is not None and self.live + entry.nbytes > budget:
+                        requested = entry.nbytes
+                        del entry, out  # drop the refused memory: no frame may keep it
+                        raise self._oom(requested)
+                    self._register(entry)
+                return out
+            fresh: list[_StorageRef] = []
+            grown: list[tuple[_StorageRef, int]] = []
+            for tensor in _tensors(out):
+                made = self._new_storage(tensor)
+                if made is not None:
+                    fresh.append(made)
+                elif kind == _GROW:  # resize_ / out=: a tracked storage may have grown
+                    known = self.entry_for(tensor)
+                    if known is not None:
+                        delta = tensor.untyped_storage().nbytes() - known.nbytes
+                        if delta > 0:
+                            grown.append((known, delta))
+            requested = sum(e.nbytes for e in fresh) + sum(d for _, d in grown)
+            if requested:
+                budget = self.budget_bytes
+                if budget is not None and self.live + requested > budget:
+                    # A grown storage has grown already; it stays counted at its old size,
+                    # which keeps the count consistent when it is freed.
+                    del fresh, grown, out
+                    raise self._oom(requested)
+                for new in fresh:
+                    self._register(new)
+                for known, delta in grown:
+                    self._grow(known, delta)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        return out
+
+    def _classify(self, func: Any) -> int:
+        """How an op's outputs relate to memory, from its schema (cached per op)."""
+        try:
+            schema = func._schema
+            if not any(r.alias_info is not None for r in schema.returns):
+                kind = _NEW
+            elif "resize" in schema.name or schema.name.endswith("set_") or (
+                "out" in schema.overload_name
+            ):
+                kind = _GROW
+            else:
+                kind = _ALIAS  # views and in-place ops: the storage exists already
+        except Exception:
+            kind = _NEW
+        self._kinds[func] = kind
+        return kind
+
+    def _new_storage(self, tensor: Any) -> _StorageRef | None:
+        """An unregistered entry for ``tensor``'s storage, or None (known, empty, not CPU)."""
+        if type(tensor) is not _Tensor or not tensor.is_cpu:
+            return None
+        try:
+            storage = tensor.untyped_storage()
+        except Exception:  # sparse and other storage-less layouts
+            return None
+        key = storage._cdata
+        if key in self.storages:
+            return None
+        nbytes = storage.nbytes()
+        if nbytes == 0:
+            return None
+        entry = _StorageRef(storage, self._freed)
+        entry.key = key
+        entry.nbytes = nbytes
+        return entry
+
+    def _register(self, entry: _StorageRef) -> None:
+        with self._lock:
+            if entry.key in self.storages:  # two outputs of one op sharing a storage
+                return
+            self.seq += 1
+            entry.seq = self.seq
+            self.storages[entry.key] = entry
+            self._add(entry.nbytes)
+
+    def _grow(self, entry: _StorageRef, delta: int) -> None:
+        with self._lock:
+            if self.storages.get(entry.key) is entry:
+                entry.nbytes += delta
+                self._add(delta)
+
+    def _add(self, nbytes: int) -> None:
+        live = self.live + nbytes
+        self.live = live
+        if live > self.peak:
+            self.peak = live
+        if live > self.watermark:
+            self.watermark = live
+
+    def _freed(self, ref: Any) -> None:
+        # Runs when a tracked storage is deallocated (any thread, possibly at shutdown).
+        try:
+            with self._lock:
+                entry = self.storages.get(ref.key)
+                if entry is not None and entry is ref:
+                    del self.storages[entry.key]
+                    self.live -= entry.nbytes
+        except Exception:
+            pass
+
+    def _oom(self, requested: int) -> torch.OutOfMemoryError:
+        budget = self.budget_bytes if self.budget_bytes is not None else 0
+        self.ooms += 1
+        self._remember_raising_frames(sys._getframe(1))
+        oom_observer.note_pending(
+            {
+                "requested_bytes": int(requested),
+                "in_use_bytes": int(self.live),
+                "budget_bytes": int(budget),
+                "source": "memwatch-budget",
+            }
+        )
+        return torch.OutOfMemoryError(budget_oom_message(requested, self.live, budget))
+
+    def _remember_raising_frames(self, frame: FrameType | None) -> None:
+        """The dispatch frame and torch's dynamo-disable wrappers around it hold the
+        failing op's inputs (in backward: intermediate gradients that a real allocator OOM
+        would free at once). The exception's traceback keeps those frames, so they are
+        cleared as soon as they have finished: at the next op, at the retry, or at
+        uninstall."""
+        frames: list[FrameType] = []
+        while frame is not None and len(frames) < 4:
+            frames.append(frame)
+            frame = frame.f_back
+            if frame is None or not frame.f_code.co_filename.endswith(_WRAPPER_FILES):
+                break
+        self._raised_frames.extend(frames)
+
+    def release_raised_frames(self) -> None:
+        frames, self._raised_frames = self._raised_frames, []
+        for frame in frames:
+            try:
+                frame.clear()
+            except RuntimeError:  # still executing (cannot happen after the raise)
+                pass
+
+    def _fail(self, exc: BaseException) -> None:
+        self.enabled = False
+        if not self._failed:
+            self._failed = True
+            warnings.warn(
+                f"memwatch: tensor tracking switched off after an internal error ({exc!r}); "
+                "training continues without the budget",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_step_peak(self) -> tuple[int, int]:
+        """(live, peak since the last call); the next window starts at ``live``."""
+        with self._lock:
+            live, peak = self.live, max(self.peak, self.live)
+            self.peak = live
+        return live, peak
+
+    def reset_watermark(self) -> None:
+        with self._lock:
+            self.watermark = self.live
+
+    def alive_since(self, seq: int) -> dict[int, tuple[int, int]]:
+        """{storage key: (seq, bytes)} of tracked storages registered after ``seq`` that
+        are still alive."""
+        with self._lock:
+            return {
+                key: (entry.seq, entry.nbytes)
+                for key, entry in self.storages.items()
+                if entry.seq > seq
+            }
+
+    def alive_with_seqs(self, seqs: frozenset[int] | set[int]) -> dict[int, int]:
+        """{storage key: bytes} of the storages with these sequence numbers still alive."""
+        if not seqs:
+            return {}
+        with self._lock:
+            return {key: e.nbytes for key, e in self.storages.items() if e.seq in seqs}
+
+    def entry_for(self, tensor: Any) -> _StorageRef | None:
+        """The registry entry of ``tensor``'s storage (None if untracked)."""
+        try:
+            return self.storages.get(tensor.untyped_storage()._cdata)
+        except Exception:
+            return None
+
+    # -- installing ---------------------------------------------------------------------------
+    def enter(self) -> None:
+        """Enter the mode on the calling (training) thread."""
+        self.__enter__()
+        self._pushed = True
+        self._tid = threading.get_ident()
+
+    def leave(self) -> bool:
+        """Leave the mode; False (and counting off) when it cannot be popped cleanly."""
+        self.enabled = False
+        self.release_raised_frames()
+        if not self._pushed:
+            return True
+        if threading.get_ident() != self._tid or _get_current_dispatch_mode() is not self:
+            # Another thread, or someone entered a mode above ours and left it there:
+            # popping would remove theirs. Ours stays as a pass-through.
+            return False
+        self.__exit__(None, None, None)
+        self._pushed = False
+        return True
+
+    def forget(self) -> None:
+        """Drop the registry (its weakref callbacks will never fire)."""
+        with self._lock:
+            self.storages.clear()
+            self.live = self.peak = self.watermark = 0
+
+
+def _tensors(out: Any) -> Iterator[Any]:
+    if isinstance(out, _Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, _Tensor):
+                yield item
+            elif isinstance(item, (tuple, list)):
+                yield from (t for t in item if isinstance(t, _Tensor))
+
+
+class TrackedMemory:
+    """``DeviceMemory`` for CPU runs: allocated / peak are live tracked tensor bytes."""
+
+    def __init__(self, tensors: TensorTracker) -> None:
+        self.tensors = tensors
+
+    def current_allocated(self) -> int:
+        return self.tensors.live
+
+    def read_and_reset_peak(self) -> DeviceReading:
+        live, peak = self.tensors.read_step_peak()
+        return DeviceReading(allocated_bytes=live, reserved_bytes=None, peak_allocated_bytes=peak)
+
+
+class Budget:
+    """What ``install_budget`` returns to the session: the device view and the undo.
+
+    ``tensors`` is the CPU ``TensorTracker`` (None on CUDA, where the allocator counts).
+    ``capacity_bytes`` is the memory the watched program may use (the budget, or the CUDA
+    device's memory when only tracking), None when unknown.
+    """
+
+    def __init__(self, budget_bytes: int | None) -> None:
+        self.budget_bytes = budget_bytes
+        self.tensors: TensorTracker | None = None
+        self.cuda_device: int | None = None
+        self._old_fraction: float | None = None
+        self._device: DeviceMemory | None = None
+        self._installed = False
+
+    def install(self) -> Budget:
+        if cuda_available():
+            self._install_cuda()
+        else:
+            self.tensors = TensorTracker(self.budget_bytes)
+            self.tensors.enter()
+            self._device = TrackedMemory(self.tensors)
+        self._installed = True
+        return self
+
+    def _install_cuda(self) -> None:
+        device = torch.cuda.current_device()
+        self.cuda_device = device
+        if self.budget_bytes is not None:
+            total = int(torch.cuda.get_device_properties(device).total_memory)
+            getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+            self._old_fraction = float(getter(device)) if getter is not None else 1.0
+            # Cached blocks above the new limit would otherwise stay reserved.
+            torch.cuda.empty_cache()
+            torch.cuda.set_per_process_memory_fraction(
+                min(1.0, max(0.0, self.budget_bytes / total)), device
+            )
+        self._device = CudaMemory(device)
+
+    def device_memory(self) -> DeviceMemory:
+        assert self._device is not None, "install() first"
+        return self._device
+
+    @property
+    def capacity_bytes(self) -> int | None:
+        if self.budget_bytes is not None:
+            return self.budget_bytes
+        if self.cuda_device is not None:
+            return int(torch.cuda.get_device_properties(self.cuda_device).total_memory)
+        return None
+
+    def in_use_bytes(self) -> int | None:
+        if self.tensors is not None:
+            return self.tensors.live
+        if self.cuda_device is not None:
+            return int(torch.cuda.memory_allocated(self.cuda_device))
+        return None
+
+    def uninstall(self) -> None:
+        """Restore everything install changed; safe to call twice."""
+        if not self._installed:
+            return
+        self._installed = False
+        if self.tensors is not None:
+            popped = self.tensors.leave()
+            if popped:
+                self.tensors.forget()
+            else:
+                warnings.warn(
+                    "memwatch: the tensor-tracking dispatch mode could not be removed cleanly "
+                    "(another mode sits above it, or the watch ended on another thread); it "
+                    "stays as a pass-through",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if self._old_fraction is not None and self.cuda_device is not None:
+            try:
+                torch.cuda.set_per_process_memory_fraction(self._old_fraction, self.cuda_device)
+            finally:
+                self._old_fraction = None
+
+    def after_fork_in_child(self) -> None:
+        """A forked DataLoader worker must neither count nor refuse anything."""
+        if self.tensors is not None:
+            self.tensors.enabled = False
+            try:
+                self.tensors.leave()
+            except Exception:
+                pass
+            self.tensors.storages = {}  # no lock: the child has a single thread here
+
+
+def install_budget(budget_bytes: int | None) -> Budget:
+    """Make the device behave as if it had ``budget_bytes`` (None: only count tensors).
+
+    Must be called on the training thread: the CPU dispatch mode is per thread.
+    """
+    return Budget(budget_bytes).install()
+
+
+def active_budget() -> Budget | None:
+    """The budget of the running watch, if it has one (``find_batch_size`` uses it)."""
+    from memwatch.session import active_watch
+
+    watch = active_watch()
+    budget = getattr(watch, "_budget", None) if watch is not None else None
+    return budget if isinstance(budget, Budget) else None
