@@ -156,7 +156,6 @@ class Watch:
         return wrapper  # type: ignore[return-value]
 
     def start(self) -> None:
-        global _ACTIVE, _FORK_HANDLER_REGISTERED
         if _ACTIVE is not None:
             if not _ACTIVE.yields_to_nested:
                 raise MemwatchError("another memwatch watch is already active in this process")
@@ -166,6 +165,22 @@ class Watch:
         from memwatch.collect.tracker import Tracker
 
         environment.check_torch_version()
+        try:
+            self._start_recording(environment, default_probes, Tracker)
+        except MemwatchError:
+            self._abort_start()
+            raise
+        except Exception as exc:
+            # An internal failure must not stop the user's program: run it unwatched.
+            self._abort_start()
+            warnings.warn(
+                f"memwatch could not start ({exc!r}); the program runs without it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _start_recording(self, environment: Any, default_probes: Any, tracker_cls: Any) -> None:
+        global _ACTIVE, _FORK_HANDLER_REGISTERED
         self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
@@ -177,7 +192,7 @@ class Watch:
 
             self._budget = install_budget(self.budget_bytes)
             device = self._budget.device_memory()
-        self._tracker = Tracker(self, default_probes(self), device=device)
+        self._tracker = tracker_cls(self, default_probes(self), device=device)
         self._tracker.manual = self._manual_steps
         _ACTIVE = self
         if not _FORK_HANDLER_REGISTERED and hasattr(os, "register_at_fork"):
@@ -185,6 +200,31 @@ class Watch:
             _FORK_HANDLER_REGISTERED = True
         self.active = True
         self._tracker.start()
+
+    def _abort_start(self) -> None:
+        """Undo whatever a failed start installed, so the process is as before."""
+        global _ACTIVE
+        self.active = False
+        if _ACTIVE is self:
+            _ACTIVE = None
+        if self._tracker is not None:
+            try:
+                self._tracker._remove_hooks()
+            except Exception:
+                pass
+            self._tracker = None
+        if self._budget is not None:
+            try:
+                self._budget.uninstall()
+            except Exception:
+                pass
+            self._budget = None
+        if self._writer is not None:
+            try:
+                self._writer.close(self.info)
+            except Exception:
+                pass
+            self._writer = None
 
     def stop(self, exit_status: int | None = None) -> None:
         """Close the last step, run the final analysis and close the run file."""
@@ -276,7 +316,8 @@ class Watch:
             if old != finding:
                 self._write(lambda w, f=finding: w.put_finding(f))
             if old is None and self.live_warnings and finding.severity == "error":
-                print(f"memwatch: {finding.title}", file=sys.stderr)
+                rank = f" [rank {self.info.rank}]" if self.info and self.info.rank is not None else ""
+                print(f"memwatch{rank}: {finding.title}", file=sys.stderr)
 
 
 def memwatch(

@@ -336,3 +336,30 @@ def test_an_uncaught_oom_in_a_script_is_recorded_and_exits_1(tmp_path: Path) -> 
         assert reader.step_count() == 1
     assert len(ooms) == 1 and ooms[0].data["requested_bytes"] == 512 * 1024**2
     assert ooms[0].location is not None and ooms[0].location.line == 4
+
+
+def test_a_watch_that_cannot_start_warns_once_and_the_program_runs_unwatched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a tracker whose start fails half-way (after installing some hooks)
+    from memwatch.collect.tracker import Tracker
+
+    real_start = Tracker.start
+
+    def failing_start(self: Tracker) -> None:
+        real_start(self)
+        raise OSError("simulated internal failure")
+
+    monkeypatch.setattr(Tracker, "start", failing_start)
+    before = len(torch.nn.modules.module._global_forward_hooks)
+    # WHEN training runs inside the watch
+    with pytest.warns(RuntimeWarning, match="memwatch could not start"), memwatch(
+        out=tmp_path / "r.db", track_tensors=True
+    ) as mw:
+        losses, _ = train(steps=3)
+    # THEN training ran normally, nothing was recorded, and no hook was left behind
+    assert len(losses) == 3
+    assert mw.step_count == 0 and not mw.active
+    assert len(torch.nn.modules.module._global_forward_hooks) == before
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+    assert session_module._ACTIVE is None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -140,6 +143,7 @@ def _execute(watch: Any, module: str | None, target: str, script_args: list[str]
     else:
         sys.path.append(script_dir)
     status = 0
+    restore_sigterm = _exit_cleanly_on_sigterm()
     watch.start()
     try:
         if module is None:
@@ -156,10 +160,35 @@ def _execute(watch: Any, module: str | None, target: str, script_args: list[str]
         status = 1
     finally:
         watch.stop(exit_status=status)
+        restore_sigterm()
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
     return status
+
+
+def _exit_cleanly_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into SystemExit(143) so the run file records its end.
+
+    torchrun stops the surviving ranks with SIGTERM when one dies; Python's default
+    action would kill the process before the last steps are committed. Only replaces the
+    default action (a handler the script installs itself wins), main thread only.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
 
 
 def _exit_status(exc: SystemExit) -> int:

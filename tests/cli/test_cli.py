@@ -148,3 +148,35 @@ def test_report_formats_and_check_levels(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["report", str(out), "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("## memwatch: clean_training.py")
     assert main(["check", str(out), "--fail-on", "warning"]) == 0
+
+
+def test_sigterm_ends_the_run_cleanly_with_status_143(tmp_path: Path) -> None:
+    # GIVEN a long training script run under memwatch
+    script = tmp_path / "forever.py"
+    script.write_text(
+        "import torch, time\n"
+        "model = torch.nn.Linear(4, 4)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for i in range(100000):\n"
+        "    opt.zero_grad(); model(torch.randn(2, 4)).sum().backward(); opt.step()\n"
+        "    if i == 5: print('ready', flush=True)\n"
+        "    time.sleep(0.01)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "memwatch", "run", "--no-report", "--out", "r.db", str(script)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    # WHEN it is sent SIGTERM (as torchrun does to surviving ranks)
+    child.send_signal(15)
+    child.wait(timeout=60)
+    # THEN it exits 143 and the run file records the end and every step taken
+    assert child.returncode == 143
+    from memwatch.store import RunReader
+
+    with RunReader(tmp_path / "r.db") as reader:
+        info = reader.info()
+        assert info.exit_status == 143 and info.ended_at is not None
+        assert reader.step_count() >= 6
