@@ -1,0 +1,142 @@
+"""``graph-retained-in-inference``: forwards with grad enabled whose graph no backward uses.
+
+Evidence (``forward-without-backward`` events, one per step that had such forwards):
+how many root forwards built a graph that no backward reached by the step's end (known
+exactly from a hook on the output's ``grad_fn``), the bytes they saved for backward, how
+much of that was alive at once, and what was still alive at the step end.
+
+A forward counts only when it is clearly evaluation, not a training trick: the model was
+in eval mode, or several such forwards ran in one step, or the step had no backward at
+all (an inference-only script). One train-mode forward per training step whose output is
+not part of the loss (a frozen feature extractor read through hooks) stays silent.
+
+Severity: **error** when the graphs pile up (several alive at once within an evaluation
+pass, or saved bytes from earlier steps growing from step to step), **warning** when each
+graph is freed right away and only raises the peak.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.detectors.loop_common import code, per_step_latest, site, theil_sen
+from memwatch.records import Event, Finding, Severity
+from memwatch.units import format_size
+
+KIND = "graph-retained-in-inference"
+EVENT = "forward-without-backward"
+FIX = (
+    "Wrap the evaluation in `with torch.no_grad():` (or `torch.inference_mode()`) so that "
+    "no graph is built and no activations are saved."
+)
+
+
+def _qualifies(event: Event) -> bool:
+    data = event.data
+    return (
+        int(data.get("eval_mode_forwards", 0)) > 0
+        or int(data.get("forwards", 0)) >= 2
+        or int(data.get("step_backwards", 0)) == 0
+    )
+
+
+def _piled_up(event: Event) -> bool:
+    """Several graphs of one pass alive together (outputs kept in a list, summed ...)."""
+    data = event.data
+    n = int(data.get("forwards", 0))
+    total = int(data.get("bytes", 0))
+    peak = int(data.get("peak_alive_bytes", 0))
+    return n >= 2 and total > 0 and peak >= 0.5 * total and peak >= 2 * total / n
+
+
+def detect(data: AnalysisInput) -> list[Finding]:
+    events = [e for e in per_step_latest(data.events_of(EVENT)) if _qualifies(e)]
+    if not events:
+        return []
+    first = events[0]
+    location, variable = site(first)
+    forwards = sum(int(e.data.get("forwards", 0)) for e in events)
+    largest = max(events, key=lambda e: int(e.data.get("bytes", 0)))
+    pass_bytes = int(largest.data.get("bytes", 0))
+    model = first.data.get("model") or "the model"
+    callee = first.data.get("callee")
+
+    piled = [e for e in events if _piled_up(e)]
+    # Across steps: what survives each step end keeps growing (an inference loop that
+    # keeps its outputs). The closing partial step comes after the script's loop, when its
+    # locals may be gone: not part of the trend.
+    trend = [e for e in events if e.data.get("boundary") != "end"] or events
+    stale = [int(e.data.get("stale_at_end", 0)) for e in trend]
+    tail = stale[-16:]
+    rises = [b > a for a, b in pairwise(tail)]
+    growing = len(rises) >= 2 and rises[-1] and rises[-2] and sum(rises) >= 0.75 * len(rises)
+
+    growth = None
+    severity: Severity
+    if growing:
+        tail_events = trend[-len(tail) :]
+        slope = theil_sen([e.step for e in tail_events], tail)
+        growth = int(slope) if slope > 0 else None
+        held = tail[-1]
+        severity = "error"
+        title = (
+            f"Forwards of {code(callee, model)} without backward keep their graphs: "
+            f"{format_size(held)} of saved activations piled up"
+        )
+    elif piled:
+        worst = max(piled, key=lambda e: int(e.data.get("peak_alive_bytes", 0)))
+        held = int(worst.data.get("peak_alive_bytes", 0))
+        severity = "error"
+        title = (
+            f"{int(worst.data.get('forwards', 0))} forwards of {code(callee, model)} with grad "
+            f"enabled kept {format_size(held)} of graphs alive at once, no backward used them"
+        )
+    else:
+        held = max(
+            int(e.data.get("bytes", 0)) // max(1, int(e.data.get("forwards", 1))) for e in events
+        )
+        severity = "warning"
+        title = (
+            f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
+            f"grad enabled and no backward: ~{format_size(held)} saved for nothing each"
+        )
+    where = f" at {location}" if location else ""
+    mode = int(first.data.get("eval_mode_forwards", 0))
+    detail = (
+        f"{forwards} forward pass{'es' if forwards != 1 else ''}{where} over "
+        f"{len(events)} step{'s' if len(events) != 1 else ''} ran with grad enabled "
+        f"({'in eval mode' if mode else 'in train mode'}) and no backward reached their "
+        f"outputs, so autograd saved activations for nothing (up to "
+        f"{format_size(pass_bytes)} in one step)."
+    )
+    if growing:
+        detail += (
+            f" Saved bytes from earlier steps still alive grew to {format_size(tail[-1])}: "
+            f"{code(variable, 'the outputs')} keep the graphs."
+        )
+    elif piled:
+        detail += f" {code(variable, 'The outputs')} held the graphs together."
+    return [
+        Finding(
+            kind=KIND,
+            severity=severity,
+            title=title,
+            detail=detail,
+            first_step=first.step,
+            fix=FIX,
+            location=location,
+            variable=variable,
+            bytes=held or None,
+            growth_per_step_bytes=growth,
+            evidence={
+                "steps": [e.step for e in events[-16:]],
+                "forwards": forwards,
+                "eval_mode_forwards": sum(int(e.data.get("eval_mode_forwards", 0)) for e in events),
+                "largest_pass_bytes": pass_bytes,
+                "peak_alive_bytes": max(int(e.data.get("peak_alive_bytes", 0)) for e in events),
+                "stale_at_end": tail,
+                "model": model,
+            },
+        )
+    ]

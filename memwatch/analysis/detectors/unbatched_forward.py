@@ -1,0 +1,73 @@
+"""``unbatched-forward``: the model is called many times per step on single samples.
+
+Evidence (``unbatched-forwards`` events, one per step with ≥ 4 such calls): root forwards
+whose first input is 1-D or has a batch dimension of 1, how many forwards the step had,
+and how many of those inputs were rows of one tensor (views of the same base tensor as the
+previous call).
+
+Calling a model once per sample runs every kernel with a tiny batch and builds one graph
+per sample (more saved tensors, autograd overhead per sample). It fires when a step has
+≥ 8 such calls, they are ≥ 80 % of its forwards, and at least half of the inputs are rows
+of one tensor: the batch already exists. Sequential work whose inputs are fresh tensors
+one by one (a policy acting in an environment) cannot be batched and stays silent.
+"""
+
+from __future__ import annotations
+
+from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.detectors.loop_common import per_step_latest, site
+from memwatch.records import Event, Finding
+
+KIND = "unbatched-forward"
+EVENT = "unbatched-forwards"
+MIN_CALLS = 8
+
+
+def _qualifies(event: Event) -> bool:
+    data = event.data
+    calls = int(data.get("calls", 0))
+    return (
+        calls >= MIN_CALLS
+        and calls >= 0.8 * int(data.get("forwards", calls))
+        and int(data.get("same_base", 0)) >= 0.5 * calls
+    )
+
+
+def detect(data: AnalysisInput) -> list[Finding]:
+    events = [e for e in per_step_latest(data.events_of(EVENT)) if _qualifies(e)]
+    if len(events) < 2 and not (data.final and events):
+        return []
+    first = events[0]
+    location, variable = site(first)
+    name = variable or "model"
+    calls = sorted(int(e.data.get("calls", 0)) for e in events)
+    typical = calls[len(calls) // 2]
+    shape = tuple(first.data.get("shape", []))
+    where = f" at {location}" if location else ""
+    return [
+        Finding(
+            kind=KIND,
+            severity="warning",
+            title=f"`{name}` is called {typical} times per step on single samples (shape {shape})",
+            detail=(
+                f"In {len(events)} step{'s' if len(events) != 1 else ''}, {name}{where} ran "
+                f"about {typical} forward passes of one sample each, on rows of one tensor: "
+                "every kernel runs with a batch of 1 and autograd builds and keeps one graph "
+                "per sample until the backward."
+            ),
+            first_step=first.step,
+            fix=(
+                f"Stack the samples into one batch and call `{name}` once per step "
+                f"(`{name}(batch)` instead of a loop over its rows)."
+            ),
+            location=location,
+            variable=variable,
+            evidence={
+                "steps": [e.step for e in events[-16:]],
+                "calls_per_step": typical,
+                "forwards_per_step": int(first.data.get("forwards", 0)),
+                "rows_of_one_tensor": int(first.data.get("same_base", 0)),
+                "input_shape": list(shape),
+            },
+        )
+    ]

@@ -1,0 +1,54 @@
+"""Fixed twin of eval_mode_missing.py: `model.eval()` before evaluating, `model.train()` after.
+
+    memwatch run samples/bugs/eval_mode_missing_fixed.py --steps 30
+
+Expected: no warning or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+
+def evaluate(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, batch: int) -> float:
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x_val), batch):
+            logits = model(x_val[i : i + batch])
+            correct += int((logits.argmax(1) == y_val[i : i + batch]).sum())
+    model.train()
+    return correct / len(x_val)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--eval-every", type=int, default=10)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(128, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 10)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x_val, y_val = torch.randn(8 * args.batch, 128), torch.randint(0, 10, (8 * args.batch,))
+
+    model.train()
+    for step in range(args.steps):
+        x, y = torch.randn(args.batch, 128), torch.randint(0, 10, (args.batch,))
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        if (step + 1) % args.eval_every == 0:
+            print(f"step {step + 1}: val accuracy {evaluate(model, x_val, y_val, args.batch):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Fixed twin of graph_accumulation_meter.py: the meter is given numbers, not tensors.
+
+    memwatch run samples/bugs/graph_accumulation_meter_fixed.py
+
+`meter.update(loss.item(), n)` keeps the meter's sum a Python float, so it holds no
+graph. memwatch reports nothing here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+
+class AverageMeter:
+    """Computes and stores the average and current value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.val: float | torch.Tensor = 0.0
+        self.sum: float | torch.Tensor = 0.0
+        self.count = 0
+        self.avg: float | torch.Tensor = 0.0
+
+    def update(self, val: float | torch.Tensor, n: int = 1) -> None:
+        self.val = val
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    meter = AverageMeter("loss")
+    for _ in range(args.steps):
+        x = torch.randn(args.batch, 20)
+        target = torch.randint(0, 5, (args.batch,))
+        loss = criterion(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        meter.update(loss.item(), x.size(0))  # a number: the meter keeps no graph
+    print(f"{meter.name}: {meter.avg:.4f}")
+
+
+if __name__ == "__main__":
+    main()

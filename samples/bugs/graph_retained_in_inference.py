@@ -1,0 +1,54 @@
+"""Bug: validation runs without `torch.no_grad()`, and its outputs keep their graphs.
+
+Every validation batch builds an autograd graph and saves activations for a backward
+that never comes; keeping the outputs in a list keeps all those graphs alive together.
+
+    memwatch run samples/bugs/graph_retained_in_inference.py --steps 30
+
+Expected: graph-retained-in-inference (error) at the line appending to `outputs`,
+variable `outputs`. The fixed twin is graph_retained_in_inference_fixed.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+
+def evaluate(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, batch: int) -> float:
+    model.eval()
+    outputs = []
+    for i in range(0, len(x_val), batch):  # BUG: no `with torch.no_grad():`
+        outputs.append(model(x_val[i : i + batch]))
+    accuracy = (torch.cat(outputs).argmax(1) == y_val).float().mean().item()
+    model.train()
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--eval-every", type=int, default=10)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x_val, y_val = torch.randn(16 * args.batch, 128), torch.randint(0, 10, (16 * args.batch,))
+
+    for step in range(args.steps):
+        x, y = torch.randn(args.batch, 128), torch.randint(0, 10, (args.batch,))
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        if (step + 1) % args.eval_every == 0:
+            print(f"step {step + 1}: val accuracy {evaluate(model, x_val, y_val, args.batch):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""graph-accumulation: a holder alive across steps whose autograd graph grows every step."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from memwatch import memwatch
+from memwatch.analysis import AnalysisInput
+from memwatch.analysis.detectors import graph_accumulation
+from memwatch.analysis.source import find_in_class, find_in_function
+from memwatch.records import Event, Finding, Location
+from tests.helpers import SAMPLES, kinds, run_sample
+
+KIND = "graph-accumulation"
+
+
+def line_of(sample: str, text: str) -> int:
+    lines = (SAMPLES / sample).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip().startswith(text))
+
+
+def problems(findings: list[Finding]) -> set[str]:
+    return kinds(findings, at_least="warning")
+
+
+# -- the samples ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sample", "variable", "statement", "fix_has"),
+    [
+        ("graph_accumulation", "running_loss", "running_loss += loss",
+         "running_loss += loss.item()"),
+        ("graph_accumulation_append", "losses", "losses.append(loss)",
+         "losses.append(loss.item())"),
+        ("graph_accumulation_meter", "meter.sum", "meter.update(loss, x.size(0))",
+         "meter.update(loss.item(), x.size(0))"),
+        ("graph_accumulation_rnn", "hidden", "logits, hidden = model(tokens, hidden)",
+         "hidden = hidden.detach()"),
+    ],
+)
+def test_buggy_sample_names_the_variable_and_the_statement(
+    tmp_path: Path, sample: str, variable: str, statement: str, fix_has: str
+) -> None:
+    # GIVEN a training loop that keeps every step's graph through one name
+    # WHEN it runs under memwatch (findings recomputed from the run file)
+    run = run_sample(f"bugs/{sample}.py", "--steps", "12", out=tmp_path / "run.db")
+    # THEN the first finding is a graph-accumulation error on that name, at the statement
+    #      that extends it, with a fix that rewrites that statement
+    first = run.findings[0]
+    assert first.kind == KIND and first.severity == "error"
+    assert first.variable == variable
+    assert first.location is not None
+    assert Path(first.location.file).name == f"{sample}.py"
+    assert first.location.line == line_of(f"bugs/{sample}.py", statement)
+    assert fix_has in first.fix
+    assert first.first_step == 0
+    assert first.evidence["nodes_per_step"] > 0
+    assert first.growth_per_step_bytes and first.growth_per_step_bytes > 0
+
+
+@pytest.mark.parametrize(
+    "sample",
+    ["graph_accumulation", "graph_accumulation_append", "graph_accumulation_meter",
+     "graph_accumulation_rnn"],
+)
+def test_fixed_twin_is_clean(tmp_path: Path, sample: str) -> None:
+    # GIVEN the same loop storing numbers (or detaching the hidden state)
+    run = run_sample(f"bugs/{sample}_fixed.py", "--steps", "12", out=tmp_path / "run.db")
+    # THEN nothing at warning level or above
+    assert problems(run.findings) == set()
+
+
+# -- in-process stories ----------------------------------------------------------------------
+def _mlp() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer) -> torch.Tensor:
+    loss = model(torch.randn(8, 16)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _graph_findings(mw: Any) -> list[Finding]:
+    return [f for f in mw.findings if f.kind == KIND]
+
+
+@pytest.mark.parametrize("start", [0, 7])
+def test_a_leak_starting_at_step_k_is_reported_by_step_k_plus_5(start: int) -> None:
+    # GIVEN a loop that starts accumulating the loss tensor at step `start`
+    model, opt = _mlp()
+    reported_at = None
+    with memwatch(store=False) as mw:
+        total: Any = 0.0
+        for step in range(start + 12):
+            loss = _step(model, opt)
+            if step >= start:
+                total = total + loss  # the leak begins here
+            # WHEN we look at the findings after each step
+            if reported_at is None and _graph_findings(mw):
+                reported_at = step
+    # THEN it is reported within five steps, as starting at `start`, on `total`
+    assert reported_at is not None and reported_at <= start + 5
+    finding = _graph_findings(mw)[0]
+    assert finding.variable == "total"
+    assert finding.first_step is not None and start <= finding.first_step <= start + 1
+
+
+def test_a_container_leak_starting_late_is_reported_within_five_steps() -> None:
+    # GIVEN a loop that starts appending loss tensors to a list at step 9
+    model, opt = _mlp()
+    reported_at = None
+    with memwatch(store=False) as mw:
+        kept: list[torch.Tensor] = []
+        for step in range(20):
+            loss = _step(model, opt)
+            if step >= 9:
+                kept.append(loss)
+            if reported_at is None and _graph_findings(mw):
+                reported_at = step
+    # THEN it is reported by step 14, naming the list
+    assert reported_at is not None and reported_at <= 14
+    assert _graph_findings(mw)[0].variable == "kept"
+
+
+class Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(8, 16)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.cell(x, h)
+        return self.head(h), h
+
+
+def test_hidden_state_detached_at_each_batch_is_silent() -> None:
+    # GIVEN truncated BPTT done right: the state is detached at the start of each batch
+    torch.manual_seed(0)
+    model = Recurrent()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        hidden = torch.zeros(4, 16)
+        for _ in range(20):
+            hidden = hidden.detach()
+            loss = torch.zeros(())
+            for _t in range(5):
+                out, hidden = model(torch.randn(4, 8), hidden)
+                loss = loss + out.pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # THEN no graph accumulation is reported
+    assert _graph_findings(mw) == []
+
+
+def test_episodes_growing_longer_within_each_step_are_silent() -> None:
+    # GIVEN a policy-gradient style loop whose episode (and graph) is longer every step,
+    #       but built afresh inside the step
+    torch.manual_seed(0)
+    policy = nn.Linear(4, 2)
+    opt = torch.optim.SGD(policy.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for episode in range(16):
+            log_probs = []
+            for _t in range(3 + 2 * episode):
+                logits = policy(torch.randn(1, 4))
+                log_probs.append(torch.log_softmax(logits, dim=-1)[0, 0])
+            loss = -torch.stack(log_probs).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # THEN nothing is reported: the graph is bigger each step but reaches no earlier step
+    assert _graph_findings(mw) == []
+
+
+def test_best_model_copy_rebound_loss_and_a_kept_previous_loss_are_silent() -> None:
+    # GIVEN a loop that keeps a deepcopy of the best model, rebinds `loss` each step and
+    #       keeps last step's loss tensor one step longer (held, not extended)
+    model, opt = _mlp()
+    with memwatch(store=False) as mw:
+        best, best_model, previous = float("inf"), None, None
+        for _ in range(16):
+            loss = _step(model, opt)
+            if loss.item() < best:
+                best, best_model = loss.item(), copy.deepcopy(model)
+            previous = loss
+    # THEN no graph accumulation is reported
+    assert _graph_findings(mw) == []
+    assert best_model is not None and previous is not None
+
+
+class CachingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+        self.cache: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        self.cache = out if self.cache is None else torch.cat([self.cache, out])
+        return out
+
+
+def test_a_module_cache_with_grad_fn_is_named_at_its_assignment_in_the_class() -> None:
+    # GIVEN a module caching its outputs (with their graphs) in an attribute
+    torch.manual_seed(0)
+    model = CachingModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for _ in range(12):
+            loss = model(torch.randn(2, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+    # THEN the cache is reported where the class extends it, with a detach fix
+    finding = _graph_findings(mw)[0]
+    assert finding.variable == "model.cache"
+    assert finding.location is not None and finding.location.function == "forward"
+    assert "torch.cat([self.cache, out])" in finding.evidence["statement"]
+    assert "out.detach()" in finding.fix
+
+
+# -- the pure detector -----------------------------------------------------------------------
+def _event(step: int, location: Location | None = None, **data: Any) -> Event:
+    base: dict[str, Any] = {
+        "variable": "running_loss", "holder": "running_loss", "scope": "local",
+        "container": False, "is_tuple": False, "nodes_per_step": 8, "nodes": 80,
+        "first_step": 3, "steps_seen": 2, "tensor_bytes": 4, "tensor_growth_per_step": 0,
+        "node_bytes_estimate": 700, "saved_stale_bytes": 0, "frame_function": "train",
+    }
+    base.update(data)
+    return Event(KIND, step, 0.0, base, location or Location("train.py", 42, "train"))
+
+
+def _detect(*events: Event) -> list[Finding]:
+    return graph_accumulation.detect(AnalysisInput(steps=(), events=events))
+
+
+def test_detector_titles_the_variable_with_nodes_per_step_and_first_step() -> None:
+    # GIVEN two events for the same holder (confirmation, then an update)
+    findings = _detect(
+        _event(5, statement="running_loss += loss", pattern="augassign", operands=["loss"]),
+        _event(13, statement="running_loss += loss", pattern="augassign", operands=["loss"],
+               nodes=144),
+    )
+    # THEN one error, titled as a person would say it, numbers from the latest event
+    (finding,) = findings
+    assert finding.title == (
+        "`running_loss` keeps the autograd graph of every step (+8 nodes/step since step 3)"
+    )
+    assert finding.severity == "error" and finding.first_step == 3
+    assert finding.fix.startswith("Accumulate `loss.item()` instead of `loss`")
+    assert finding.growth_per_step_bytes == 8 * 700
+    assert finding.bytes == 144 * 700 + 4
+
+
+@pytest.mark.parametrize(
+    ("pattern", "statement", "operands", "expected"),
+    [
+        ("accumulate", "total = total + loss * n", ["loss", "n"],
+         "`total = total + loss.item() * n`"),
+        ("store", "history[step] = loss", ["loss"], "`history[step] = loss.item()`"),
+        ("method-call", "meter.update(loss, n)", ["loss", "n"], "`meter.update(loss.item(), n)`"),
+        ("concat", "self.cache = torch.cat([self.cache, out])", ["out"],
+         "`self.cache = torch.cat([self.cache, out.detach()])`"),
+        ("carry", "out, hidden = model(x, hidden)", ["x"], "`hidden = hidden.detach()`"),
+    ],
+)
+def test_detector_fix_rewrites_the_statement(
+    pattern: str, statement: str, operands: list[str], expected: str
+) -> None:
+    # GIVEN an event whose statement has a known shape
+    variable = {"concat": "self.cache", "carry": "hidden", "method-call": "meter.sum"}.get(
+        pattern, "total"
+    )
+    (finding,) = _detect(
+        _event(4, variable=variable, statement=statement, pattern=pattern, operands=operands)
+    )
+    # THEN the fix spells out the corrected statement
+    assert expected in finding.fix
+
+
+def test_detector_reports_holders_extended_by_one_statement_once() -> None:
+    # GIVEN two holders (meter.sum, meter.avg) confirmed at the same statement
+    where = Location("train.py", 50, "train")
+    findings = _detect(
+        _event(4, where, variable="meter.sum", statement="meter.update(loss)",
+               pattern="method-call", operands=["loss"]),
+        _event(5, where, variable="meter.avg", statement="meter.update(loss)",
+               pattern="method-call", operands=["loss"]),
+    )
+    # THEN one finding names the first and mentions the second
+    (finding,) = findings
+    assert finding.variable == "meter.sum"
+    assert finding.evidence["also"] == ["meter.avg"]
+
+
+def test_detector_without_events_finds_nothing() -> None:
+    assert _detect() == []
+
+
+# -- locating statements ---------------------------------------------------------------------
+def _loop_with_statements() -> None:  # parsed, never run
+    total = 0.0
+    losses: list[Any] = []
+    hidden = None
+    for _ in range(3):
+        loss = torch.zeros(())
+        out, hidden = torch.nn.GRU(1, 1)(torch.zeros(1, 1, 1), hidden)
+        total += loss
+        losses.append(loss)
+    del out
+
+
+@pytest.mark.parametrize(
+    ("target", "pattern", "text"),
+    [
+        ("total", "augassign", "total += loss"),
+        ("losses", "store", "losses.append(loss)"),
+        ("hidden", "carry", "out, hidden = torch.nn.GRU(1, 1)(torch.zeros(1, 1, 1), hidden)"),
+    ],
+)
+def test_source_finds_the_extending_statement(target: str, pattern: str, text: str) -> None:
+    code = _loop_with_statements.__code__
+    # WHEN the function's source is searched for what extends `target`
+    found = find_in_function(code.co_filename, code.co_firstlineno, code.co_name, target,
+                             prefer=["loss"])
+    # THEN the right statement and shape come back (not the initial assignment)
+    assert found is not None and found.pattern == pattern and found.text == text
+
+
+def test_source_finds_an_attribute_extended_inside_a_class() -> None:
+    found = find_in_class(__file__, "CachingModel", "self.cache")
+    assert found is not None and found.pattern == "concat" and found.function == "forward"
+
+
+def _unused(fn: Callable[..., Any]) -> None:  # keeps the parsed helper referenced
+    del fn
+
+
+_unused(_loop_with_statements)

@@ -1,0 +1,194 @@
+"""graph-retained-in-inference: forwards with grad enabled whose graph no backward uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from memwatch import memwatch
+from memwatch.analysis.detectors import graph_retained_in_inference as detector
+from tests.detectors.loop_helpers import (
+    analysis,
+    at,
+    event,
+    line_of,
+    loop_problems,
+    of_kind,
+    problems,
+    step,
+)
+from tests.helpers import only, run_sample
+
+KIND = "graph-retained-in-inference"
+SAMPLE = "bugs/graph_retained_in_inference.py"
+
+
+def test_buggy_sample_names_the_kept_outputs_at_the_model_call(tmp_path: Path) -> None:
+    # GIVEN a training loop whose validation forgot torch.no_grad() and keeps its outputs
+    # WHEN it runs under memwatch (one validation pass)
+    run = run_sample(SAMPLE, "--steps", "10", out=tmp_path / "run.db")
+    # THEN an error names the list that keeps the graphs, at the model call
+    finding = only(run.findings, KIND)
+    assert finding.severity == "error"
+    assert finding.variable == "outputs"
+    line = line_of(SAMPLE, "outputs.append(model(")
+    assert at(finding) == ("graph_retained_in_inference.py", line)
+    assert finding.bytes and finding.bytes > 1024 * 1024
+    assert "no_grad" in finding.fix
+
+
+def test_fixed_twin_is_clean(tmp_path: Path) -> None:
+    # GIVEN the same validation under torch.no_grad()
+    run = run_sample("bugs/graph_retained_in_inference_fixed.py", "--steps", "10",
+                     out=tmp_path / "run.db")
+    # THEN nothing at warning level or above
+    assert problems(run.findings) == []
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    x, y = torch.randn(32, 16), torch.randint(0, 4, (32,))
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("guard", [torch.no_grad, torch.inference_mode])
+def test_evaluation_without_grad_is_silent(guard: type) -> None:
+    # GIVEN training with an evaluation pass under no_grad / inference_mode every 3 steps
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for i in range(12):
+            _train_step(model, opt)
+            if i % 3 == 2:
+                model.eval()
+                with guard():
+                    kept = [model(torch.randn(32, 16)) for _ in range(4)]
+                model.train()
+                del kept
+    # THEN no graph is built, nothing is reported
+    assert problems(mw.findings) == []
+
+
+def test_episodes_growing_longer_are_not_inference() -> None:
+    # GIVEN a REINFORCE-style loop: one forward per environment step on a fresh state,
+    #       episodes getting longer, one backward over the whole episode
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    with memwatch(store=False) as mw:
+        for episode in range(10):
+            log_probs = []
+            for _ in range(5 + 3 * episode):
+                state = torch.randn(8)  # a fresh observation from the environment
+                dist = torch.distributions.Categorical(logits=policy(state))
+                log_probs.append(dist.log_prob(dist.sample()))
+            loss = -torch.stack(log_probs).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # THEN every forward fed the backward: no inference (nor unbatched/micro-batch) alarm
+    assert loop_problems(mw.findings) == []
+
+
+@pytest.mark.parametrize("k", [5, 6])
+def test_a_leak_starting_at_step_k_is_reported_by_step_k_plus_5(k: int) -> None:
+    # GIVEN healthy training that, from step k on, also runs a validation forward without
+    #       no_grad each step and keeps its output
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    kept: list[torch.Tensor] = []
+    seen_at: int | None = None
+    with memwatch(store=False) as mw:
+        for i in range(k + 6):
+            _train_step(model, opt)
+            if i >= k:
+                model.eval()
+                kept.append(model(torch.randn(64, 16)))
+                model.train()
+            # WHEN we look at the findings after every step
+            found = of_kind(mw.findings, KIND)
+            if i < k:
+                assert found == [], f"false alarm at healthy step {i}"
+            elif found and seen_at is None:
+                seen_at = i
+    # THEN the kept graphs are reported within five steps, as an error (they pile up)
+    assert seen_at is not None and seen_at <= k + 5, f"leak from step {k} seen at {seen_at}"
+    finding = of_kind(mw.findings, KIND)[0]
+    assert finding.severity == "error"
+    assert finding.variable == "kept"
+
+
+# -- pure detector, hand-made evidence --------------------------------------------------------
+def _fwb(n: int, **data: object) -> object:
+    base = {"forwards": 1, "eval_mode_forwards": 0, "bytes": 100_000, "peak_alive_bytes": 100_000,
+            "saved_at_end": 0, "stale_at_end": 0, "step_backwards": 1, "step_forwards": 2,
+            "model": "Net", "variable": "out", "callee": "model"}
+    base.update(data)
+    return event("forward-without-backward", n, base)
+
+
+def test_one_eval_forward_freed_at_once_is_a_warning() -> None:
+    # GIVEN one eval-mode forward with grad enabled whose graph was dropped right away
+    data = analysis([step(i) for i in range(6)], [_fwb(3, eval_mode_forwards=1)])
+    (finding,) = detector.detect(data)
+    # THEN a warning (wasted peak), not an error
+    assert finding.severity == "warning"
+    assert finding.first_step == 3
+    assert finding.bytes == 100_000
+
+
+def test_graphs_alive_together_in_one_pass_are_an_error() -> None:
+    # GIVEN an evaluation pass of 8 forwards whose graphs were all alive at its end
+    data = analysis(
+        [step(i) for i in range(6)],
+        [_fwb(2, forwards=8, eval_mode_forwards=8, bytes=800_000, peak_alive_bytes=800_000,
+              variable="outputs")],
+    )
+    (finding,) = detector.detect(data)
+    assert finding.severity == "error"
+    assert finding.variable == "outputs"
+    assert finding.bytes == 800_000
+
+
+def test_inference_only_outputs_kept_across_steps_are_an_error_with_growth() -> None:
+    # GIVEN an inference-only run (no backward) whose saved bytes survive and grow per step
+    events = [_fwb(i, step_backwards=0, stale_at_end=i * 50_000) for i in range(8)]
+    (finding,) = detector.detect(analysis([step(i, backwards=0) for i in range(8)], events))
+    assert finding.severity == "error"
+    assert finding.growth_per_step_bytes == 50_000
+
+
+def test_a_single_train_mode_forward_per_training_step_is_silent() -> None:
+    # GIVEN one train-mode forward per training step whose output is not in the loss
+    #       (a frozen feature extractor read through hooks)
+    events = [_fwb(i) for i in range(10)]
+    # THEN it is not taken for evaluation
+    assert detector.detect(analysis([step(i) for i in range(10)], events)) == []
+
+
+def test_many_dropped_forwards_report_the_bytes_of_one() -> None:
+    # GIVEN 65 inference forwards (judged together) each freed before the next one
+    events = [_fwb(64, forwards=65, bytes=650_000, peak_alive_bytes=10_000, step_backwards=0)]
+    (finding,) = detector.detect(analysis([step(i, backwards=0) for i in range(65)], events))
+    # THEN a warning about ~10 kB per forward, not 650 kB held
+    assert finding.severity == "warning"
+    assert finding.bytes == 10_000
+    assert finding.title.startswith("65 forwards of `model` ran with grad enabled")
+
+
+def test_the_closing_step_dropping_the_outputs_does_not_hide_the_growth() -> None:
+    # GIVEN kept outputs growing step after step, then the script's function returns
+    #       (outputs freed) before the watch closes its last, partial step
+    events = [_fwb(i, step_backwards=0, stale_at_end=i * 50_000, boundary="forward")
+              for i in range(8)]
+    events.append(_fwb(8, step_backwards=0, stale_at_end=0, boundary="end"))
+    (finding,) = detector.detect(analysis([step(i, backwards=0) for i in range(9)], events))
+    # THEN the growth is still reported
+    assert finding.severity == "error"
+    assert finding.growth_per_step_bytes == 50_000
