@@ -363,3 +363,34 @@ def test_a_watch_that_cannot_start_warns_once_and_the_program_runs_unwatched(
     assert len(torch.nn.modules.module._global_forward_hooks) == before
     assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
     assert session_module._ACTIVE is None
+
+
+def test_micro_batches_before_the_first_backward_stay_one_step() -> None:
+    # GIVEN gradient accumulation: four forwards, then one backward and one optimizer step
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with memwatch(store=False) as mw:
+        for _ in range(3):
+            opt.zero_grad()
+            losses = [model(torch.randn(4, 16)).sum() for _ in range(4)]
+            sum(losses).backward()
+            opt.step()
+    # THEN the first iteration is one step like the others, not four
+    assert mw.step_count == 3
+    assert [s.forward_calls for s in mw.steps] == [4, 4, 4]
+    assert [s.boundary for s in mw.steps] == ["optimizer"] * 3
+
+
+def test_long_inference_loops_emit_steps_while_running() -> None:
+    # GIVEN an inference loop longer than the confirmation window
+    from memwatch.collect.tracker import FORWARD_ONLY_CONFIRM
+
+    model = make_model().eval()
+    with memwatch(store=False) as mw, torch.no_grad():
+        for i in range(FORWARD_ONLY_CONFIRM + 10):
+            model(torch.randn(2, 16))
+            if i == FORWARD_ONLY_CONFIRM + 5:
+                # THEN once confirmed as inference, steps arrive as they happen
+                assert mw.step_count == FORWARD_ONLY_CONFIRM + 5
+    assert mw.step_count == FORWARD_ONLY_CONFIRM + 10
+    assert [s.step for s in mw.steps] == list(range(FORWARD_ONLY_CONFIRM + 10))

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from memwatch.collect.frames import frame_location, is_user_file, user_frames
+from memwatch.collect.holders import read_locals
 from memwatch.collect.probe import Probe
 from memwatch.records import Event
 
@@ -159,10 +160,9 @@ def _in_use(tracker: Tracker) -> int | None:
 
 
 def _locals(frame: FrameType) -> list[tuple[str, Any]]:
-    try:
-        return list(itertools.islice(frame.f_locals.items(), _MAX_LOCALS))
-    except Exception:
-        return []
+    # read_locals leaves no f_locals snapshot on the frame (3.11/3.12), which would keep
+    # the failed attempt's tensors alive into the retry: memwatch causing what it reports.
+    return read_locals(frame, _MAX_LOCALS)
 
 
 def _where(frame: FrameType) -> dict[str, Any]:

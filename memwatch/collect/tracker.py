@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 import weakref
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
@@ -86,6 +87,10 @@ class Tracker:
         self._step_root: weakref.ref[Any] | None = None
         self._forward_calls = 0
         self._backward_calls = 0
+        self._cuts: list[StepRecord] = []
+        self._cut_start = (0.0, 0.0)
+        self._forward_only_confirmed = False
+        self._carried_device_peak: int | None = None
         self._oom_events = 0
         self._root_saved_before = 0
         # A probe that has just confirmed a problem sets this: the sink analyses at this
@@ -161,6 +166,8 @@ class Tracker:
         try:
             if self._activity:
                 self._end_step("end", sys._getframe(1))
+            else:
+                self._flush_forward_only_cuts()
             self._call_probes("on_stop")
         finally:
             self._remove_hooks()
@@ -283,14 +290,13 @@ class Tracker:
         if not self.manual and not self._seen_optimizer:
             # Loops without an optimizer: a step ends when the first root module of the
             # step runs again after a backward (manual SGD), or at all if no backward ever
-            # ran (inference only).
+            # ran (inference only: provisional until confirmed, see _forward_only_boundary).
             root = self._step_root() if self._step_root is not None else None
-            if (
-                self._activity
-                and root is module
-                and (self._backward_since_boundary or not self._ever_backward)
-            ):
-                self._end_step("forward", sys._getframe(2))
+            if self._activity and root is module:
+                if self._backward_since_boundary:
+                    self._end_step("forward", sys._getframe(2))
+                elif not self._ever_backward:
+                    self._forward_only_boundary(sys._getframe(2))
         if self._step_root is None:
             try:
                 self._step_root = weakref.ref(module)
@@ -313,6 +319,8 @@ class Tracker:
         saved_before = self.saved.current
         result = original(*args, **kwargs)
         try:
+            if not self._ever_backward:
+                self._merge_forward_only_cuts()
             self._backward_calls += 1
             self._activity = True
             self._ever_backward = True
@@ -338,6 +346,8 @@ class Tracker:
         # Known before the first step ends, so LBFGS closures (forward/backward inside
         # step()) never trigger the no-optimizer fallback.
         self._seen_optimizer = True
+        if self._cuts:
+            self._merge_forward_only_cuts()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.off or _is_compiling():
@@ -393,17 +403,21 @@ class Tracker:
         self.manual = True
         self._end_step("manual", frame)
 
-    def _end_step(self, boundary: str, frame: FrameType | None) -> None:
+    def _build_record(self, boundary: str) -> StepRecord:
         now = time.perf_counter()
         reading = self.device.read_and_reset_peak()
-        record = StepRecord(
+        peak = reading.peak_allocated_bytes
+        if self._carried_device_peak is not None and peak is not None:
+            peak = max(peak, self._carried_device_peak)
+        self._carried_device_peak = None
+        return StepRecord(
             step=self.step,
             started_at=self._wall0,
             duration_s=now - self._t0,
             boundary=boundary,
             allocated_bytes=reading.allocated_bytes,
             reserved_bytes=reading.reserved_bytes,
-            peak_allocated_bytes=reading.peak_allocated_bytes,
+            peak_allocated_bytes=peak,
             device_used_bytes=self.nvml.read(),
             saved_bytes=self.saved.current,
             saved_peak_bytes=self.saved.peak,
@@ -413,6 +427,17 @@ class Tracker:
             backward_calls=self._backward_calls,
             oom_events=self._oom_events,
         )
+
+    def _reset_step_counters(self) -> None:
+        self._forward_calls = self._backward_calls = self._oom_events = 0
+        self._activity = False
+        self._backward_since_boundary = False
+        self._t0 = time.perf_counter()
+        self._wall0 = time.time()
+
+    def _end_step(self, boundary: str, frame: FrameType | None) -> None:
+        self._flush_forward_only_cuts()
+        record = self._build_record(boundary)
         if self._hooks["on_step_end"]:
             frames = user_frames(frame, limit=4) if frame is not None else []
             self._call_probes("on_step_end", record, frames)
@@ -422,11 +447,58 @@ class Tracker:
         self.sink.on_step(record)
         self.step += 1
         self.saved.new_step(self.step)
-        self._forward_calls = self._backward_calls = self._oom_events = 0
-        self._activity = False
-        self._backward_since_boundary = False
-        self._t0 = time.perf_counter()
-        self._wall0 = time.time()
+        self._reset_step_counters()
+
+    # -- forward-only boundaries ------------------------------------------------------------
+    # Before any backward or optimizer step, a repeated root forward may be the next step
+    # of an inference loop, or the next micro-batch / sample / episode of the first training
+    # step. The cut is kept aside: a backward merges the pending cuts back into one step; a
+    # run of forwards without any backward confirms inference and emits them as steps.
+
+    def _forward_only_boundary(self, frame: FrameType | None) -> None:
+        if self._forward_only_confirmed:
+            self._end_step("forward", frame)
+            return
+        if not self._cuts:
+            self._cut_start = (self._t0, self._wall0)
+        record = self._build_record("forward")
+        self._cuts.append(record)
+        self.saved.peak = self.saved.current
+        self._reset_step_counters()
+        self._activity = True
+        if len(self._cuts) >= FORWARD_ONLY_CONFIRM:
+            self._forward_only_confirmed = True
+            self._flush_forward_only_cuts()
+
+    def _flush_forward_only_cuts(self) -> None:
+        """Emit pending forward-only cuts as steps of their own (inference confirmed)."""
+        if not self._cuts:
+            return
+        cuts, self._cuts = self._cuts, []
+        for record in cuts:
+            record = replace(record, step=self.step)
+            if self._hooks["on_step_end"]:
+                self._call_probes("on_step_end", record, [])
+            self.sink.on_step(record)
+            self.step += 1
+        self.saved.new_step(self.step)
+
+    def _merge_forward_only_cuts(self) -> None:
+        """A backward came: the pending cuts were micro-batches of the first training step."""
+        if not self._cuts:
+            return
+        cuts, self._cuts = self._cuts, []
+        self._t0, self._wall0 = self._cut_start
+        self._forward_calls += sum(c.forward_calls for c in cuts)
+        self._oom_events += sum(c.oom_events for c in cuts)
+        self.saved.peak = max([self.saved.peak, *(c.saved_peak_bytes for c in cuts)])
+        peaks = [c.peak_allocated_bytes for c in cuts if c.peak_allocated_bytes is not None]
+        if peaks:
+            self._carried_device_peak = max(peaks)
+
+
+#: Forward-only boundaries needed (with no backward in between) to call a run inference.
+FORWARD_ONLY_CONFIRM = 64
 
 
 def _default_device() -> DeviceMemory:
