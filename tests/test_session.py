@@ -394,3 +394,18 @@ def test_long_inference_loops_emit_steps_while_running() -> None:
                 assert mw.step_count == FORWARD_ONLY_CONFIRM + 5
     assert mw.step_count == FORWARD_ONLY_CONFIRM + 10
     assert [s.step for s in mw.steps] == list(range(FORWARD_ONLY_CONFIRM + 10))
+
+
+def test_events_during_provisional_forward_steps_get_their_final_step_numbers() -> None:
+    # GIVEN forward-only iterations (no backward yet), each raising and catching an OOM
+    model = make_model()
+    with memwatch(store=False) as mw:
+        for _ in range(3):
+            model(torch.randn(2, 16))
+            try:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 MiB")
+            except torch.OutOfMemoryError:
+                pass
+    # THEN each OOM event carries the step it happened in, matching the step records
+    assert [e.step for e in mw.events if e.kind == "oom"] == [0, 1, 2]
+    assert [s.oom_events for s in mw.steps] == [1, 1, 1]

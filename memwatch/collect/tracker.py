@@ -88,6 +88,7 @@ class Tracker:
         self._forward_calls = 0
         self._backward_calls = 0
         self._cuts: list[StepRecord] = []
+        self._held_events: list[tuple[int, Event]] = []
         self._cut_start = (0.0, 0.0)
         self._forward_only_confirmed = False
         self._carried_device_peak: int | None = None
@@ -122,7 +123,14 @@ class Tracker:
                     self._rebuild_probe_hooks()
 
     def emit(self, event: Event) -> None:
-        """Send an observation to the store and the detectors."""
+        """Send an observation to the store and the detectors.
+
+        While forward-only cuts are pending the step numbers are not settled yet, so the
+        event waits with the index of its segment (see _forward_only_boundary).
+        """
+        if self._cuts:
+            self._held_events.append((len(self._cuts), event))
+            return
         self.sink.on_event(event)
 
     def emit_holders(self, holders: list[Holder]) -> None:
@@ -475,12 +483,21 @@ class Tracker:
         if not self._cuts:
             return
         cuts, self._cuts = self._cuts, []
-        for record in cuts:
+        held, self._held_events = self._held_events, []
+        base = self.step
+        for index, record in enumerate(cuts):
+            self.step = base + index  # probes ending this step read tracker.step
             record = replace(record, step=self.step)
+            for segment, event in held:
+                if segment == index:
+                    self.sink.on_event(replace(event, step=base + index))
             if self._hooks["on_step_end"]:
                 self._call_probes("on_step_end", record, [])
             self.sink.on_step(record)
-            self.step += 1
+        self.step = base + len(cuts)
+        for segment, event in held:
+            if segment == len(cuts):  # the segment still open: the current step
+                self.sink.on_event(replace(event, step=self.step))
         self.saved.new_step(self.step)
 
     def _merge_forward_only_cuts(self) -> None:
@@ -488,6 +505,9 @@ class Tracker:
         if not self._cuts:
             return
         cuts, self._cuts = self._cuts, []
+        held, self._held_events = self._held_events, []
+        for _, event in held:
+            self.sink.on_event(replace(event, step=self.step))
         self._t0, self._wall0 = self._cut_start
         self._forward_calls += sum(c.forward_calls for c in cuts)
         self._oom_events += sum(c.oom_events for c in cuts)

@@ -51,7 +51,14 @@ def _piled_up(event: Event) -> bool:
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = [e for e in per_step_latest(data.events_of(EVENT)) if _qualifies(e)]
+    # A forward cut short by an OOM never reaches its backward: that is the OOM's story
+    # (oom-retry-loop), not evaluation with grad enabled.
+    oom_steps = {e.step for e in data.events_of("oom")}
+    events = [
+        e
+        for e in per_step_latest(data.events_of(EVENT))
+        if _qualifies(e) and e.step not in oom_steps
+    ]
     if not events:
         return []
     first = events[0]
