@@ -18,5 +18,5 @@ def default_probes(watch: Watch) -> list[Probe]:
     probes: list[Probe] = []
     probes.append(LoopProbe())  # loop-order detectors (docs/detectors-loop.md)
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
-    probes.append(HoldersProbe())  # who holds what; graph/growth/lingering (detectors-holders.md)
+    probes.append(HoldersProbe.for_watch(watch))  # holders, graphs: detectors-holders.md
     return probes

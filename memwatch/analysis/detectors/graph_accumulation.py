@@ -1,0 +1,273 @@
+"""``graph-accumulation``: a tensor alive across steps keeps an autograd graph that grows.
+
+Evidence: ``graph-accumulation`` events from ``memwatch.collect.graph_probe``. The probe
+emits one only after it has *proved* the growth (this step's graph of the name contains
+last step's root of the same name, and its history spans at least two earlier steps, or
+that happened two steps running), so one event is enough for an error. Later events of
+the same holder refresh the numbers; the earliest gives ``first_step``.
+
+The finding names the variable (``running_loss``, ``losses``, ``hidden``, ``meter.sum``,
+``model.cache``) and the statement that extends it, and writes the fix for that
+statement's shape: ``+=`` → add ``loss.item()``; ``.append(loss)`` → append
+``loss.item()``; state fed back into the model → detach it at the start of each batch;
+``meter.update(loss)`` → pass ``loss.item()``; ``cache = torch.cat([cache, out])`` →
+store ``out.detach()``. Holders extended by the same statement (``meter.sum`` and
+``meter.avg``) are reported once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from memwatch.analysis.base import AnalysisInput
+from memwatch.records import Event, Finding
+from memwatch.units import format_size
+
+KIND = "graph-accumulation"
+EVENT = "graph-accumulation"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def detect(data: AnalysisInput) -> list[Finding]:
+    events = data.events_of(EVENT)
+    if not events:
+        return []
+    groups: dict[tuple[Any, ...], list[Event]] = {}
+    for event in events:
+        groups.setdefault(_group_key(event), []).append(event)
+    return [_finding(group) for group in groups.values()]
+
+
+def _group_key(event: Event) -> tuple[Any, ...]:
+    loc = event.location
+    if loc is not None and event.data.get("statement"):
+        return ("at", loc.file, loc.line)
+    return ("var", event.data.get("variable"), loc.file if loc else None)
+
+
+def _finding(events: list[Event]) -> Finding:
+    events = sorted(events, key=lambda e: e.step)
+    last = events[-1]
+    d = last.data
+    variables = list(dict.fromkeys(str(e.data.get("variable")) for e in events))
+    variable = variables[0]
+    first_steps = [
+        int(e.data["first_step"]) for e in events if e.data.get("first_step") is not None
+    ]
+    first_step = min(first_steps) if first_steps else events[0].step
+    nodes_per_step = int(d.get("nodes_per_step") or 0)
+    capped = bool(d.get("nodes_per_step_capped"))
+    node_bytes = int(d.get("node_bytes_estimate") or 0)
+    tensor_growth = int(d.get("tensor_growth_per_step") or 0)
+    stale_growth = _stale_growth(events)
+    growth = tensor_growth + nodes_per_step * node_bytes + stale_growth
+    nodes = int(d.get("nodes") or 0)
+    held = int(d.get("tensor_bytes") or 0) + nodes * node_bytes + int(
+        d.get("saved_stale_bytes") or 0
+    )
+    per_step = f"{'≥' if capped else '+'}{nodes_per_step} nodes/step"
+    what = "keeps the autograd graphs of every step" if d.get("container") else (
+        "keeps the autograd graph of every step"
+    )
+    title = f"`{variable}` {what} ({per_step} since step {first_step})"
+    statement = d.get("statement")
+    fix = suggest_fix(variable, d.get("pattern"), statement, d.get("operands") or (),
+                      bool(d.get("is_tuple")), bool(d.get("container")))
+    detail = _detail(last, variable, variables, first_step, nodes_per_step, nodes, statement,
+                     growth)
+    evidence: dict[str, Any] = {
+        "nodes_per_step": nodes_per_step,
+        "nodes_per_step_capped": capped,
+        "graph_nodes": nodes,
+        "graph_nodes_capped": bool(d.get("nodes_capped")),
+        "steps_seen": int(d.get("steps_seen") or 0),
+        "confirmed_step": d.get("confirmed_step"),
+        "last_step": last.step,
+        "holder": d.get("holder"),
+        "scope": d.get("scope"),
+        "tensor_bytes": int(d.get("tensor_bytes") or 0),
+        "tensor_growth_per_step_bytes": tensor_growth,
+        "graph_bytes_estimate_per_node": node_bytes,
+        "saved_stale_growth_per_step_bytes": stale_growth,
+    }
+    if statement:
+        evidence["statement"] = statement
+        evidence["pattern"] = d.get("pattern")
+    if len(variables) > 1:
+        evidence["also"] = variables[1:]
+    if d.get("container"):
+        evidence["length"] = int(d.get("length") or 0)
+    return Finding(
+        kind=KIND,
+        severity="error",
+        title=title,
+        detail=detail,
+        first_step=first_step,
+        fix=fix,
+        location=last.location,
+        variable=variable,
+        bytes=held or None,
+        growth_per_step_bytes=growth or None,
+        evidence=evidence,
+    )
+
+
+def _stale_growth(events: Sequence[Event]) -> int:
+    """Per-step growth of saved-for-backward bytes kept from earlier steps, if it rose."""
+    if len(events) < 2:
+        return 0
+    first, last = events[0], events[-1]
+    span = last.step - first.step
+    rise = int(last.data.get("saved_stale_bytes") or 0) - int(
+        first.data.get("saved_stale_bytes") or 0
+    )
+    return rise // span if span > 0 and rise > 0 else 0
+
+
+def _detail(
+    last: Event,
+    variable: str,
+    variables: list[str],
+    first_step: int,
+    nodes_per_step: int,
+    nodes: int,
+    statement: str | None,
+    growth: int,
+) -> str:
+    d: Mapping[str, Any] = last.data
+    where = _scope_words(d, variable)
+    if d.get("container"):
+        held = (
+            f"{where} holds {int(d.get('length') or 0)} tensors that each still carry "
+            f"their step's autograd graph (~{nodes_per_step} nodes each)"
+        )
+    else:
+        size = f"{nodes}+" if d.get("nodes_capped") else str(nodes)
+        held = (
+            f"{where} is a tensor whose autograd history reaches back to step {first_step} "
+            f"({size} graph nodes at step {last.step}, {nodes_per_step} more each step)"
+        )
+    text = f"{held}: every step's graph stays in memory and the memory grows without bound"
+    if growth:
+        text += f" (about {format_size(growth)}/step)"
+    text += "."
+    if statement:
+        text += f" The statement that extends it: `{statement}`."
+    if len(variables) > 1:
+        others = ", ".join(f"`{v}`" for v in variables[1:])
+        text += f" The same statement also grows {others}."
+    return text
+
+
+def _scope_words(d: Mapping[str, Any], variable: str) -> str:
+    scope = d.get("scope")
+    function = d.get("frame_function")
+    if scope == "module":
+        owner = d.get("owner_class")
+        return f"`{variable}` (an attribute of {_a(owner)} module)" if owner else f"`{variable}`"
+    if scope == "attribute":
+        owner = d.get("owner_class")
+        return f"`{variable}` (an attribute of {_a(owner)} object)" if owner else f"`{variable}`"
+    if scope == "global":
+        return f"`{variable}` (a module-level variable)"
+    return f"`{variable}` (a local of {function}())" if function else f"`{variable}`"
+
+
+def _tensor_operand(operands: Sequence[str]) -> str | None:
+    for operand in operands:
+        if _IDENTIFIER.match(operand):
+            return operand
+    return operands[0] if operands else None
+
+
+def _rewrite(statement: str, operand: str, suffix: str) -> str | None:
+    """``statement`` with ``operand`` replaced by ``operand<suffix>`` (first free use)."""
+    if _IDENTIFIER.match(operand):
+        pattern = re.compile(rf"(?<![\w.]){re.escape(operand)}(?![\w(])")
+        replacement = operand + suffix
+    else:
+        pattern = re.compile(re.escape(operand))
+        replacement = f"({operand}){suffix}"
+    # Rewrite only what is stored/added: after the operator or inside the call.
+    cut = _value_start(statement)
+    head, tail = statement[:cut], statement[cut:]
+    new_tail, count = pattern.subn(lambda _: replacement, tail, count=1)
+    return head + new_tail if count else None
+
+
+def _value_start(statement: str) -> int:
+    for marker in ("+=", "-=", "*=", "|=", "="):
+        index = statement.find(marker)
+        if index >= 0 and not statement[index:].startswith("=="):
+            return index + len(marker)
+    index = statement.find("(")
+    return index + 1 if index >= 0 else 0
+
+
+def suggest_fix(
+    variable: str,
+    pattern: str | None,
+    statement: str | None,
+    operands: Sequence[str],
+    is_tuple: bool = False,
+    container: bool = False,
+) -> str:
+    """One concrete sentence telling what to write instead, from the statement's shape."""
+    operand = _tensor_operand(operands)
+    if pattern == "carry":
+        if is_tuple:
+            return (
+                f"Detach the hidden state at the start of each batch: `{variable} = "
+                f"tuple(h.detach() for h in {variable})`, so backward stops at the batch "
+                "boundary and old graphs are freed."
+            )
+        return (
+            f"Detach the hidden state at the start of each batch: `{variable} = "
+            f"{variable}.detach()`, so backward stops at the batch boundary and old graphs "
+            "are freed."
+        )
+    if statement and operand:
+        if pattern in ("augassign", "accumulate"):
+            new = _rewrite(statement, operand, ".item()")
+            if new:
+                return (
+                    f"Accumulate `{operand}.item()` instead of `{operand}`: write `{new}` "
+                    "(a Python number keeps no graph)."
+                )
+        if pattern == "store":
+            new = _rewrite(statement, operand, ".item()")
+            if new:
+                return (
+                    f"Store `{operand}.item()` (or `{operand}.detach()` if you need a tensor) "
+                    f"instead of `{operand}`: `{new}`."
+                )
+        if pattern == "method-call":
+            new = _rewrite(statement, operand, ".item()")
+            if new:
+                return (
+                    f"Pass `{operand}.item()` (or `{operand}.detach()`) instead of `{operand}`: "
+                    f"`{new}`, so `{variable}` stores a number, not the graph."
+                )
+        if pattern == "concat":
+            new = _rewrite(statement, operand, ".detach()")
+            if new:
+                return (
+                    f"Store `{operand}.detach()` instead of `{operand}`: `{new}`; the cached "
+                    "tensor then carries no graph from earlier steps."
+                )
+    if container:
+        return (
+            f"Store `.item()` or `.detach()` of each tensor in `{variable}`, not the tensor "
+            "itself, so each step's graph can be freed."
+        )
+    return (
+        f"Keep `.item()` or `.detach()` in `{variable}` instead of a tensor that carries its "
+        "graph, so each step's graph can be freed."
+    )
+
+
+def _a(word: str) -> str:
+    """``a Meter`` / ``an AverageMeter``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -1,0 +1,93 @@
+"""``lingering-step-locals``: last step's tensors are still referenced when the next forward starts.
+
+Evidence: ``lingering-locals`` events from ``memwatch.collect.lingering_probe``: at the
+first root forward of a step, the variables that still hold the previous step's tensors
+(same objects, by weakref), their bytes, and the previous step's saved-for-backward peak.
+The probe emits only when the bytes matter (≥ 1 MiB and ≥ 10 % of that peak), and this
+detector asks for two such steps, so a one-off (the last batch of an epoch kept for
+logging) stays quiet.
+
+The peak during the next forward is higher by up to those bytes: the old output coexists
+with the new activations. The fix is to drop the names at the end of the step, or to put
+the step body in a function whose locals die when it returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memwatch.analysis.base import AnalysisInput
+from memwatch.records import Event, Finding
+from memwatch.units import format_size
+
+KIND = "lingering-step-locals"
+EVENT = "lingering-locals"
+MIN_EVENTS = 2
+
+
+def detect(data: AnalysisInput) -> list[Finding]:
+    groups: dict[Any, list[Event]] = {}
+    for event in data.events_of(EVENT):
+        loc = event.location
+        key = (loc.file, loc.line) if loc is not None else event.data.get("function")
+        groups.setdefault(key, []).append(event)
+    findings = []
+    for events in groups.values():
+        occurrences = max(int(e.data.get("occurrences") or 0) for e in events)
+        if max(occurrences, len(events)) < MIN_EVENTS:
+            continue
+        findings.append(_finding(sorted(events, key=lambda e: e.step), occurrences))
+    return findings
+
+
+def _finding(events: list[Event], occurrences: int) -> Finding:
+    last = events[-1]
+    d = last.data
+    entries = [(str(n["name"]), int(n.get("bytes") or 0)) for n in d.get("names") or []]
+    names = [n for n, _ in entries]
+    total = int(d.get("bytes") or 0)
+    saved_peak = int(d.get("saved_peak_bytes") or 0)
+    peak_allocated = d.get("peak_allocated_bytes")
+    basis = int(peak_allocated) if peak_allocated else saved_peak + total
+    share = total / basis if basis else 0.0
+    quoted = ", ".join(f"`{n}`" for n in names)
+    verb = "is" if len(names) == 1 else "are"
+    title = (
+        f"{quoted} from the previous step {verb} still alive when the next forward starts "
+        f"(+{format_size(total)} at the peak)"
+    )
+    sizes = ", ".join(f"`{n}` {format_size(b)}" for n, b in entries if b)
+    function = d.get("function") or "the loop"
+    detail = (
+        f"When a step's forward starts, {quoted} in {function}() still "
+        f"hold{'s' if len(names) == 1 else ''} the previous step's tensors ({sizes}), so "
+        "they coexist with the new step's activations. The step's saved-for-backward peak "
+        f"is {format_size(saved_peak)}; dropping them would lower the peak by up to "
+        f"{format_size(total)} (~{share:.0%}). Seen in {occurrences} steps, first at step "
+        f"{events[0].step}."
+    )
+    fix = (
+        f"Add `del {', '.join(names)}` at the end of each step (after `optimizer.step()`), "
+        "or move the step body into a function so its locals are freed when it returns."
+    )
+    return Finding(
+        kind=KIND,
+        severity="warning",
+        title=title,
+        detail=detail,
+        first_step=events[0].step,
+        fix=fix,
+        location=last.location,
+        variable=names[0] if names else None,
+        bytes=total,
+        growth_per_step_bytes=None,
+        evidence={
+            "names": [{"name": n, "bytes": b} for n, b in entries],
+            "lingering_bytes": total,
+            "saved_peak_bytes": saved_peak,
+            "peak_allocated_bytes": peak_allocated,
+            "peak_reduction_fraction": round(share, 3),
+            "steps_seen": occurrences,
+            "forward_line": d.get("forward_line"),
+        },
+    )

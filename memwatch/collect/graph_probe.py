@@ -1,0 +1,545 @@
+"""Evidence for ``graph-accumulation``: a holder whose autograd history grows every step.
+
+``total += loss``, ``losses.append(loss)``, an RNN hidden state that is never detached,
+``meter.update(loss)`` or ``self.cache = torch.cat([self.cache, out])`` all keep every
+step's graph alive through one name. The check must be cheap enough for every step and
+must not keep anything alive itself, so it rests on three facts measured in probe.md:
+
+* Autograd nodes are not weakref-able and their ``id`` is reused, but each node has a
+  persistent ``metadata`` dict. We store a tiny weakref-able *token* in the root node's
+  metadata at each step end; the token dies with the node, so ``token_ref() is None``
+  tells us, for free, that last step's graph of that name is gone (the healthy case:
+  ``loss`` rebound, old graph freed). Only while it is still alive do we look further.
+* Every node has a ``_sequence_nr()`` from a per-thread counter that only grows, and a
+  node's inputs are always older than the node. So "does this step's graph of ``x``
+  contain last step's root of ``x``?" is a BFS that prunes every node older than that
+  root — a few nodes for ``total += loss`` — bounded at ``BFS_CAP`` anyway.
+* ``torch._C._autograd._get_sequence_nr()`` read at each step end gives watermarks that map
+  any node to the step in which it was created; the bounded confirmation walk uses them
+  to prove the history spans several steps (not one carried-over graph, as in truncated
+  BPTT with a window of two).
+
+Containers (``losses.append(loss)``) are judged by identity: the same container still
+holds last step's last element and gained a new one with a ``grad_fn``. A list rebuilt
+each step — e.g. an episode that is longer every step — is never confused with it.
+
+Nothing here keeps a tensor or node alive across steps: only ints, weakrefs to our own
+tokens and to tensors.
+"""
+
+from __future__ import annotations
+
+import bisect
+import inspect
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from memwatch.analysis.source import (
+    Statement,
+    find_in_class,
+    find_in_file,
+    find_in_function,
+)
+from memwatch.collect.frames import display_path
+from memwatch.collect.holders import Entry, FrameInfo, Scan, first_tensor
+from memwatch.records import Event, Location
+
+if TYPE_CHECKING:
+    from memwatch.collect.tracker import Tracker
+
+TAG = "memwatch_token"
+MAX_SEQ = 1 << 62  # AccumulateGrad / GraphRoot nodes carry UINT64_MAX
+BFS_CAP = 512
+WALK_CAP = 4096
+REEMIT_EVERY = 8
+FORGET_AFTER = 8
+MAX_TRACKS = 512
+MAX_MARKS = 4096
+#: host bytes one autograd node costs with its small outputs (measured: ~750 B/node on
+#: torch 2.13 CPU for mm/relu/sum/add chains); a graph's device memory is the tensors.
+NODE_BYTES_ESTIMATE = 700
+
+_peek_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
+
+
+class _Token:
+    """Stored in a root node's metadata; dies with the node (nodes can't be weakref'd)."""
+
+    __slots__ = ("__weakref__",)
+
+
+@dataclass(slots=True)
+class _Track:
+    """What we remember of one name between steps (never the tensor itself)."""
+
+    seq: int
+    token: Any  # weakref to a _Token, or None when the node has no metadata
+    last_seen: int
+    first_seen: int
+    first_bytes: int
+    hit_streak: int = 0
+    hits: int = 0
+    confirmed_at: int | None = None
+    first_step: int | None = None
+    last_emit: int = -1
+    nodes_per_step: int = 0
+    nodes_capped: bool = False
+    length: int = 0  # containers
+    start_length: int = 0  # containers: the length before the growing streak
+    last_ref: Any = None  # containers: weakref to the last element's tensor
+    last_key: Any = None  # dicts: the last key (ints/strings only)
+    located: bool = False
+    statement: Statement | None = None
+
+
+class GraphChecker:
+    """Runs at every step end on the holder scan; emits ``graph-accumulation`` events."""
+
+    def __init__(self) -> None:
+        self._tracks: dict[tuple[Any, str], _Track] = {}
+        self._marks: list[int] = []  # watermark (sequence nr) at the end of each step
+        self._mark_steps: list[int] = []
+        self._max_seen = 0
+        self._passes = 0
+        #: something is suspicious (a new name with a graph, a hit): check the next step too
+        self.eager = False
+
+    # -- watermarks ----------------------------------------------------------------------------
+    def _watermark(self) -> int:
+        if _peek_sequence_nr is not None:
+            try:
+                return int(_peek_sequence_nr())
+            except Exception:
+                pass
+        return self._max_seen
+
+    def _step_of(self, seq: int, current: int) -> int:
+        """The step in whose window a node with sequence number ``seq`` was created."""
+        # A mark is the *next* sequence number at that step end: a node numbered exactly
+        # the mark was created after it, hence bisect_right.
+        index = bisect.bisect_right(self._marks, seq)
+        return self._mark_steps[index] if index < len(self._marks) else current
+
+    # -- per step -----------------------------------------------------------------------------
+    def on_step_end(self, tracker: Tracker, scan: Scan) -> None:
+        self.eager = False
+        step = scan.step
+        previous = self._marks[-1] if self._marks else -1
+        grad_names = _GradNames(scan)
+        for entry in scan.entries:
+            if entry.kind == "tensor":
+                if entry.grad:
+                    self._check_tensor(tracker, scan, entry, entry.name, entry.value, entry.name,
+                                       step, grad_names)
+            elif entry.kind == "container":
+                value = entry.value
+                if isinstance(value, tuple):
+                    if entry.length <= 4:
+                        for i, item in enumerate(value):
+                            if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+                                self._check_tensor(tracker, scan, entry, f"{entry.name}[{i}]",
+                                                   item, entry.name, step, grad_names)
+                else:
+                    self._check_container(tracker, scan, entry, step, grad_names)
+        self._marks.append(max(self._watermark(), previous))
+        self._mark_steps.append(step)
+        if len(self._marks) > MAX_MARKS:
+            del self._marks[: MAX_MARKS // 2]
+            del self._mark_steps[: MAX_MARKS // 2]
+        self._passes += 1
+        if len(self._tracks) > 64 or self._passes % FORGET_AFTER == 0:
+            stale = [k for k, t in self._tracks.items() if step - t.last_seen > FORGET_AFTER]
+            for key in stale:
+                del self._tracks[key]
+
+    # -- single tensors ------------------------------------------------------------------------
+    def _check_tensor(
+        self,
+        tracker: Tracker,
+        scan: Scan,
+        entry: Entry,
+        name: str,
+        tensor: Any,
+        variable: str,
+        step: int,
+        grad_names: _GradNames,
+    ) -> None:
+        root = tensor.grad_fn
+        seq = root._sequence_nr()
+        if seq < MAX_SEQ and seq > self._max_seen:
+            self._max_seen = seq
+        key = (scan.frames[entry.frame_index].code, name)
+        track = self._tracks.get(key)
+        if track is not None and track.seq == seq:
+            track.last_seen = step  # the same graph as last step: held, not extended
+            return
+        hit = False
+        new_nodes = 0
+        capped = False
+        if track is not None and (track.token is None or track.token() is not None):
+            hit, new_nodes, capped = _reaches(root, track.seq)
+        token = _tag(root)
+        if track is None:
+            if len(self._tracks) >= MAX_TRACKS:
+                return
+            track = _Track(seq, token, step, step, entry.bytes)
+            self._tracks[key] = track
+            self.eager = True
+            return
+        track.seq = seq
+        track.token = token
+        track.last_seen = step
+        if not hit:
+            track.hit_streak = 0
+            return
+        track.hit_streak += 1
+        track.hits += 1
+        self.eager = True
+        track.nodes_per_step = new_nodes
+        track.nodes_capped = capped
+        if track.confirmed_at is None:
+            nodes, steps, walk_capped = self._walk(root, step)
+            earlier = sorted(s for s in steps if s < step)
+            if len(earlier) >= 2 or track.hit_streak >= 2:
+                track.confirmed_at = step
+                if earlier and not walk_capped:
+                    track.first_step = earlier[0]
+                else:
+                    track.first_step = max(track.first_seen, step - track.hit_streak)
+                self._emit(tracker, scan, entry, track, name, variable, step, nodes, walk_capped,
+                           grad_names)
+        elif step - track.last_emit >= REEMIT_EVERY:
+            nodes, _steps, walk_capped = self._walk(root, step)
+            self._emit(tracker, scan, entry, track, name, variable, step, nodes, walk_capped,
+                       grad_names)
+
+    # -- containers ----------------------------------------------------------------------------
+    def _check_container(
+        self,
+        tracker: Tracker,
+        scan: Scan,
+        entry: Entry,
+        step: int,
+        grad_names: _GradNames,
+    ) -> None:
+        key = (scan.frames[entry.frame_index].code, entry.name)
+        track = self._tracks.get(key)
+        container = entry.value
+        length = entry.length
+        old_length = track.length if track is not None else 0
+        hit = False
+        if track is not None and length > track.length and entry.grad:
+            if track.length == 0:
+                hit = True
+            else:
+                previous = track.last_ref() if track.last_ref is not None else None
+                hit = previous is not None and holds_at(container, track.length - 1,
+                                                         track.last_key, previous)
+        last_tensor = first_tensor(entry.last) if length else None
+        last_ref = None
+        if last_tensor is not None:
+            try:
+                last_ref = weakref.ref(last_tensor)
+            except TypeError:
+                last_ref = None
+        last_key = None
+        if isinstance(container, dict) and length:
+            try:
+                candidate = next(reversed(container.keys()))
+                if isinstance(candidate, (int, str)):
+                    last_key = candidate
+            except Exception:
+                last_key = None
+        if track is None:
+            if len(self._tracks) >= MAX_TRACKS:
+                return
+            track = _Track(-1, None, step, step, entry.bytes, length=length, last_ref=last_ref,
+                           last_key=last_key)
+            self._tracks[key] = track
+            self.eager = self.eager or entry.grad
+            return
+        track.length = length
+        track.last_ref = last_ref
+        track.last_key = last_key
+        track.last_seen = step
+        if not hit:
+            if length != old_length:
+                track.hit_streak = 0
+            return
+        if track.hit_streak == 0:
+            track.start_length = old_length
+        track.hit_streak += 1
+        track.hits += 1
+        self.eager = True
+        if track.confirmed_at is None and track.hit_streak < 2:
+            return
+        if track.confirmed_at is None or step - track.last_emit >= REEMIT_EVERY:
+            if last_tensor is not None and last_tensor.grad_fn is not None:
+                track.nodes_per_step, track.nodes_capped = _count(last_tensor.grad_fn)
+            if track.confirmed_at is None:
+                track.confirmed_at = step
+                track.first_step = self._first_stored_step(container, track, step)
+            self._emit(tracker, scan, entry, track, entry.name, entry.name, step,
+                       track.nodes_per_step * length, False, grad_names)
+
+    def _first_stored_step(self, container: Any, track: _Track, step: int) -> int:
+        """The step whose graph the first element stored by the leak belongs to."""
+        fallback = max(track.first_seen, step - track.hit_streak)
+        if isinstance(container, dict):
+            return fallback
+        try:
+            first = first_tensor(container[track.start_length])
+            seq = first.grad_fn._sequence_nr()
+        except Exception:
+            return fallback
+        return self._step_of(seq, step) if seq < MAX_SEQ else fallback
+
+    def mark(self, step: int) -> None:
+        """A step end without a scan: record its watermark so nodes map to the right step."""
+        previous = self._marks[-1] if self._marks else -1
+        self._marks.append(max(self._watermark(), previous))
+        self._mark_steps.append(step)
+
+    # -- walking ------------------------------------------------------------------------------
+    def _walk(self, root: Any, current: int) -> tuple[int, set[int], bool]:
+        """Bounded walk of a whole graph: node count and the steps its nodes come from."""
+        queue = [root]
+        seen = {id(root)}
+        steps: set[int] = set()
+        seq = root._sequence_nr()
+        if seq < MAX_SEQ:
+            steps.add(self._step_of(seq, current))
+        index = 0
+        while index < len(queue):
+            node = queue[index]
+            index += 1
+            try:
+                children = node.next_functions
+            except Exception:
+                continue
+            for child, _ in children:
+                if child is None:
+                    continue
+                cid = id(child)
+                if cid in seen:
+                    continue
+                seq = child._sequence_nr()
+                if seq >= MAX_SEQ:
+                    continue
+                seen.add(cid)
+                queue.append(child)
+                steps.add(self._step_of(seq, current))
+                if len(queue) >= WALK_CAP:
+                    return len(queue), steps, True
+        return len(queue), steps, False
+
+    # -- reporting ----------------------------------------------------------------------------
+    def _locate(
+        self, scan: Scan, entry: Entry, variable: str, grad_names: _GradNames
+    ) -> Statement | None:
+        frame = scan.frames[entry.frame_index]
+        prefer = [n for n in grad_names.of(entry.frame_index) if n != variable]
+        return locate_statement(frame, entry, variable, prefer)
+
+    def _emit(
+        self,
+        tracker: Tracker,
+        scan: Scan,
+        entry: Entry,
+        track: _Track,
+        name: str,
+        variable: str,
+        step: int,
+        nodes: int,
+        nodes_capped: bool,
+        grad_names: _GradNames,
+    ) -> None:
+        if not track.located:
+            track.located = True
+            try:
+                track.statement = self._locate(scan, entry, variable, grad_names)
+            except Exception:
+                track.statement = None
+        frame = scan.frames[entry.frame_index]
+        statement = track.statement
+        location = statement_location(statement) if statement is not None else frame.location
+        span = max(1, step - track.first_seen)
+        tensor_growth = max(0, (entry.bytes - track.first_bytes) // span)
+        data: dict[str, Any] = {
+            "variable": variable,
+            "holder": name,
+            "scope": entry.scope,
+            "container": entry.kind == "container" and not isinstance(entry.value, tuple),
+            "is_tuple": isinstance(entry.value, tuple),
+            "length": entry.length,
+            "nodes_per_step": track.nodes_per_step,
+            "nodes_per_step_capped": track.nodes_capped,
+            "nodes": nodes,
+            "nodes_capped": nodes_capped,
+            "first_step": track.first_step,
+            "confirmed_step": track.confirmed_at,
+            "steps_seen": track.hits,
+            "tensor_bytes": entry.bytes,
+            "tensor_growth_per_step": tensor_growth,
+            "node_bytes_estimate": NODE_BYTES_ESTIMATE,
+            "saved_stale_bytes": int(getattr(tracker.saved, "stale_bytes", 0)),
+            "frame_function": frame.function,
+            "frame_line": frame.line,
+            "frame_file": display_path(frame.filename),
+        }
+        if entry.owner_type is not None:
+            data["owner_class"] = entry.owner_type.__name__
+        if statement is not None:
+            data["statement"] = statement.text
+            data["pattern"] = statement.pattern
+            data["operands"] = list(statement.operands)
+        if track.last_emit < 0:
+            tracker.analysis_requested = True  # newly confirmed: report it now
+        track.last_emit = step
+        tracker.emit(Event("graph-accumulation", step, time.time(), data, location))
+
+
+class _GradNames:
+    """Per frame, the variables holding tensors with a graph (computed only when needed)."""
+
+    def __init__(self, scan: Scan) -> None:
+        self._scan = scan
+        self._names: dict[int, list[str]] | None = None
+
+    def of(self, frame_index: int) -> list[str]:
+        if self._names is None:
+            self._names = {}
+            for entry in self._scan.entries:
+                if entry.kind == "tensor" and entry.grad and entry.scope in ("local", "global"):
+                    self._names.setdefault(entry.frame_index, []).append(entry.name)
+        return self._names.get(frame_index, [])
+
+
+# -- helpers shared with the growth probe ------------------------------------------------------
+def statement_location(statement: Statement) -> Location:
+    return Location(display_path(statement.file), statement.line, statement.function)
+
+
+def locate_statement(
+    frame: FrameInfo, entry: Entry, target: str, prefer: list[str]
+) -> Statement | None:
+    """The user's statement that extends ``target`` (see ``memwatch.analysis.source``).
+
+    Locals and attributes of locals are searched in the frame's function; module
+    attributes in the owner's class (``self.cache = ...``); globals in the whole file
+    (they are often extended from a hook defined elsewhere).
+    """
+    found: Statement | None = None
+    if entry.scope == "module" and entry.owner_type is not None and entry.attr:
+        filename = _class_file(entry.owner_type)
+        if filename:
+            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}",
+                                  prefer)
+    if found is None:
+        found = find_in_function(frame.filename, frame.first_line, frame.function, target,
+                                 prefer, near_line=frame.line)
+        if found is not None and found.pattern == "assign":
+            found = None
+    if found is None and entry.scope == "attribute" and entry.owner_type is not None and entry.attr:
+        filename = _class_file(entry.owner_type)
+        if filename:
+            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}",
+                                  prefer)
+    if found is None and entry.scope in ("global", "module"):
+        found = find_in_file(frame.filename, target, prefer)
+    return found
+
+
+def _class_file(owner: type) -> str | None:
+    try:
+        return inspect.getsourcefile(owner)
+    except (TypeError, OSError):
+        return None
+
+
+def _tag(root: Any) -> Any:
+    """Put (or find) our token in the node's metadata; a weakref to it, or None."""
+    try:
+        metadata = root.metadata
+        token = metadata.get(TAG)
+        if not isinstance(token, _Token):
+            token = _Token()
+            metadata[TAG] = token
+        return weakref.ref(token)
+    except Exception:
+        return None
+
+
+def _reaches(root: Any, target: int) -> tuple[bool, int, bool]:
+    """Whether ``root``'s graph contains the node numbered ``target``; the nodes added.
+
+    Nodes older than ``target`` are pruned (a node's inputs are always older than the
+    node, so they cannot lead to it) and the old graph below ``target`` is all older: the
+    nodes visited are exactly the ones added since, i.e. the growth of this step.
+    """
+    queue = [root]
+    seen = {id(root)}
+    found = False
+    index = 0
+    while index < len(queue):
+        node = queue[index]
+        index += 1
+        try:
+            children = node.next_functions
+        except Exception:
+            continue
+        for child, _ in children:
+            if child is None:
+                continue
+            seq = child._sequence_nr()
+            if seq == target:
+                found = True
+                continue
+            if seq >= MAX_SEQ or seq < target:
+                continue
+            cid = id(child)
+            if cid in seen:
+                continue
+            seen.add(cid)
+            queue.append(child)
+            if len(queue) >= BFS_CAP:
+                return found, len(queue), True
+    return found, len(queue), False
+
+
+def _count(root: Any) -> tuple[int, bool]:
+    """Non-leaf nodes of one graph, bounded at ``BFS_CAP``: (count, capped)."""
+    queue = [root]
+    seen = {id(root)}
+    index = 0
+    while index < len(queue):
+        node = queue[index]
+        index += 1
+        try:
+            children = node.next_functions
+        except Exception:
+            continue
+        for child, _ in children:
+            if child is None or id(child) in seen or child._sequence_nr() >= MAX_SEQ:
+                continue
+            seen.add(id(child))
+            queue.append(child)
+            if len(queue) >= BFS_CAP:
+                return len(queue), True
+    return len(queue), False
+
+
+def holds_at(container: Any, index: int, key: Any, previous: Any) -> bool:
+    """Whether ``container`` still holds ``previous`` where it was last step (by identity)."""
+    try:
+        if isinstance(container, dict):
+            if key is not None:
+                return first_tensor(container.get(key)) is previous
+            return True  # the previous last value is alive; keys unknown
+        return first_tensor(container[index]) is previous
+    except Exception:
+        return False

@@ -1,0 +1,245 @@
+"""Evidence for ``memory-growth``: a named holder whose tensor bytes grow step after step.
+
+A forward hook appending activations to a global list, a dict cache on a module, a list
+of detached outputs kept "for later": the graph is not the problem (that is
+``graph-accumulation``), the tensors are. The holder scan measures each name's bytes at
+every step end; this checker keeps a short series per name and emits ``holder-growth``
+events when a holder has grown for ``CONFIRM_STEPS`` consecutive steps, again every
+``REEMIT_EVERY`` steps while it keeps growing, and once more when it stops (``stopped``:
+it was bounded after all) or drops back (``reset``: e.g. cleared each epoch). The pure
+detector turns the latest state into a finding, so a run file read offline gives the
+same answer.
+
+What is *not* growth: a ``best_model = copy.deepcopy(model)`` (one jump, then flat), a
+batch whose size varies, a list rebuilt every step (for local containers the *same*
+container must keep last step's last element), and tensors with a ``grad_fn`` (left to
+the graph check, which says what to change more precisely).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from memwatch.collect.graph_probe import holds_at, locate_statement, statement_location
+from memwatch.collect.holders import Entry, Scan, first_tensor
+from memwatch.records import Event
+
+if TYPE_CHECKING:
+    from memwatch.analysis.source import Statement
+    from memwatch.collect.tracker import Tracker
+
+MIN_DELTA = 1024  # a step "grew" when the holder gained at least this many bytes
+MIN_GROWTH_PER_STEP = 16 * 1024  # below this a growing holder is not worth an event
+CONFIRM_STEPS = 3
+REEMIT_EVERY = 16
+STOP_AFTER = 8  # steps without growth after which a growing holder is "stopped"
+MAX_SERIES = 256
+FORGET_AFTER = 16
+
+
+@dataclass(slots=True)
+class _Series:
+    samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
+    streak: int = 0
+    start_step: int = 0  # first step of the current growth run
+    start_bytes: int = 0  # bytes at the sample before it
+    start_prev_step: int = 0  # the step of that sample (steps between may be unscanned)
+    start_step_bytes: int = 0  # bytes at start_step
+    state: str = ""  # "", "growing", "stopped", "reset"
+    last_emit: int = -1
+    last_growth: int = -1
+    max_bytes: int = 0
+    last_bytes: int = -1
+    last_seen: int = 0
+    length: int = 0
+    last_ref: Any = None
+    last_key: Any = None
+    located: bool = False
+    statement: Statement | None = None
+
+
+class GrowthChecker:
+    """Per-name byte series from the holder scan; emits ``holder-growth`` events."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[Any, str], _Series] = {}
+        self._passes = 0
+        #: a holder grew at this pass: look again at the next step
+        self.eager = False
+
+    def on_step_end(self, tracker: Tracker, scan: Scan) -> None:
+        self.eager = False
+        step = scan.step
+        for entry in scan.entries:
+            if entry.kind not in ("tensor", "container") or entry.grad:
+                continue
+            if isinstance(entry.value, deque) and entry.value.maxlen is not None:
+                continue  # bounded by construction: it fills up, then stays
+            if entry.kind == "tensor" and entry.scope == "local" and entry.bytes < MIN_DELTA:
+                continue
+            key = (scan.frames[entry.frame_index].code, entry.name)
+            series = self._series.get(key)
+            if (
+                series is not None
+                and series.streak == 0
+                and series.state != "growing"
+                and series.last_bytes == entry.bytes
+                and series.length == entry.length
+            ):
+                series.last_seen = step  # unchanged, the usual case: nothing to judge
+                continue
+            if series is None:
+                if len(self._series) >= MAX_SERIES:
+                    continue
+                series = _Series()
+                self._series[key] = series
+            self._update(tracker, scan, entry, series, step)
+        self._passes += 1
+        if self._passes % FORGET_AFTER == 0 or len(self._series) >= MAX_SERIES:
+            stale = [k for k, s in self._series.items() if step - s.last_seen > FORGET_AFTER]
+            for key in stale:
+                del self._series[key]
+
+    def _same_container(self, entry: Entry, series: _Series) -> bool:
+        if entry.kind != "container" or entry.scope != "local" or series.length == 0:
+            return True
+        previous = series.last_ref() if series.last_ref is not None else None
+        if previous is None or entry.length < series.length:
+            return False
+        return holds_at(entry.value, series.length - 1, series.last_key, previous)
+
+    def _update(
+        self, tracker: Tracker, scan: Scan, entry: Entry, series: _Series, step: int
+    ) -> None:
+        series.last_seen = step
+        same = self._same_container(entry, series)
+        if entry.kind == "container":
+            series.length = entry.length
+            last = first_tensor(entry.last) if entry.length else None
+            try:
+                series.last_ref = weakref.ref(last) if last is not None else None
+            except TypeError:
+                series.last_ref = None
+            series.last_key = None
+            if isinstance(entry.value, dict) and entry.length:
+                try:
+                    candidate = next(reversed(entry.value.keys()))
+                    if isinstance(candidate, (int, str)):
+                        series.last_key = candidate
+                except Exception:
+                    pass
+        nbytes = entry.bytes
+        previous = series.samples[-1][1] if series.samples else None
+        previous_step = series.samples[-1][0] if series.samples else step - 1
+        series.samples.append((step, nbytes))
+        series.last_bytes = nbytes
+        series.max_bytes = max(series.max_bytes, nbytes)
+        if previous is None:
+            return
+        if not same:
+            series.streak = 0
+            if series.state == "growing":
+                self._emit(tracker, scan, entry, series, step, "reset")
+            return
+        if nbytes - previous >= MIN_DELTA:
+            if series.streak == 0:
+                series.start_step = step
+                series.start_bytes = previous
+                series.start_prev_step = previous_step
+                series.start_step_bytes = nbytes
+            series.streak += 1
+            series.last_growth = step
+            self.eager = True
+        elif nbytes < previous - MIN_DELTA:
+            series.streak = 0
+            if series.state == "growing" and nbytes < series.max_bytes // 2:
+                self._emit(tracker, scan, entry, series, step, "reset")
+            return
+        else:
+            series.streak = 0
+            if series.state == "growing" and step - series.last_growth >= STOP_AFTER:
+                self._emit(tracker, scan, entry, series, step, "stopped")
+            return
+        if series.streak < CONFIRM_STEPS:
+            return
+        growth = _rate(series, nbytes, step)
+        if growth < MIN_GROWTH_PER_STEP:
+            return
+        if entry.kind == "tensor" and entry.scope == "local" and not _steady(series):
+            return  # e.g. an episode that is longer every step: not a leak
+        if series.state != "growing" or step - series.last_emit >= REEMIT_EVERY:
+            self._emit(tracker, scan, entry, series, step, "growing")
+
+    def _emit(
+        self, tracker: Tracker, scan: Scan, entry: Entry, series: _Series, step: int, state: str
+    ) -> None:
+        if not series.located:
+            series.located = True
+            try:
+                series.statement = locate_statement(
+                    scan.frames[entry.frame_index], entry, entry.name, []
+                )
+            except Exception:
+                series.statement = None
+        statement = series.statement
+        frame = scan.frames[entry.frame_index]
+        location = statement_location(statement) if statement is not None else frame.location
+        rate = _rate(series, entry.bytes, step) if state == "growing" else 0
+        data: dict[str, Any] = {
+            "holder": entry.name,
+            "scope": entry.scope,
+            "kind": entry.kind,
+            "state": state,
+            "bytes": entry.bytes,
+            "tensors": entry.tensors,
+            "length": entry.length,
+            "estimated": entry.estimated,
+            "first_step": _first_step(series, rate),
+            "start_bytes": series.start_bytes,
+            "growth_per_step_bytes": max(0, rate),
+            "samples": [list(s) for s in list(series.samples)[-8:]],
+        }
+        if entry.owner_type is not None:
+            data["owner_class"] = entry.owner_type.__name__
+        if statement is not None:
+            data["statement"] = statement.text
+            data["pattern"] = statement.pattern
+            data["operands"] = list(statement.operands)
+        if state == "growing" and series.state != "growing":
+            tracker.analysis_requested = True  # newly confirmed: report it now
+        series.state = state
+        series.last_emit = step
+        tracker.emit(Event("holder-growth", step, time.time(), data, location))
+
+
+def _rate(series: _Series, nbytes: int, step: int) -> int:
+    """Bytes per step: from the consecutive samples since growth was seen, if any.
+
+    The sample before growth may be several steps back (quiet steps are not scanned), so
+    the first increase can span a gap; once growth is seen every step is scanned.
+    """
+    if step > series.start_step:
+        return (nbytes - series.start_step_bytes) // (step - series.start_step)
+    return (nbytes - series.start_bytes) // max(1, step - series.start_prev_step)
+
+
+def _first_step(series: _Series, rate: int) -> int:
+    """The step growth began: the first increase, spread over the unscanned gap at ``rate``."""
+    if rate <= 0:
+        return series.start_step
+    gap_steps = -(-(series.start_step_bytes - series.start_bytes) // rate)  # ceil
+    return max(series.start_prev_step + 1, series.start_step - gap_steps + 1)
+
+
+def _steady(series: _Series) -> bool:
+    """The last growth steps added similar amounts (a leak), not ever bigger ones."""
+    values = [b for _, b in series.samples][-(CONFIRM_STEPS + 1):]
+    deltas = [b - a for a, b in itertools.pairwise(values)]
+    if not deltas or min(deltas) <= 0:
+        return False
+    return max(deltas) <= 1.5 * min(deltas)
