@@ -51,9 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "command", None) is None:
         parser.print_help()
         return 2
-    if args.command == "run":
-        if tail:
-            args.target, args.args = (tail[0], tail[1:]) if args.module is None else (None, tail)
+    if args.command == "run" and tail:
+        args.target, args.args = (tail[0], tail[1:]) if args.module is None else (None, tail)
     try:
         return int(args.handler(args))
     except MemwatchError as exc:

@@ -100,7 +100,24 @@ class StepRecord:
     oom_events: int
 
     def to_row(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in STEP_COLUMNS)
+        """The values in ``STEP_COLUMNS`` order (spelled out: this runs every step)."""
+        return (
+            self.step,
+            self.started_at,
+            self.duration_s,
+            self.boundary,
+            self.allocated_bytes,
+            self.reserved_bytes,
+            self.peak_allocated_bytes,
+            self.device_used_bytes,
+            self.saved_bytes,
+            self.saved_peak_bytes,
+            self.saved_stale_bytes,
+            self.rss_bytes,
+            self.forward_calls,
+            self.backward_calls,
+            self.oom_events,
+        )
 
 
 #: Column order of ``StepRecord`` in the run file (also its constructor order).

@@ -9,6 +9,7 @@ file (and a live dashboard) while training goes on.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import time
@@ -27,6 +28,13 @@ from memwatch.store.writer import RunWriter
 from memwatch.units import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Share of the watch's wall time the live analysis may use: healthy loops (no new
+#: evidence) and loops whose probes just reported something.
+ANALYSIS_SHARE = 0.02
+ANALYSIS_SHARE_WITH_EVIDENCE = 0.10
+#: Steps a live pass sees in full; older steps in the window are thinned to as many.
+LIVE_RECENT_STEPS = 512
 
 _ACTIVE: Watch | None = None
 _FORK_HANDLER_REGISTERED = False
@@ -102,6 +110,11 @@ class Watch:
         self._events: deque[Event] = deque(maxlen=window)
         self._findings: dict[str, Finding] = {}
         self._step_count = 0
+        self._events_seen = 0
+        self._analyzed_events = 0
+        self._analyzed_at_step = 0
+        self._analysis_seconds = 0.0
+        self._started = time.perf_counter()
         self._pid = os.getpid()
         self._store_failed = False
         self.active = False
@@ -266,16 +279,46 @@ class Watch:
         self._steps.append(record)
         self._step_count += 1
         self._write(lambda w: w.add_step(record))
-        due = self._step_count % self.analyze_every == 0
-        if self._tracker is not None and self._tracker.analysis_requested:
-            self._tracker.analysis_requested = False  # a probe just confirmed a problem
-            due = True
-        if due:
+        if self._analysis_due():
             self._analyze(final=False)
         self._write(lambda w: w.maybe_commit())
 
+    def _analysis_due(self) -> bool:
+        """Whether the live analysis runs at this step end, within its time budget.
+
+        A probe's confirmation runs it at once; new evidence (events) runs it as long as
+        analysis has taken at most 10% of the watch's time so far; otherwise it runs every
+        ``analyze_every`` steps within 2%. Healthy loops produce no events, so the default
+        mode costs them at most the small budget; ``analysis="deep"`` has no budget.
+        """
+        tracker = self._tracker
+        if tracker is not None and tracker.analysis_requested:
+            tracker.analysis_requested = False  # a probe just confirmed a problem
+            return True
+        steps_since = self._step_count - self._analyzed_at_step
+        evidence = self._events_seen > self._analyzed_events
+        if not evidence and steps_since < self.analyze_every:
+            return False
+        if self.analysis_mode == "deep":
+            return True
+        elapsed = time.perf_counter() - self._started
+        share = ANALYSIS_SHARE_WITH_EVIDENCE if evidence else ANALYSIS_SHARE
+        return self._analysis_seconds <= share * elapsed
+
+    def _live_window(self) -> tuple[StepRecord, ...]:
+        """The recent steps in full, older ones thinned: bounded cost per live pass."""
+        steps = self._steps
+        if len(steps) <= 2 * LIVE_RECENT_STEPS:
+            return tuple(steps)
+        older = len(steps) - LIVE_RECENT_STEPS
+        stride = -(-older // LIVE_RECENT_STEPS)  # ceil: at most LIVE_RECENT_STEPS older
+        thinned = list(itertools.islice(steps, 0, older, stride))
+        thinned.extend(itertools.islice(steps, older, None))
+        return tuple(thinned)
+
     def on_event(self, event: Event) -> None:
         self._events.append(event)
+        self._events_seen += 1
         self._write(lambda w: w.add_event(event))
 
     def on_holders(self, holders: list[Holder]) -> None:
@@ -296,11 +339,13 @@ class Watch:
             )
 
     def _analyze(self, final: bool) -> None:
+        started = time.perf_counter()
         try:
+            steps, events = self._final_input() if final else (self._live_window(), None)
             found = analyze(
                 AnalysisInput(
-                    steps=tuple(self._steps),
-                    events=tuple(self._events),
+                    steps=steps,
+                    events=events if events is not None else tuple(self._events),
                     info=self.info,
                     warmup=self.warmup,
                     final=final,
@@ -310,14 +355,42 @@ class Watch:
             if self._tracker is not None:
                 self._tracker.fail("analysis", exc)
             return
+        finally:
+            self._analysis_seconds += time.perf_counter() - started
+            self._analyzed_at_step = self._step_count
+            self._analyzed_events = self._events_seen
+        # The final pass judges the whole run; a live suspicion it does not support
+        # (a list that grew, then stopped) is withdrawn rather than left standing.
+        if final and set(self._findings) - {f.key for f in found}:
+            self._findings.clear()
+            self._write(lambda w: w.clear_findings())
         for finding in found:
             old = self._findings.get(finding.key)
             self._findings[finding.key] = finding
             if old != finding:
-                self._write(lambda w, f=finding: w.put_finding(f))
+                self._store_finding(finding)
             if old is None and self.live_warnings and finding.severity == "error":
-                rank = f" [rank {self.info.rank}]" if self.info and self.info.rank is not None else ""
-                print(f"memwatch{rank}: {finding.title}", file=sys.stderr)
+                rank = self.info.rank if self.info is not None else None
+                label = f"memwatch [rank {rank}]" if rank is not None else "memwatch"
+                print(f"{label}: {finding.title}", file=sys.stderr)
+
+    def _store_finding(self, finding: Finding) -> None:
+        self._write(lambda w: w.put_finding(finding))
+
+    def _final_input(self) -> tuple[tuple[StepRecord, ...], tuple[Event, ...]]:
+        """The whole run for the final pass: from the run file when there is one (the
+        in-memory window holds only the most recent steps), else the window."""
+        writer = self._writer
+        if writer is not None and not self._store_failed and self.run_path is not None:
+            try:
+                writer.commit()
+                from memwatch.store.reader import RunReader
+
+                with RunReader(self.run_path) as reader:
+                    return tuple(reader.steps()), tuple(reader.events())
+            except Exception:
+                pass  # fall back to what is in memory
+        return tuple(self._steps), tuple(self._events)
 
 
 def memwatch(
@@ -340,5 +413,3 @@ def _main_script_name() -> str:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     return str(path) if path else "interactive"
-
-

@@ -325,7 +325,10 @@ def test_an_uncaught_oom_in_a_script_is_recorded_and_exits_1(tmp_path: Path) -> 
     # WHEN run under memwatch
     proc = subprocess.run(
         [sys.executable, "-m", "memwatch", "run", "--out", str(tmp_path / "r.db"), str(script)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     # THEN the script's error shows, exit 1, and the run file holds the OOM and the step
     assert proc.returncode == 1
@@ -353,9 +356,10 @@ def test_a_watch_that_cannot_start_warns_once_and_the_program_runs_unwatched(
     monkeypatch.setattr(Tracker, "start", failing_start)
     before = len(torch.nn.modules.module._global_forward_hooks)
     # WHEN training runs inside the watch
-    with pytest.warns(RuntimeWarning, match="memwatch could not start"), memwatch(
-        out=tmp_path / "r.db", track_tensors=True
-    ) as mw:
+    with (
+        pytest.warns(RuntimeWarning, match="memwatch could not start"),
+        memwatch(out=tmp_path / "r.db", track_tensors=True) as mw,
+    ):
         losses, _ = train(steps=3)
     # THEN training ran normally, nothing was recorded, and no hook was left behind
     assert len(losses) == 3

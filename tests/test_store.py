@@ -20,18 +20,41 @@ from memwatch.store.schema import SCHEMA_VERSION
 
 
 def make_info(**overrides: object) -> RunInfo:
-    base: dict[str, object] = dict(
-        id="r1", script="train.py", argv=("train.py",), started_at=1000.0, python="3.11",
-        torch="2.13.0", device_type="cpu", device_name="cpu", device_total_bytes=None,
-        pid=1, host="h",
-    )
+    base: dict[str, object] = {
+        "id": "r1",
+        "script": "train.py",
+        "argv": ("train.py",),
+        "started_at": 1000.0,
+        "python": "3.11",
+        "torch": "2.13.0",
+        "device_type": "cpu",
+        "device_name": "cpu",
+        "device_total_bytes": None,
+        "pid": 1,
+        "host": "h",
+    }
     base.update(overrides)
     return RunInfo(**base)  # type: ignore[arg-type]
 
 
 def make_step(i: int, saved: int = 0) -> StepRecord:
-    return StepRecord(i, 1000.0 + i, 0.01, "optimizer", None, None, None, None, saved, saved,
-                      0, 100_000_000 + i, 1, 1, 0)
+    return StepRecord(
+        i,
+        1000.0 + i,
+        0.01,
+        "optimizer",
+        None,
+        None,
+        None,
+        None,
+        saved,
+        saved,
+        0,
+        100_000_000 + i,
+        1,
+        1,
+        0,
+    )
 
 
 def test_written_steps_events_holders_and_findings_read_back(tmp_path: Path) -> None:
@@ -43,8 +66,9 @@ def test_written_steps_events_holders_and_findings_read_back(tmp_path: Path) -> 
     loc = Location("train.py", 42, "main")
     writer.add_event(Event("oom", 2, 1002.0, {"requested_bytes": 5}, loc))
     writer.add_holders([Holder(2, "loss", 400, 1, loc), Holder(2, "pred", 800, 1, None)])
-    finding = Finding("graph-accumulation", "error", "t", "d", 1, "fix it", loc, "total", 8, 4,
-                      {"nodes": 3})
+    finding = Finding(
+        "graph-accumulation", "error", "t", "d", 1, "fix it", loc, "total", 8, 4, {"nodes": 3}
+    )
     writer.put_finding(finding)
     # WHEN it closes and a reader opens the file
     writer.close(make_info(ended_at=2000.0, exit_status=0))
@@ -131,13 +155,15 @@ def test_foreign_corrupt_missing_and_future_files_get_one_clear_error(tmp_path: 
         RunReader(junk)
     with pytest.raises(RunFileError, match="not a memwatch run file"):
         RunReader(other)
-    with pytest.raises(RunFileError, match="schema 9.0"):
+    with pytest.raises(RunFileError, match=r"schema 9\.0"):
         RunReader(future)
     with pytest.raises(RunFileError, match="no run file"):
         RunReader(tmp_path / "missing.db")
 
 
-def test_resolve_run_defaults_to_the_newest_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_run_defaults_to_the_newest_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN two runs in ./memwatch-runs
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "memwatch-runs"

@@ -23,8 +23,19 @@ _TEXT_LIMIT = 160
 
 #: Methods that put something into a container (``x.append(loss)``).
 STORE_METHODS = frozenset(
-    {"append", "appendleft", "extend", "extendleft", "insert", "add", "update", "setdefault",
-     "__setitem__", "put", "put_nowait"}
+    {
+        "append",
+        "appendleft",
+        "extend",
+        "extendleft",
+        "insert",
+        "add",
+        "update",
+        "setdefault",
+        "__setitem__",
+        "put",
+        "put_nowait",
+    }
 )
 
 
@@ -186,8 +197,7 @@ def _operands(text: str, value: ast.AST, target: str) -> tuple[str, ...]:
     return (_segment(text, value),)
 
 
-_CONCAT_FUNCS = frozenset({"cat", "concat", "concatenate", "stack", "vstack", "hstack",
-                           "append"})
+_CONCAT_FUNCS = frozenset({"cat", "concat", "concatenate", "stack", "vstack", "hstack", "append"})
 
 
 def _value_pattern(value: ast.expr, target: str, several_targets: bool) -> tuple[str, ast.expr]:
@@ -231,8 +241,15 @@ def _classify(node: ast.stmt, target: str, text: str) -> tuple[str, tuple[str, .
     return None
 
 
-_PRIORITY = {"augassign": 0, "accumulate": 0, "concat": 0, "carry": 1, "store": 0,
-             "method-call": 2, "assign": 3}
+_PRIORITY = {
+    "augassign": 0,
+    "accumulate": 0,
+    "concat": 0,
+    "carry": 1,
+    "store": 0,
+    "method-call": 2,
+    "assign": 3,
+}
 
 
 def _search(
@@ -263,8 +280,10 @@ def _search(
         distance = abs(node.lineno - near_line) if near_line is not None else 0
         rank = (_PRIORITY.get(pattern, 9), 0 if mentions_preferred else 1, distance)
         found.append(
-            (rank, Statement(filename, node.lineno, function, _segment(text, node), pattern,
-                             operands))
+            (
+                rank,
+                Statement(filename, node.lineno, function, _segment(text, node), pattern, operands),
+            )
         )
     if not found:
         return None
@@ -296,8 +315,7 @@ def find_in_function(
         if node is None:
             return None
         body = node.body
-    return _search(list(_own_statements(body)), text, target, prefer, function, filename,
-                   near_line)
+    return _search(list(_own_statements(body)), text, target, prefer, function, filename, near_line)
 
 
 def find_in_class(
@@ -312,8 +330,15 @@ def find_in_class(
         for method in cls.body:
             if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            found = _search(list(_own_statements(method.body)), text, target, prefer,
-                            method.name, filename, None)
+            found = _search(
+                list(_own_statements(method.body)),
+                text,
+                target,
+                prefer,
+                method.name,
+                filename,
+                None,
+            )
             if found is not None and (
                 best is None or _PRIORITY[found.pattern] < _PRIORITY[best.pattern]
             ):
@@ -339,16 +364,16 @@ def find_in_file(filename: str, target: str, prefer: Sequence[str] = ()) -> Stat
     best: Statement | None = None
     for name, body in scopes:
         found = _search(list(_own_statements(body)), text, target, prefer, name, filename, None)
-        if found is not None and found.pattern != "assign" and (
-            best is None or _PRIORITY[found.pattern] < _PRIORITY[best.pattern]
+        if (
+            found is not None
+            and found.pattern != "assign"
+            and (best is None or _PRIORITY[found.pattern] < _PRIORITY[best.pattern])
         ):
             best = found
     return best
 
 
-def find_assignment(
-    filename: str, first_line: int, function: str, name: str
-) -> Statement | None:
+def find_assignment(filename: str, first_line: int, function: str, name: str) -> Statement | None:
     """Where a local is bound (``recon = model(x)``): the first assignment in its scope."""
     tree, text = parse_file(filename)
     if tree is None:

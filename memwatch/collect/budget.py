@@ -173,8 +173,10 @@ class TensorTracker(TorchDispatchMode):
             schema = func._schema
             if not any(r.alias_info is not None for r in schema.returns):
                 kind = _NEW
-            elif "resize" in schema.name or schema.name.endswith("set_") or (
-                "out" in schema.overload_name
+            elif (
+                "resize" in schema.name
+                or schema.name.endswith("set_")
+                or ("out" in schema.overload_name)
             ):
                 kind = _GROW
             else:

@@ -48,7 +48,6 @@ def rank_from_env() -> tuple[int | None, int | None, int | None]:
 
 def run_info(run_id: str, script: str, argv: Sequence[str]) -> RunInfo:
 
-
     device_type, device_name, total = describe_device()
     rank, world_size, local_rank = rank_from_env()
     return RunInfo(

@@ -39,7 +39,7 @@ def is_user_file(filename: str) -> bool:
 
 def user_frames(start: FrameType | None = None, limit: int = 4) -> list[FrameType]:
     """Up to ``limit`` user frames, innermost first, starting from ``start``'s caller chain."""
-    frame = start if start is not None else sys._getframe(1)
+    frame: FrameType | None = start if start is not None else sys._getframe(1)
     found: list[FrameType] = []
     while frame is not None and len(found) < limit:
         if is_user_file(frame.f_code.co_filename):
@@ -49,7 +49,7 @@ def user_frames(start: FrameType | None = None, limit: int = 4) -> list[FrameTyp
 
 
 def first_user_frame(start: FrameType | None = None) -> FrameType | None:
-    frame = start if start is not None else sys._getframe(1)
+    frame: FrameType | None = start if start is not None else sys._getframe(1)
     while frame is not None:
         if is_user_file(frame.f_code.co_filename):
             return frame

@@ -133,16 +133,25 @@ class GraphChecker:
         for entry in scan.entries:
             if entry.kind == "tensor":
                 if entry.grad:
-                    self._check_tensor(tracker, scan, entry, entry.name, entry.value, entry.name,
-                                       step, grad_names)
+                    self._check_tensor(
+                        tracker, scan, entry, entry.name, entry.value, entry.name, step, grad_names
+                    )
             elif entry.kind == "container":
                 value = entry.value
                 if isinstance(value, tuple):
                     if entry.length <= 4:
                         for i, item in enumerate(value):
                             if isinstance(item, torch.Tensor) and item.grad_fn is not None:
-                                self._check_tensor(tracker, scan, entry, f"{entry.name}[{i}]",
-                                                   item, entry.name, step, grad_names)
+                                self._check_tensor(
+                                    tracker,
+                                    scan,
+                                    entry,
+                                    f"{entry.name}[{i}]",
+                                    item,
+                                    entry.name,
+                                    step,
+                                    grad_names,
+                                )
                 else:
                     self._check_container(tracker, scan, entry, step, grad_names)
         self._marks.append(max(self._watermark(), previous))
@@ -210,12 +219,23 @@ class GraphChecker:
                     track.first_step = earlier[0]
                 else:
                     track.first_step = max(track.first_seen, step - track.hit_streak)
-                self._emit(tracker, scan, entry, track, name, variable, step, nodes, walk_capped,
-                           grad_names)
+                self._emit(
+                    tracker,
+                    scan,
+                    entry,
+                    track,
+                    name,
+                    variable,
+                    step,
+                    nodes,
+                    walk_capped,
+                    grad_names,
+                )
         elif step - track.last_emit >= REEMIT_EVERY:
             nodes, _steps, walk_capped = self._walk(root, step)
-            self._emit(tracker, scan, entry, track, name, variable, step, nodes, walk_capped,
-                       grad_names)
+            self._emit(
+                tracker, scan, entry, track, name, variable, step, nodes, walk_capped, grad_names
+            )
 
     # -- containers ----------------------------------------------------------------------------
     def _check_container(
@@ -237,8 +257,9 @@ class GraphChecker:
                 hit = True
             else:
                 previous = track.last_ref() if track.last_ref is not None else None
-                hit = previous is not None and holds_at(container, track.length - 1,
-                                                         track.last_key, previous)
+                hit = previous is not None and holds_at(
+                    container, track.length - 1, track.last_key, previous
+                )
         last_tensor = first_tensor(entry.last) if length else None
         last_ref = None
         if last_tensor is not None:
@@ -257,8 +278,16 @@ class GraphChecker:
         if track is None:
             if len(self._tracks) >= MAX_TRACKS:
                 return
-            track = _Track(-1, None, step, step, entry.bytes, length=length, last_ref=last_ref,
-                           last_key=last_key)
+            track = _Track(
+                -1,
+                None,
+                step,
+                step,
+                entry.bytes,
+                length=length,
+                last_ref=last_ref,
+                last_key=last_key,
+            )
             self._tracks[key] = track
             self.eager = self.eager or entry.grad
             return
@@ -283,8 +312,18 @@ class GraphChecker:
             if track.confirmed_at is None:
                 track.confirmed_at = step
                 track.first_step = self._first_stored_step(container, track, step)
-            self._emit(tracker, scan, entry, track, entry.name, entry.name, step,
-                       track.nodes_per_step * length, False, grad_names)
+            self._emit(
+                tracker,
+                scan,
+                entry,
+                track,
+                entry.name,
+                entry.name,
+                step,
+                track.nodes_per_step * length,
+                False,
+                grad_names,
+            )
 
     def _first_stored_step(self, container: Any, track: _Track, step: int) -> int:
         """The step whose graph the first element stored by the leak belongs to."""
@@ -437,18 +476,17 @@ def locate_statement(
     if entry.scope == "module" and entry.owner_type is not None and entry.attr:
         filename = _class_file(entry.owner_type)
         if filename:
-            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}",
-                                  prefer)
+            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer)
     if found is None:
-        found = find_in_function(frame.filename, frame.first_line, frame.function, target,
-                                 prefer, near_line=frame.line)
+        found = find_in_function(
+            frame.filename, frame.first_line, frame.function, target, prefer, near_line=frame.line
+        )
         if found is not None and found.pattern == "assign":
             found = None
     if found is None and entry.scope == "attribute" and entry.owner_type is not None and entry.attr:
         filename = _class_file(entry.owner_type)
         if filename:
-            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}",
-                                  prefer)
+            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer)
     if found is None and entry.scope in ("global", "module"):
         found = find_in_file(frame.filename, target, prefer)
     return found

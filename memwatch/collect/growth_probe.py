@@ -238,7 +238,7 @@ def _first_step(series: _Series, rate: int) -> int:
 
 def _steady(series: _Series) -> bool:
     """The last growth steps added similar amounts (a leak), not ever bigger ones."""
-    values = [b for _, b in series.samples][-(CONFIRM_STEPS + 1):]
+    values = [b for _, b in series.samples][-(CONFIRM_STEPS + 1) :]
     deltas = [b - a for a, b in itertools.pairwise(values)]
     if not deltas or min(deltas) <= 0:
         return False

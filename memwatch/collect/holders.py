@@ -58,8 +58,16 @@ MAX_OPTIMIZER_TENSORS = 4096
 
 _SKIP, _TENSOR, _SEQ, _DICT, _MODULE, _OPTIM, _OBJECT = range(7)
 _SCALARS = (int, float, complex, bool, str, bytes, bytearray, type(None), range, slice)
-_CALLABLES = (FunctionType, BuiltinFunctionType, MethodType, ModuleType, type, property,
-              staticmethod, classmethod)
+_CALLABLES = (
+    FunctionType,
+    BuiltinFunctionType,
+    MethodType,
+    ModuleType,
+    type,
+    property,
+    staticmethod,
+    classmethod,
+)
 _OBJECT_MODULE_ALLOW = ("torch.utils.data.dataset",)
 #: Objects of standard-library classes (argparse.Namespace, __future__ features, loggers)
 #: are not where training code keeps tensors; scanning their attributes costs per step.
@@ -226,8 +234,10 @@ class HolderScanner:
             if issubclass(tp, _SCALARS) or issubclass(tp, _CALLABLES):
                 return _SKIP
             module = getattr(tp, "__module__", "") or ""
-            if module.split(".", 1)[0] in _STDLIB or module.startswith("memwatch") or (
-                module.startswith("torch") and not module.startswith(_OBJECT_MODULE_ALLOW)
+            if (
+                module.split(".", 1)[0] in _STDLIB
+                or module.startswith("memwatch")
+                or (module.startswith("torch") and not module.startswith(_OBJECT_MODULE_ALLOW))
             ):
                 return _SKIP  # memwatch's own objects hold copies of what it measures
             if getattr(tp, "__dictoffset__", 0) == 0:
@@ -247,8 +257,14 @@ class HolderScanner:
             code = frame.f_code
             is_module = not (code.co_flags & CO_OPTIMIZED)
             result.frames.append(
-                FrameInfo(code, code.co_filename, code.co_firstlineno, code.co_name,
-                          frame.f_lineno, is_module)
+                FrameInfo(
+                    code,
+                    code.co_filename,
+                    code.co_firstlineno,
+                    code.co_name,
+                    frame.f_lineno,
+                    is_module,
+                )
             )
             direct: list[tuple[str, Any]] = []
             result.frame_tensors.append(direct)
@@ -262,8 +278,21 @@ class HolderScanner:
                 if kind == _SKIP or (is_module and name[:2] == "__"):
                     continue
                 if kind != _TENSOR:
-                    self._visit(result, name, value, kind, scope, index, name, None, None,
-                                seen_storages, seen_objects, step, depth=0)
+                    self._visit(
+                        result,
+                        name,
+                        value,
+                        kind,
+                        scope,
+                        index,
+                        name,
+                        None,
+                        None,
+                        seen_storages,
+                        seen_objects,
+                        step,
+                        depth=0,
+                    )
                     continue
                 # Tensors, the common case, inline (this loop runs at every step end).
                 oid = id(value)
@@ -277,8 +306,19 @@ class HolderScanner:
                 else:
                     seen_storages.add(key)
                 entries.append(
-                    Entry(name, scope, "tensor", nbytes, 1, index, value, None, None, name,
-                          grad=value.grad_fn is not None)
+                    Entry(
+                        name,
+                        scope,
+                        "tensor",
+                        nbytes,
+                        1,
+                        index,
+                        value,
+                        None,
+                        None,
+                        name,
+                        grad=value.grad_fn is not None,
+                    )
                 )
         return result
 
@@ -300,7 +340,8 @@ class HolderScanner:
         items = read_locals(frame)
         kinds = self._kinds
         names = [
-            name for name, value in items
+            name
+            for name, value in items
             if kinds.get(type(value), _OBJECT) != _SKIP and not name.startswith("__")
         ]
         if len(self._globals) > 64:
@@ -335,8 +376,19 @@ class HolderScanner:
             else:
                 seen_storages.add(key)
             result.entries.append(
-                Entry(name, scope, "tensor", nbytes, 1, index, value, owner_type, attr, root,
-                      grad=value.grad_fn is not None)
+                Entry(
+                    name,
+                    scope,
+                    "tensor",
+                    nbytes,
+                    1,
+                    index,
+                    value,
+                    owner_type,
+                    attr,
+                    root,
+                    grad=value.grad_fn is not None,
+                )
             )
         elif kind in (_SEQ, _DICT):
             oid = id(value)
@@ -351,8 +403,7 @@ class HolderScanner:
             if oid in seen_objects:
                 return
             seen_objects.add(oid)
-            self._module(result, name, value, scope, index, root, seen_storages, seen_objects,
-                         step)
+            self._module(result, name, value, scope, index, root, seen_storages, seen_objects, step)
         elif kind == _OPTIM:
             oid = id(value)
             if oid in seen_objects:
@@ -361,8 +412,18 @@ class HolderScanner:
             nbytes, count = self._optimizer_state(value, step)
             if nbytes:
                 result.entries.append(
-                    Entry(f"{name}.state", scope, "optimizer", nbytes, count, index, None,
-                          type(value), "state", root)
+                    Entry(
+                        f"{name}.state",
+                        scope,
+                        "optimizer",
+                        nbytes,
+                        count,
+                        index,
+                        None,
+                        type(value),
+                        "state",
+                        root,
+                    )
                 )
         elif kind == _OBJECT and depth == 0:
             oid = id(value)
@@ -378,9 +439,21 @@ class HolderScanner:
                 sub_kind = self._kind(type(attr_value))
                 if sub_kind in (_SKIP, _OBJECT):
                     continue
-                self._visit(result, f"{name}.{attr_name}", attr_value, sub_kind, "attribute",
-                            index, root, owner, attr_name, seen_storages, seen_objects, step,
-                            depth=1)
+                self._visit(
+                    result,
+                    f"{name}.{attr_name}",
+                    attr_value,
+                    sub_kind,
+                    "attribute",
+                    index,
+                    root,
+                    owner,
+                    attr_name,
+                    seen_storages,
+                    seen_objects,
+                    step,
+                    depth=1,
+                )
 
     def _container(
         self,
@@ -445,9 +518,20 @@ class HolderScanner:
             tensors = int(tensors * length / len(sample))
         grad_tensor = first_tensor(last)
         return Entry(
-            name, scope, "container", total, tensors, index, value, owner_type, attr, root,
-            length=length, estimated=not exact,
-            grad=grad_tensor is not None and grad_tensor.grad_fn is not None, last=last,
+            name,
+            scope,
+            "container",
+            total,
+            tensors,
+            index,
+            value,
+            owner_type,
+            attr,
+            root,
+            length=length,
+            estimated=not exact,
+            grad=grad_tensor is not None and grad_tensor.grad_fn is not None,
+            last=last,
         )
 
     def _tensorish(self, element: Any) -> bool:
@@ -532,8 +616,18 @@ class HolderScanner:
         info = self._module_info(module, step)
         if info.param_bytes:
             result.entries.append(
-                Entry(name, scope, "model", info.param_bytes, info.param_count, index, None,
-                      None, None, root)
+                Entry(
+                    name,
+                    scope,
+                    "model",
+                    info.param_bytes,
+                    info.param_count,
+                    index,
+                    None,
+                    None,
+                    None,
+                    root,
+                )
             )
         info.calls += 1
         if info.hot is None or info.calls % SWEEP_EVERY == 0:
@@ -549,8 +643,21 @@ class HolderScanner:
                 if kind not in (_TENSOR, _SEQ, _DICT):
                     continue
                 dotted = f"{name}.{path}.{key}" if path else f"{name}.{key}"
-                self._visit(result, dotted, value, kind, "module", index, root, type(sub), key,
-                            seen_storages, seen_objects, step, depth=1)
+                self._visit(
+                    result,
+                    dotted,
+                    value,
+                    kind,
+                    "module",
+                    index,
+                    root,
+                    type(sub),
+                    key,
+                    seen_storages,
+                    seen_objects,
+                    step,
+                    depth=1,
+                )
 
     def _sweep(self, info: _ModuleInfo) -> list[tuple[str, Any, tuple[str, ...]]]:
         """The submodules with non-standard, non-config attributes (a window of them).
@@ -583,7 +690,8 @@ class HolderScanner:
             cached = info.extra_keys.get(id(sub))
             if cached is None or cached[0] != len(namespace):
                 keys = tuple(
-                    k for k, v in namespace.items()
+                    k
+                    for k, v in namespace.items()
                     if k not in standard and not isinstance(v, _CONFIG_TYPES)
                 )
                 info.extra_keys[id(sub)] = (len(namespace), keys)

@@ -174,11 +174,11 @@ class LingeringChecker:
         if key not in self._where:
             location = frame.location
             try:
-                statement = find_assignment(frame.filename, frame.first_line, frame.function,
-                                            name)
+                statement = find_assignment(frame.filename, frame.first_line, frame.function, name)
                 if statement is not None:
-                    location = Location(display_path(statement.file), statement.line,
-                                        statement.function)
+                    location = Location(
+                        display_path(statement.file), statement.line, statement.function
+                    )
             except Exception:
                 pass
             self._where[key] = location

@@ -65,10 +65,25 @@ _LOSS = torch.nn.modules.loss._Loss
 #: separate losses, which could have had separate backward passes.
 _COMBINING = frozenset(
     {
-        "AddBackward0", "AddBackward1", "SubBackward0", "SubBackward1", "SumBackward0",
-        "SumBackward1", "MeanBackward0", "MeanBackward1", "StackBackward0", "CatBackward0",
-        "DivBackward0", "DivBackward1", "MulBackward0", "MulBackward1", "NegBackward0",
-        "ViewBackward0", "UnsqueezeBackward0", "SqueezeBackward0", "SqueezeBackward1",
+        "AddBackward0",
+        "AddBackward1",
+        "SubBackward0",
+        "SubBackward1",
+        "SumBackward0",
+        "SumBackward1",
+        "MeanBackward0",
+        "MeanBackward1",
+        "StackBackward0",
+        "CatBackward0",
+        "DivBackward0",
+        "DivBackward1",
+        "MulBackward0",
+        "MulBackward1",
+        "NegBackward0",
+        "ViewBackward0",
+        "UnsqueezeBackward0",
+        "SqueezeBackward0",
+        "SqueezeBackward1",
     }
 )
 
@@ -115,8 +130,16 @@ def _graph_tensors(output: Any) -> list[Any]:
 class _Forward:
     """One root forward that built a graph, until a backward uses it or the step ends."""
 
-    __slots__ = ("bytes", "consumed", "hooked", "module", "saved_after", "site", "training",
-                 "unbatched")
+    __slots__ = (
+        "bytes",
+        "consumed",
+        "hooked",
+        "module",
+        "saved_after",
+        "site",
+        "training",
+        "unbatched",
+    )
 
     def __init__(self, nbytes: int, saved_after: int, training: bool, unbatched: bool) -> None:
         self.bytes = nbytes
@@ -498,8 +521,15 @@ class LoopProbe(Probe):
         if self._unconsumed or self._overflow[0]:
             self._emit_unconsumed(tracker, record)
         if self._nograd_train:
-            self._emit_eval_mode(tracker, record, "no_grad", self._nograd_train,
-                                 self._nograd_site, self._nograd_modules, self._nograd_model)
+            self._emit_eval_mode(
+                tracker,
+                record,
+                "no_grad",
+                self._nograd_train,
+                self._nograd_site,
+                self._nograd_modules,
+                self._nograd_model,
+            )
         if self._micro:
             self._emit_micro(tracker, step)
         if self._ub_calls >= 4 and self._allow("unbatched-forwards", step):
@@ -597,8 +627,9 @@ class LoopProbe(Probe):
             # forgot model.eval() as well? (forwards without backward in train mode)
             training = tuple(name for name, m in self._stochastic_of(module) if m.training)
             if training:
-                self._emit_eval_mode(tracker, record, "no_backward", train_count, site,
-                                     training, model or "")
+                self._emit_eval_mode(
+                    tracker, record, "no_backward", train_count, site, training, model or ""
+                )
         if not self._allow("forward-without-backward", step):
             return
         call = _call(site)

@@ -17,8 +17,18 @@ from typing import Any
 import torch
 
 _TRIED_RE = re.compile(r"[Tt]ried to allocate ([0-9.]+) ?([KMGT]i?B|bytes|B)")
-_FACTORS = {"B": 1, "bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
-            "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_FACTORS = {
+    "B": 1,
+    "bytes": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+}
 
 OomCallback = Callable[[dict[str, Any]], None]
 

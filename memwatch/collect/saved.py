@@ -21,45 +21,46 @@ import torch
 
 
 class SavedTensorCounter:
-    """Live bytes saved for backward, their in-step peak and their age in steps."""
+    """Live bytes saved for backward, their in-step peak and their age in steps.
+
+    Unlocked: on CPU, autograd releases saved tensors on the thread that runs backward.
+    ``ThreadSafeSavedTensorCounter`` adds a lock for CUDA, where releases may happen on
+    autograd's device threads (the lock costs ~26 µs per step on a tiny model).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._storages: dict[int, list[int]] = {}  # key -> [refcount, nbytes, step]
         self._by_step: dict[int, int] = {}
         self.current = 0
         self.peak = 0
         self.step = 0
-        self.packs = 0
 
     def add(self, key: int, nbytes: int) -> None:
-        with self._lock:
-            entry = self._storages.get(key)
-            if entry is not None:
-                entry[0] += 1
-                return
-            self._storages[key] = [1, nbytes, self.step]
-            self._by_step[self.step] = self._by_step.get(self.step, 0) + nbytes
-            self.current += nbytes
-            if self.current > self.peak:
-                self.peak = self.current
+        entry = self._storages.get(key)
+        if entry is not None:
+            entry[0] += 1
+            return
+        self._storages[key] = [1, nbytes, self.step]
+        self._by_step[self.step] = self._by_step.get(self.step, 0) + nbytes
+        self.current += nbytes
+        if self.current > self.peak:
+            self.peak = self.current
 
     def drop(self, key: int) -> None:
-        with self._lock:
-            entry = self._storages.get(key)
-            if entry is None:
-                return
-            entry[0] -= 1
-            if entry[0] > 0:
-                return
-            del self._storages[key]
-            nbytes, step = entry[1], entry[2]
-            self.current -= nbytes
-            left = self._by_step.get(step, 0) - nbytes
-            if left > 0:
-                self._by_step[step] = left
-            else:
-                self._by_step.pop(step, None)
+        entry = self._storages.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] > 0:
+            return
+        del self._storages[key]
+        nbytes, step = entry[1], entry[2]
+        self.current -= nbytes
+        left = self._by_step.get(step, 0) - nbytes
+        if left > 0:
+            self._by_step[step] = left
+        else:
+            self._by_step.pop(step, None)
 
     @property
     def stale_bytes(self) -> int:
@@ -72,6 +73,22 @@ class SavedTensorCounter:
     def new_step(self, step: int) -> None:
         self.step = step
         self.peak = self.current
+
+
+class ThreadSafeSavedTensorCounter(SavedTensorCounter):
+    """The counter for CUDA runs, where ``drop`` may run on autograd's device threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def add(self, key: int, nbytes: int) -> None:
+        with self._lock:
+            super().add(key, nbytes)
+
+    def drop(self, key: int) -> None:
+        with self._lock:
+            super().drop(key)
 
 
 class _Held:
@@ -117,21 +134,25 @@ class SavedTensorHooks:
 
     def pack(self, tensor: Any) -> Any:
         if not self.enabled:
-            return tensor
+            # Never keep an output itself: with its grad_fn it would form a cycle (probe.md).
+            return tensor.detach() if tensor.grad_fn is not None else tensor
         counter = self.counter
         key: int | None = None
         try:
-            counter.packs += 1
             # Leaves that require grad are parameters (or user inputs with grad): memory
             # that exists without the graph, so not counted as saved-for-backward.
-            if tensor.layout is self._strided and not (tensor.requires_grad and tensor.is_leaf):
-                if tensor.device.type != "meta":
-                    storage = tensor.untyped_storage()
-                    key = storage.data_ptr()
-                    if key:
-                        counter.add(key, storage.nbytes())
-                    else:
-                        key = None
+            # (``is_meta`` rather than ``.device.type``: building a device costs ~0.8 µs.)
+            if (
+                tensor.layout is self._strided
+                and not (tensor.requires_grad and tensor.is_leaf)
+                and not tensor.is_meta
+            ):
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                if key:
+                    counter.add(key, storage.nbytes())
+                else:
+                    key = None
             return _Held(tensor.detach(), tensor._version, key, counter)
         except Exception:
             if key is not None:

@@ -24,8 +24,8 @@ import threading
 import time
 import warnings
 import weakref
-from dataclasses import replace
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import FrameType
 from typing import Any, Protocol
 
@@ -37,11 +37,21 @@ from torch.optim.optimizer import (
 )
 
 from memwatch.collect import oom as oom_observer
-from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
+from memwatch.collect.device import (
+    CudaMemory,
+    DeviceMemory,
+    NoDeviceMemory,
+    NvmlSampler,
+    cuda_available,
+)
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe
 from memwatch.collect.rss import RssReader
-from memwatch.collect.saved import SavedTensorCounter, SavedTensorHooks
+from memwatch.collect.saved import (
+    SavedTensorCounter,
+    SavedTensorHooks,
+    ThreadSafeSavedTensorCounter,
+)
 from memwatch.records import Event, Holder, StepRecord
 
 _is_compiling = torch.compiler.is_compiling
@@ -68,7 +78,7 @@ class Tracker:
         self.sink = sink
         self.probes = list(probes)
         self.device: DeviceMemory = device if device is not None else _default_device()
-        self.saved = SavedTensorCounter()
+        self.saved = ThreadSafeSavedTensorCounter() if cuda_available() else SavedTensorCounter()
         self._saved_hooks = SavedTensorHooks(self.saved) if watch_saved_tensors else None
         self.rss = RssReader()
         self.nvml = NvmlSampler()
@@ -106,7 +116,9 @@ class Tracker:
     def _rebuild_probe_hooks(self) -> None:
         self._hooks = {
             name: [
-                getattr(p, name) for p in self.probes if getattr(type(p), name) is not getattr(Probe, name)
+                getattr(p, name)
+                for p in self.probes
+                if getattr(type(p), name) is not getattr(Probe, name)
             ]
             for name in HOOK_NAMES
         }
@@ -116,7 +128,7 @@ class Tracker:
             try:
                 method(self, *args)
             except Exception as exc:
-                probe = method.__self__
+                probe = method.__self__  # type: ignore[attr-defined]
                 self.fail(f"the {probe.name} probe", exc)
                 if probe in self.probes:
                     self.probes.remove(probe)
@@ -317,7 +329,11 @@ class Tracker:
             self._call_probes("on_root_forward_pre", module, args)
 
     def _run_backward(
-        self, original: Callable[..., Any], is_grad: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        original: Callable[..., Any],
+        is_grad: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         # backward(tensors, grad_tensors, retain_graph, create_graph, ...);
         # grad(outputs, inputs, grad_outputs, retain_graph, create_graph, ...)

@@ -56,11 +56,18 @@ def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
     if facts:
         lines.append(indent + " · ".join(facts))
     if finding.detail:
-        lines.extend(textwrap.wrap(finding.detail, WIDTH, initial_indent=indent,
-                                   subsequent_indent=indent))
+        lines.extend(
+            textwrap.wrap(finding.detail, WIDTH, initial_indent=indent, subsequent_indent=indent)
+        )
     if finding.fix:
-        lines.extend(textwrap.wrap(f"fix: {finding.fix}", WIDTH, initial_indent=indent,
-                                   subsequent_indent=indent + "     "))
+        lines.extend(
+            textwrap.wrap(
+                f"fix: {finding.fix}",
+                WIDTH,
+                initial_indent=indent,
+                subsequent_indent=indent + "     ",
+            )
+        )
     return lines
 
 
@@ -89,8 +96,9 @@ def memory_lines(info: RunInfo | None, summary: StepSummary) -> list[str]:
         rows.append(
             (
                 "host RSS",
-                f"{format_size(summary.first_rss_bytes)} -> {format_size(summary.final_rss_bytes)}"
-                f" ({format_size(change, signed=True)}), peak {format_size(summary.peak_rss_bytes)}",
+                f"{format_size(summary.first_rss_bytes)} -> "
+                f"{format_size(summary.final_rss_bytes)} ({format_size(change, signed=True)}), "
+                f"peak {format_size(summary.peak_rss_bytes)}",
             )
         )
     if summary.median_step_s is not None:

@@ -42,7 +42,9 @@ class RunReader:
         try:
             major = int(version.split(".")[0])
         except ValueError:
-            raise RunFileError(f"{self.path} has an unreadable schema version {version!r}") from None
+            raise RunFileError(
+                f"{self.path} has an unreadable schema version {version!r}"
+            ) from None
         if major != SCHEMA_MAJOR:
             raise RunFileError(
                 f"{self.path} uses run-file schema {version}; this memwatch reads "
@@ -101,7 +103,9 @@ class RunReader:
     def events(self, kind: str | None = None, after_id: int = 0) -> list[Event]:
         return [e for _, e in self.events_with_ids(kind, after_id)]
 
-    def events_with_ids(self, kind: str | None = None, after_id: int = 0) -> list[tuple[int, Event]]:
+    def events_with_ids(
+        self, kind: str | None = None, after_id: int = 0
+    ) -> list[tuple[int, Event]]:
         sql = "SELECT id, kind, step, time, location, data FROM events WHERE id > ?"
         args: tuple[Any, ...] = (after_id,)
         if kind is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from memwatch.records import Event, Finding, Holder, Location, RunInfo, StepRecord, STEP_COLUMNS
+from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
 _INSERT_STEP = (
@@ -53,6 +53,7 @@ class RunWriter:
         self._events: list[tuple[Any, ...]] = []
         self._holders: list[tuple[Any, ...]] = []
         self._findings: dict[str, tuple[Any, ...]] = {}
+        self._clear_findings = False
         self._commit_every_s = commit_every_s
         self._commit_every_rows = commit_every_rows
         self._last_commit = time.monotonic()
@@ -94,9 +95,20 @@ class RunWriter:
             json.dumps(finding.to_dict(), default=str),
         )
 
+    def clear_findings(self) -> None:
+        """Forget every stored finding at the next commit (the final pass re-judges all)."""
+        self._clear_findings = True
+        self._findings.clear()
+
     @property
     def pending_rows(self) -> int:
-        return len(self._steps) + len(self._events) + len(self._holders) + len(self._findings)
+        return (
+            len(self._steps)
+            + len(self._events)
+            + len(self._holders)
+            + len(self._findings)
+            + int(self._clear_findings)
+        )
 
     # -- committing (at step boundaries) ---------------------------------------------------
     def maybe_commit(self) -> bool:
@@ -131,6 +143,8 @@ class RunWriter:
                     "INSERT INTO holders(step, name, bytes, tensors, location) VALUES (?,?,?,?,?)",
                     self._holders,
                 )
+            if self._clear_findings:
+                conn.execute("DELETE FROM findings")
             if self._findings:
                 conn.executemany(
                     "INSERT OR REPLACE INTO findings(key, kind, severity, first_step, found_at, "
@@ -145,11 +159,13 @@ class RunWriter:
         self._events.clear()
         self._holders.clear()
         self._findings.clear()
+        self._clear_findings = False
         self._last_commit = time.monotonic()
 
     def update_run(self, info: RunInfo) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('run', ?)", (json.dumps(info.to_dict()),)
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('run', ?)",
+            (json.dumps(info.to_dict()),),
         )
 
     def close(self, info: RunInfo | None = None) -> None:

@@ -28,7 +28,10 @@ def main() -> None:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # BUG: input sizes change every step
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, 10),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -29,7 +29,10 @@ def main() -> None:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # fine: every batch has the same shape
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, 10),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

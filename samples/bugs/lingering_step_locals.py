@@ -26,9 +26,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
 
-    model = nn.Sequential(
-        nn.Linear(args.features, 64), nn.ReLU(), nn.Linear(64, args.features)
-    )
+    model = nn.Sequential(nn.Linear(args.features, 64), nn.ReLU(), nn.Linear(64, args.features))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(args.steps):
         x = torch.randn(args.batch, args.features)

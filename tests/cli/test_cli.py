@@ -44,8 +44,12 @@ def script(tmp_path: Path) -> Path:
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "memwatch", *args], cwd=cwd, capture_output=True, text=True,
-        env=env, timeout=120,
+        [sys.executable, "-m", "memwatch", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -56,8 +60,11 @@ def test_run_executes_the_script_as_python_would_and_reports(script: Path, tmp_p
     # THEN the script saw exactly python's argv, sys.path[0] and __name__, and exit 0
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen == {"argv": [str(script), "4", "--out", "x"], "path0": str(tmp_path),
-                    "name": "__main__"}
+    assert seen == {
+        "argv": [str(script), "4", "--out", "x"],
+        "path0": str(tmp_path),
+        "name": "__main__",
+    }
     # AND a short report ends the output, naming the run file it wrote
     assert "memwatch: train.py: no memory problems found in 4 steps" in proc.stderr
     runs = list((tmp_path / "memwatch-runs").glob("train-*.db"))
@@ -107,7 +114,10 @@ def test_run_module_with_dash_m(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_gets_one_clear_line_and_nonzero_exit(
-    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # GIVEN a directory with a file that is not a run
@@ -126,11 +136,25 @@ def test_bad_input_gets_one_clear_line_and_nonzero_exit(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_report_formats_and_check_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_formats_and_check_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # GIVEN a recorded clean sample run
     out = tmp_path / "clean.db"
-    assert main(["run", "--no-report", "--out", str(out), str(SAMPLES / "clean_training.py"),
-                 "--steps", "6"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--no-report",
+                "--out",
+                str(out),
+                str(SAMPLES / "clean_training.py"),
+                "--steps",
+                "6",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     # WHEN the JSON report is asked for
     assert main(["report", str(out), "--format", "json"]) == 0
@@ -142,8 +166,13 @@ def test_report_formats_and_check_levels(tmp_path: Path, capsys: pytest.CaptureF
     assert report["run"]["exit_status"] == 0
     assert report["steps"]["count"] >= 6
     assert report["steps"]["peak_autograd_saved_bytes"] > 0
-    assert set(report["steps"]) == {"count", "peak_allocated_bytes", "final_allocated_bytes",
-                                    "peak_autograd_saved_bytes", "peak_rss_bytes"}
+    assert set(report["steps"]) == {
+        "count",
+        "peak_allocated_bytes",
+        "final_allocated_bytes",
+        "peak_autograd_saved_bytes",
+        "peak_rss_bytes",
+    }
     # AND markdown renders, and check passes a clean run at both levels
     assert main(["report", str(out), "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("## memwatch: clean_training.py")
@@ -165,7 +194,11 @@ def test_sigterm_ends_the_run_cleanly_with_status_143(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(
         [sys.executable, "-m", "memwatch", "run", "--no-report", "--out", "r.db", str(script)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"

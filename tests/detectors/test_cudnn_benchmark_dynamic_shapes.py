@@ -58,8 +58,9 @@ def test_buggy_sample_names_the_model_at_its_call(tmp_path: Path) -> None:
 def test_fixed_twin_is_clean(tmp_path: Path) -> None:
     # GIVEN the same images padded to one size, benchmark still on
     with cudnn_benchmark_restored():
-        run = run_sample("bugs/cudnn_benchmark_dynamic_shapes_fixed.py", "--steps", "16",
-                         out=tmp_path / "run.db")
+        run = run_sample(
+            "bugs/cudnn_benchmark_dynamic_shapes_fixed.py", "--steps", "16", out=tmp_path / "run.db"
+        )
     # THEN nothing at warning level or above
     assert problems(run.findings) == []
 
@@ -94,8 +95,11 @@ def test_free_shapes_with_benchmark_on_are_reported_in_process() -> None:
 
 # -- pure detector, hand-made evidence --------------------------------------------------------
 def _shapes(n: int, distinct: int) -> object:
-    return event("conv-input-shapes", n, {"new": 1, "distinct": distinct,
-                                          "examples": [[8, 3, n, n]], "variable": "net"})
+    return event(
+        "conv-input-shapes",
+        n,
+        {"new": 1, "distinct": distinct, "examples": [[8, 3, n, n]], "variable": "net"},
+    )
 
 
 def test_new_shapes_in_most_steps_fire() -> None:

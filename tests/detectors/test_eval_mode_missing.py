@@ -93,9 +93,16 @@ def _ev(n: int, forwards: int, backwards: int = 1, how: str = "no_grad") -> obje
     return event(
         "eval-pass-train-mode",
         n,
-        {"how": how, "forwards": forwards, "training_modules": ["2 (Dropout)"],
-         "training_module_count": 1, "step_forwards": forwards + 1, "step_backwards": backwards,
-         "model": "Net", "variable": "net"},
+        {
+            "how": how,
+            "forwards": forwards,
+            "training_modules": ["2 (Dropout)"],
+            "training_module_count": 1,
+            "step_forwards": forwards + 1,
+            "step_backwards": backwards,
+            "model": "Net",
+            "variable": "net",
+        },
     )
 
 

@@ -46,8 +46,9 @@ def test_buggy_sample_names_the_optimizer_at_the_zero_grad_line(tmp_path: Path) 
 
 def test_fixed_twin_is_clean(tmp_path: Path) -> None:
     # GIVEN zero_grad before the forward
-    run = run_sample("bugs/grad_reset_before_step_fixed.py", "--steps", "6",
-                     out=tmp_path / "run.db")
+    run = run_sample(
+        "bugs/grad_reset_before_step_fixed.py", "--steps", "6", out=tmp_path / "run.db"
+    )
     # THEN nothing at warning level or above
     assert problems(run.findings) == []
 
@@ -134,10 +135,20 @@ def test_gradients_still_reach_the_optimizer_under_the_watch() -> None:
 def test_one_reset_is_an_error_naming_the_call_and_the_step() -> None:
     data = analysis(
         [step(i) for i in range(3)],
-        [event("grad-reset", 1, {"via": "optimizer.zero_grad", "variable": "opt",
-                                  "optimizer": "AdamW", "params_checked": 8, "grads_none": 8,
-                                  "step_location": {"file": "train.py", "line": 12,
-                                                    "function": "main"}})],
+        [
+            event(
+                "grad-reset",
+                1,
+                {
+                    "via": "optimizer.zero_grad",
+                    "variable": "opt",
+                    "optimizer": "AdamW",
+                    "params_checked": 8,
+                    "grads_none": 8,
+                    "step_location": {"file": "train.py", "line": 12, "function": "main"},
+                },
+            )
+        ],
     )
     (finding,) = detector.detect(data)
     assert finding.severity == "error"

@@ -34,14 +34,30 @@ def problems(findings: list[Finding]) -> set[str]:
 @pytest.mark.parametrize(
     ("sample", "variable", "statement", "fix_has"),
     [
-        ("graph_accumulation", "running_loss", "running_loss += loss",
-         "running_loss += loss.item()"),
-        ("graph_accumulation_append", "losses", "losses.append(loss)",
-         "losses.append(loss.item())"),
-        ("graph_accumulation_meter", "meter.sum", "meter.update(loss, x.size(0))",
-         "meter.update(loss.item(), x.size(0))"),
-        ("graph_accumulation_rnn", "hidden", "logits, hidden = model(tokens, hidden)",
-         "hidden = hidden.detach()"),
+        (
+            "graph_accumulation",
+            "running_loss",
+            "running_loss += loss",
+            "running_loss += loss.item()",
+        ),
+        (
+            "graph_accumulation_append",
+            "losses",
+            "losses.append(loss)",
+            "losses.append(loss.item())",
+        ),
+        (
+            "graph_accumulation_meter",
+            "meter.sum",
+            "meter.update(loss, x.size(0))",
+            "meter.update(loss.item(), x.size(0))",
+        ),
+        (
+            "graph_accumulation_rnn",
+            "hidden",
+            "logits, hidden = model(tokens, hidden)",
+            "hidden = hidden.detach()",
+        ),
     ],
 )
 def test_buggy_sample_names_the_variable_and_the_statement(
@@ -66,8 +82,12 @@ def test_buggy_sample_names_the_variable_and_the_statement(
 
 @pytest.mark.parametrize(
     "sample",
-    ["graph_accumulation", "graph_accumulation_append", "graph_accumulation_meter",
-     "graph_accumulation_rnn"],
+    [
+        "graph_accumulation",
+        "graph_accumulation_append",
+        "graph_accumulation_meter",
+        "graph_accumulation_rnn",
+    ],
 )
 def test_fixed_twin_is_clean(tmp_path: Path, sample: str) -> None:
     # GIVEN the same loop storing numbers (or detaching the hidden state)
@@ -234,10 +254,20 @@ def test_a_module_cache_with_grad_fn_is_named_at_its_assignment_in_the_class() -
 # -- the pure detector -----------------------------------------------------------------------
 def _event(step: int, location: Location | None = None, **data: Any) -> Event:
     base: dict[str, Any] = {
-        "variable": "running_loss", "holder": "running_loss", "scope": "local",
-        "container": False, "is_tuple": False, "nodes_per_step": 8, "nodes": 80,
-        "first_step": 3, "steps_seen": 2, "tensor_bytes": 4, "tensor_growth_per_step": 0,
-        "node_bytes_estimate": 700, "saved_stale_bytes": 0, "frame_function": "train",
+        "variable": "running_loss",
+        "holder": "running_loss",
+        "scope": "local",
+        "container": False,
+        "is_tuple": False,
+        "nodes_per_step": 8,
+        "nodes": 80,
+        "first_step": 3,
+        "steps_seen": 2,
+        "tensor_bytes": 4,
+        "tensor_growth_per_step": 0,
+        "node_bytes_estimate": 700,
+        "saved_stale_bytes": 0,
+        "frame_function": "train",
     }
     base.update(data)
     return Event(KIND, step, 0.0, base, location or Location("train.py", 42, "train"))
@@ -251,8 +281,9 @@ def test_detector_titles_the_variable_with_nodes_per_step_and_first_step() -> No
     # GIVEN two events for the same holder (confirmation, then an update)
     findings = _detect(
         _event(5, statement="running_loss += loss", pattern="augassign", operands=["loss"]),
-        _event(13, statement="running_loss += loss", pattern="augassign", operands=["loss"],
-               nodes=144),
+        _event(
+            13, statement="running_loss += loss", pattern="augassign", operands=["loss"], nodes=144
+        ),
     )
     # THEN one error, titled as a person would say it, numbers from the latest event
     (finding,) = findings
@@ -268,12 +299,20 @@ def test_detector_titles_the_variable_with_nodes_per_step_and_first_step() -> No
 @pytest.mark.parametrize(
     ("pattern", "statement", "operands", "expected"),
     [
-        ("accumulate", "total = total + loss * n", ["loss", "n"],
-         "`total = total + loss.item() * n`"),
+        (
+            "accumulate",
+            "total = total + loss * n",
+            ["loss", "n"],
+            "`total = total + loss.item() * n`",
+        ),
         ("store", "history[step] = loss", ["loss"], "`history[step] = loss.item()`"),
         ("method-call", "meter.update(loss, n)", ["loss", "n"], "`meter.update(loss.item(), n)`"),
-        ("concat", "self.cache = torch.cat([self.cache, out])", ["out"],
-         "`self.cache = torch.cat([self.cache, out.detach()])`"),
+        (
+            "concat",
+            "self.cache = torch.cat([self.cache, out])",
+            ["out"],
+            "`self.cache = torch.cat([self.cache, out.detach()])`",
+        ),
         ("carry", "out, hidden = model(x, hidden)", ["x"], "`hidden = hidden.detach()`"),
     ],
 )
@@ -295,10 +334,22 @@ def test_detector_reports_holders_extended_by_one_statement_once() -> None:
     # GIVEN two holders (meter.sum, meter.avg) confirmed at the same statement
     where = Location("train.py", 50, "train")
     findings = _detect(
-        _event(4, where, variable="meter.sum", statement="meter.update(loss)",
-               pattern="method-call", operands=["loss"]),
-        _event(5, where, variable="meter.avg", statement="meter.update(loss)",
-               pattern="method-call", operands=["loss"]),
+        _event(
+            4,
+            where,
+            variable="meter.sum",
+            statement="meter.update(loss)",
+            pattern="method-call",
+            operands=["loss"],
+        ),
+        _event(
+            5,
+            where,
+            variable="meter.avg",
+            statement="meter.update(loss)",
+            pattern="method-call",
+            operands=["loss"],
+        ),
     )
     # THEN one finding names the first and mentions the second
     (finding,) = findings
@@ -334,8 +385,9 @@ def _loop_with_statements() -> None:  # parsed, never run
 def test_source_finds_the_extending_statement(target: str, pattern: str, text: str) -> None:
     code = _loop_with_statements.__code__
     # WHEN the function's source is searched for what extends `target`
-    found = find_in_function(code.co_filename, code.co_firstlineno, code.co_name, target,
-                             prefer=["loss"])
+    found = find_in_function(
+        code.co_filename, code.co_firstlineno, code.co_name, target, prefer=["loss"]
+    )
     # THEN the right statement and shape come back (not the initial assignment)
     assert found is not None and found.pattern == pattern and found.text == text
 

@@ -42,8 +42,9 @@ def test_buggy_sample_names_the_kept_outputs_at_the_model_call(tmp_path: Path) -
 
 def test_fixed_twin_is_clean(tmp_path: Path) -> None:
     # GIVEN the same validation under torch.no_grad()
-    run = run_sample("bugs/graph_retained_in_inference_fixed.py", "--steps", "10",
-                     out=tmp_path / "run.db")
+    run = run_sample(
+        "bugs/graph_retained_in_inference_fixed.py", "--steps", "10", out=tmp_path / "run.db"
+    )
     # THEN nothing at warning level or above
     assert problems(run.findings) == []
 
@@ -126,9 +127,19 @@ def test_a_leak_starting_at_step_k_is_reported_by_step_k_plus_5(k: int) -> None:
 
 # -- pure detector, hand-made evidence --------------------------------------------------------
 def _fwb(n: int, **data: object) -> object:
-    base = {"forwards": 1, "eval_mode_forwards": 0, "bytes": 100_000, "peak_alive_bytes": 100_000,
-            "saved_at_end": 0, "stale_at_end": 0, "step_backwards": 1, "step_forwards": 2,
-            "model": "Net", "variable": "out", "callee": "model"}
+    base = {
+        "forwards": 1,
+        "eval_mode_forwards": 0,
+        "bytes": 100_000,
+        "peak_alive_bytes": 100_000,
+        "saved_at_end": 0,
+        "stale_at_end": 0,
+        "step_backwards": 1,
+        "step_forwards": 2,
+        "model": "Net",
+        "variable": "out",
+        "callee": "model",
+    }
     base.update(data)
     return event("forward-without-backward", n, base)
 
@@ -147,8 +158,16 @@ def test_graphs_alive_together_in_one_pass_are_an_error() -> None:
     # GIVEN an evaluation pass of 8 forwards whose graphs were all alive at its end
     data = analysis(
         [step(i) for i in range(6)],
-        [_fwb(2, forwards=8, eval_mode_forwards=8, bytes=800_000, peak_alive_bytes=800_000,
-              variable="outputs")],
+        [
+            _fwb(
+                2,
+                forwards=8,
+                eval_mode_forwards=8,
+                bytes=800_000,
+                peak_alive_bytes=800_000,
+                variable="outputs",
+            )
+        ],
     )
     (finding,) = detector.detect(data)
     assert finding.severity == "error"
@@ -185,8 +204,9 @@ def test_many_dropped_forwards_report_the_bytes_of_one() -> None:
 def test_the_closing_step_dropping_the_outputs_does_not_hide_the_growth() -> None:
     # GIVEN kept outputs growing step after step, then the script's function returns
     #       (outputs freed) before the watch closes its last, partial step
-    events = [_fwb(i, step_backwards=0, stale_at_end=i * 50_000, boundary="forward")
-              for i in range(8)]
+    events = [
+        _fwb(i, step_backwards=0, stale_at_end=i * 50_000, boundary="forward") for i in range(8)
+    ]
     events.append(_fwb(8, step_backwards=0, stale_at_end=0, boundary="end"))
     (finding,) = detector.detect(analysis([step(i, backwards=0) for i in range(9)], events))
     # THEN the growth is still reported

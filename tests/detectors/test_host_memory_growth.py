@@ -81,9 +81,7 @@ def test_small_growth_is_silent() -> None:
 
 def test_on_cpu_growing_activations_explain_the_growth() -> None:
     # GIVEN a CPU run whose episodes get longer: saved-for-backward peaks grow with RSS
-    steps = [
-        step(i, rss=BASE + i * 2 * MiB, saved_peak=i * 2 * MiB) for i in range(100)
-    ]
+    steps = [step(i, rss=BASE + i * 2 * MiB, saved_peak=i * 2 * MiB) for i in range(100)]
     # THEN on CPU (tensors live in host memory) it is not a host leak ...
     assert detector.detect(analysis(steps, device_type="cpu")) == []
     # ... while on CUDA, where activations are device memory, the same RSS curve is one

@@ -49,8 +49,7 @@ def test_buggy_sample_names_the_big_output_and_how_much_the_peak_would_drop(
 
 def test_fixed_twin_with_a_step_function_is_clean(tmp_path: Path) -> None:
     # GIVEN the same loop with the step body in a function returning a float
-    run = run_sample("bugs/lingering_step_locals_fixed.py", "--steps", "8",
-                     out=tmp_path / "run.db")
+    run = run_sample("bugs/lingering_step_locals_fixed.py", "--steps", "8", out=tmp_path / "run.db")
     # THEN nothing at warning level or above
     assert kinds(run.findings, at_least="warning") == set()
 
@@ -95,8 +94,12 @@ def test_big_outputs_kept_until_the_next_forward_are_reported_in_process() -> No
 def _event(step: int, occurrences: int, **data: Any) -> Event:
     base: dict[str, Any] = {
         "names": [{"name": "pred", "bytes": 3 * MiB}, {"name": "loss", "bytes": 4}],
-        "bytes": 3 * MiB + 4, "saved_peak_bytes": 9 * MiB, "peak_allocated_bytes": None,
-        "function": "train", "tensors_from_step": step - 1, "occurrences": occurrences,
+        "bytes": 3 * MiB + 4,
+        "saved_peak_bytes": 9 * MiB,
+        "peak_allocated_bytes": None,
+        "function": "train",
+        "tensors_from_step": step - 1,
+        "occurrences": occurrences,
     }
     base.update(data)
     return Event("lingering-locals", step, 0.0, base, Location("train.py", 30, "train"))
@@ -106,9 +109,7 @@ def test_detector_needs_two_steps_before_warning() -> None:
     # GIVEN one observation only (e.g. the last batch kept for logging)
     one = lingering_step_locals.detect(AnalysisInput(steps=(), events=(_event(1, 1),)))
     # THEN no finding; WHEN it happens again at the next step, THEN a warning
-    two = lingering_step_locals.detect(
-        AnalysisInput(steps=(), events=(_event(1, 1), _event(2, 2)))
-    )
+    two = lingering_step_locals.detect(AnalysisInput(steps=(), events=(_event(1, 1), _event(2, 2))))
     assert one == []
     (finding,) = two
     assert finding.title == (

@@ -117,18 +117,41 @@ def test_bounded_window_best_model_copy_and_varying_batches_are_silent() -> None
 # -- the pure detector -----------------------------------------------------------------------
 def _holder_event(step: int, state: str = "growing", **data: Any) -> Event:
     base: dict[str, Any] = {
-        "holder": "ACTIVATIONS", "scope": "global", "kind": "container", "state": state,
-        "bytes": (step + 1) * 256 * KiB, "start_bytes": 256 * KiB, "tensors": step + 1,
-        "length": step + 1, "first_step": 1, "growth_per_step_bytes": 256 * KiB,
-        "statement": "ACTIVATIONS.append(output.detach())", "pattern": "store",
+        "holder": "ACTIVATIONS",
+        "scope": "global",
+        "kind": "container",
+        "state": state,
+        "bytes": (step + 1) * 256 * KiB,
+        "start_bytes": 256 * KiB,
+        "tensors": step + 1,
+        "length": step + 1,
+        "first_step": 1,
+        "growth_per_step_bytes": 256 * KiB,
+        "statement": "ACTIVATIONS.append(output.detach())",
+        "pattern": "store",
     }
     base.update(data)
     return Event("holder-growth", step, 0.0, base, Location("train.py", 12, "hook"))
 
 
 def _step(step: int, allocated: int | None, stale: int = 0) -> StepRecord:
-    return StepRecord(step, 0.0, 0.01, "optimizer", allocated, allocated, allocated, None,
-                      0, 0, stale, None, 1, 1, 0)
+    return StepRecord(
+        step,
+        0.0,
+        0.01,
+        "optimizer",
+        allocated,
+        allocated,
+        allocated,
+        None,
+        0,
+        0,
+        stale,
+        None,
+        1,
+        1,
+        0,
+    )
 
 
 def _cuda() -> RunInfo:
@@ -175,8 +198,7 @@ def test_detector_reports_unexplained_device_growth_without_a_location() -> None
 
 def test_detector_ignores_a_one_time_jump_noise_and_stale_saved_growth() -> None:
     # GIVEN a best-model copy (one 200 MiB jump) then flat memory with noise
-    jump = [_step(i, 100 * MiB + (200 * MiB if i >= 8 else 0) + (i % 3) * KiB)
-            for i in range(20)]
+    jump = [_step(i, 100 * MiB + (200 * MiB if i >= 8 else 0) + (i % 3) * KiB) for i in range(20)]
     # AND growth that autograd-saved tensors kept across steps explain (graph detectors' case)
     saved = [_step(i, 100 * MiB + i * MiB, stale=i * MiB) for i in range(16)]
     # THEN neither is reported as memory-growth

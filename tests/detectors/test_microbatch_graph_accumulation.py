@@ -41,8 +41,9 @@ def test_buggy_sample_names_the_summed_loss_at_its_backward(tmp_path: Path) -> N
 
 def test_fixed_twin_is_clean(tmp_path: Path) -> None:
     # GIVEN one backward per micro-batch
-    run = run_sample("bugs/microbatch_graph_accumulation_fixed.py", "--steps", "6",
-                     out=tmp_path / "run.db")
+    run = run_sample(
+        "bugs/microbatch_graph_accumulation_fixed.py", "--steps", "6", out=tmp_path / "run.db"
+    )
     # THEN nothing at warning level or above
     assert problems(run.findings) == []
 
@@ -87,8 +88,15 @@ def _mb(n: int) -> object:
     return event(
         "microbatch-backward",
         n,
-        {"forwards": 4, "branches": 4, "forward_bytes": 1000, "graphs_bytes": 4000,
-         "saved_before": 4100, "backwards": 1, "variable": "total"},
+        {
+            "forwards": 4,
+            "branches": 4,
+            "forward_bytes": 1000,
+            "graphs_bytes": 4000,
+            "saved_before": 4100,
+            "backwards": 1,
+            "variable": "total",
+        },
     )
 
 

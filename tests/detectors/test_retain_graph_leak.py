@@ -106,8 +106,14 @@ def _events(stale: list[int], old: list[int]) -> list:
         event(
             "retain-graph-backward",
             i,
-            {"calls": 1, "stale_bytes": s, "old_bytes": o, "variable": "loss",
-             "function": "backward", "saved_before": s + 1000},
+            {
+                "calls": 1,
+                "stale_bytes": s,
+                "old_bytes": o,
+                "variable": "loss",
+                "function": "backward",
+                "saved_before": s + 1000,
+            },
         )
         for i, (s, o) in enumerate(zip(stale, old))
     ]

@@ -69,9 +69,18 @@ def test_fresh_single_observations_from_an_environment_are_silent() -> None:
 
 # -- pure detector, hand-made evidence --------------------------------------------------------
 def _ub(n: int, calls: int = 16, forwards: int = 16, shared: int = 15) -> object:
-    return event("unbatched-forwards", n, {"calls": calls, "forwards": forwards,
-                                           "same_base": shared, "shape": [64],
-                                           "model": "MLP", "variable": "net"})
+    return event(
+        "unbatched-forwards",
+        n,
+        {
+            "calls": calls,
+            "forwards": forwards,
+            "same_base": shared,
+            "shape": [64],
+            "model": "MLP",
+            "variable": "net",
+        },
+    )
 
 
 def test_rows_of_one_batch_one_by_one_are_a_warning() -> None:

@@ -157,12 +157,25 @@ def test_detector_ignores_a_healthy_back_off() -> None:
 def test_detector_reports_a_retry_holding_a_real_part_of_the_attempt() -> None:
     # GIVEN a retry holding 30 MiB of a 40 MiB attempt through `exc`
     holders = [
-        {"name": "exc", "via": "exception", "handling": True, "bytes": 8, "graph": True,
-         "graph_bytes": 24 * MiB, "frames_kept": 6, "through": []},
+        {
+            "name": "exc",
+            "via": "exception",
+            "handling": True,
+            "bytes": 8,
+            "graph": True,
+            "graph_bytes": 24 * MiB,
+            "frames_kept": 6,
+            "through": [],
+        },
         {"name": "x", "via": "local", "function": "fit", "bytes": 6 * MiB, "graph": False},
     ]
-    event = retry_event(held_bytes=30 * MiB, exception_alive=True, in_except_block=True,
-                        in_use_bytes=41 * MiB, holders=holders)
+    event = retry_event(
+        held_bytes=30 * MiB,
+        exception_alive=True,
+        in_except_block=True,
+        in_use_bytes=41 * MiB,
+        holders=holders,
+    )
     # WHEN judged
     (finding,) = detect(event, retry_event(step=3))
     # THEN one error at the retry site names them, counts the healthy retry, says the fix
@@ -186,8 +199,9 @@ def test_detector_ignores_a_small_remainder() -> None:
 def test_detector_counts_saved_activations_when_identity_is_not_exact() -> None:
     # GIVEN a CUDA-style retry: weakref identity saw 1 MiB, but 20 MiB saved for backward
     # since the attempt started are still alive
-    event = retry_event(held_bytes=MiB, held_exact=False, saved_before_attempt=0,
-                        saved_bytes=20 * MiB)
+    event = retry_event(
+        held_bytes=MiB, held_exact=False, saved_before_attempt=0, saved_bytes=20 * MiB
+    )
     # WHEN judged, THEN both count as held
     (finding,) = detect(event)
     assert finding.bytes == 21 * MiB

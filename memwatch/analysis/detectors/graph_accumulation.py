@@ -64,19 +64,28 @@ def _finding(events: list[Event]) -> Finding:
     stale_growth = _stale_growth(events)
     growth = tensor_growth + nodes_per_step * node_bytes + stale_growth
     nodes = int(d.get("nodes") or 0)
-    held = int(d.get("tensor_bytes") or 0) + nodes * node_bytes + int(
-        d.get("saved_stale_bytes") or 0
+    held = (
+        int(d.get("tensor_bytes") or 0) + nodes * node_bytes + int(d.get("saved_stale_bytes") or 0)
     )
     per_step = f"{'≥' if capped else '+'}{nodes_per_step} nodes/step"
-    what = "keeps the autograd graphs of every step" if d.get("container") else (
-        "keeps the autograd graph of every step"
+    what = (
+        "keeps the autograd graphs of every step"
+        if d.get("container")
+        else ("keeps the autograd graph of every step")
     )
     title = f"`{variable}` {what} ({per_step} since step {first_step})"
     statement = d.get("statement")
-    fix = suggest_fix(variable, d.get("pattern"), statement, d.get("operands") or (),
-                      bool(d.get("is_tuple")), bool(d.get("container")))
-    detail = _detail(last, variable, variables, first_step, nodes_per_step, nodes, statement,
-                     growth)
+    fix = suggest_fix(
+        variable,
+        d.get("pattern"),
+        statement,
+        d.get("operands") or (),
+        bool(d.get("is_tuple")),
+        bool(d.get("container")),
+    )
+    detail = _detail(
+        last, variable, variables, first_step, nodes_per_step, nodes, statement, growth
+    )
     evidence: dict[str, Any] = {
         "nodes_per_step": nodes_per_step,
         "nodes_per_step_capped": capped,

@@ -84,8 +84,10 @@ def _graph_names(data: AnalysisInput) -> set[str]:
 
 def _severity(data: AnalysisInput, total: int, growth: int) -> str:
     device_total = data.info.device_total_bytes if data.info is not None else None
-    large = total >= LARGE_TOTAL or growth >= LARGE_PER_STEP or (
-        bool(device_total) and total >= LARGE_DEVICE_FRACTION * float(device_total or 0)
+    large = (
+        total >= LARGE_TOTAL
+        or growth >= LARGE_PER_STEP
+        or (bool(device_total) and total >= LARGE_DEVICE_FRACTION * float(device_total or 0))
     )
     return "error" if large else "warning"
 
@@ -170,9 +172,9 @@ def _fix(holder: str, pattern: Any, kind: str) -> str:
 
 # -- device trend --------------------------------------------------------------------------
 def _trend_finding(data: AnalysisInput, explained: int) -> Finding | None:
-    steps = [
-        s for s in data.steps if s.boundary in _TRAINING and s.allocated_bytes is not None
-    ][data.warmup :]
+    steps = [s for s in data.steps if s.boundary in _TRAINING and s.allocated_bytes is not None][
+        data.warmup :
+    ]
     steps = steps[-TREND_MAX_STEPS:]
     if len(steps) < TREND_MIN_STEPS:
         return None
@@ -203,8 +205,10 @@ def _trend_finding(data: AnalysisInput, explained: int) -> Finding | None:
     if stale >= EXPLAINED_SHARE * slope:
         return None  # autograd-saved tensors kept across steps: the graph detectors' case
     first, last = steps[0], steps[-1]
-    what = "Device memory" if data.info is None or data.info.device_type != "cpu" else (
-        "Tracked tensor memory"
+    what = (
+        "Device memory"
+        if data.info is None or data.info.device_type != "cpu"
+        else ("Tracked tensor memory")
     )
     return Finding(
         kind=KIND,
