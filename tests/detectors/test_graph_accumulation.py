@@ -402,3 +402,18 @@ def _unused(fn: Callable[..., Any]) -> None:  # keeps the parsed helper referenc
 
 
 _unused(_loop_with_statements)
+
+
+def test_fix_for_a_running_total_is_item_and_for_carried_state_is_detach() -> None:
+    # GIVEN the statements that extend a graph across steps
+    from memwatch.analysis.detectors.graph_accumulation import suggest_fix
+
+    # WHEN a fix is suggested for each
+    total = suggest_fix("running_loss", "augassign", "running_loss += loss", ["loss"])
+    ema = suggest_fix(
+        "context", "accumulate", "context = 0.9 * context + 0.1 * features", ["0.9", "features"]
+    )
+    # THEN a running total sums numbers, while state fed back into itself is detached
+    assert "running_loss += loss.item()" in total
+    assert "context = context.detach()" in ema
+    assert "0.9.item()" not in ema and "features.item()" not in ema

@@ -185,10 +185,34 @@ def _scope_words(d: Mapping[str, Any], variable: str) -> str:
 
 
 def _tensor_operand(operands: Sequence[str]) -> str | None:
-    for operand in operands:
-        if _IDENTIFIER.match(operand):
-            return operand
-    return operands[0] if operands else None
+    """The operand to rewrite: a plain name (``loss``), never a constant or an expression.
+
+    Bare names come before attributes: in ``total + args.micro * loss`` the tensor is
+    ``loss``, not the configuration value ``args.micro``.
+    """
+    names = [o for o in operands if _IDENTIFIER.match(o)]
+    bare = [o for o in names if "." not in o]
+    chosen = bare or names
+    return chosen[0] if chosen else None
+
+
+def _is_plain_sum(variable: str, statement: str) -> bool:
+    """``v += x`` or ``v = v + x`` (``x`` free of ``v``): a running total, fixed by ``.item()``.
+
+    Anything else that feeds the holder back into itself (``c = 0.9 * c + 0.1 * f``, an
+    exponential average carried between steps) is state to detach, not a number to sum.
+    """
+    v = re.escape(variable)
+    name = re.compile(rf"(?<![\w.]){v}(?![\w])")
+    for form in (
+        rf"\s*{v}\s*\+=(?P<x>.+)",
+        rf"\s*{v}\s*=\s*{v}\s*\+(?P<x>.+)",
+        rf"\s*{v}\s*=(?P<x>.+)\+\s*{v}\s*",
+    ):
+        match = re.fullmatch(form, statement)
+        if match and not name.search(match.group("x")):
+            return True
+    return False
 
 
 def _rewrite(statement: str, operand: str, suffix: str) -> str | None:
@@ -240,11 +264,16 @@ def suggest_fix(
     if statement and operand:
         if pattern in ("augassign", "accumulate"):
             new = _rewrite(statement, operand, ".item()")
-            if new:
+            if new and _is_plain_sum(variable, statement):
                 return (
                     f"Accumulate `{operand}.item()` instead of `{operand}`: write `{new}` "
                     "(a Python number keeps no graph)."
                 )
+            return (
+                f"`{variable}` is carried from step to step with its graph: detach it where "
+                f"it enters the next step (`{variable} = {variable}.detach()` at the start of "
+                "each step), or keep `.item()` values if only a number is needed."
+            )
         if pattern == "store":
             new = _rewrite(statement, operand, ".item()")
             if new:
