@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Share of the watch's wall time the live analysis may use: healthy loops (no new
 #: evidence) and loops whose probes just reported something.
-ANALYSIS_SHARE = 0.02
+ANALYSIS_SHARE = 0.01
 ANALYSIS_SHARE_WITH_EVIDENCE = 0.10
 #: Steps a live pass sees in full; older steps in the window are thinned to as many.
 LIVE_RECENT_STEPS = 512
@@ -288,7 +288,7 @@ class Watch:
 
         A probe's confirmation runs it at once; new evidence (events) runs it as long as
         analysis has taken at most 10% of the watch's time so far; otherwise it runs every
-        ``analyze_every`` steps within 2%. Healthy loops produce no events, so the default
+        ``analyze_every`` steps within 1%. Healthy loops produce no events, so the default
         mode costs them at most the small budget; ``analysis="deep"`` has no budget.
         """
         tracker = self._tracker

@@ -413,3 +413,19 @@ def test_events_during_provisional_forward_steps_get_their_final_step_numbers() 
     # THEN each OOM event carries the step it happened in, matching the step records
     assert [e.step for e in mw.events if e.kind == "oom"] == [0, 1, 2]
     assert [s.oom_events for s in mw.steps] == [1, 1, 1]
+
+
+def test_second_order_gradients_are_unchanged_under_the_watch() -> None:
+    # GIVEN a double backward through saved outputs (exp, sigmoid)
+    def second_order() -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.tensor([0.5, 1.5, -2.0], requires_grad=True)
+        y = (x.exp() * x.sigmoid()).sum()
+        (g,) = torch.autograd.grad(y, x, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), x)
+        return g.detach(), h
+
+    expected = second_order()
+    # WHEN it runs inside a watch / THEN first and second derivatives are identical
+    with memwatch(store=False):
+        got = second_order()
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])

