@@ -213,3 +213,21 @@ def test_sigterm_ends_the_run_cleanly_with_status_143(tmp_path: Path) -> None:
         info = reader.info()
         assert info.exit_status == 143 and info.ended_at is not None
         assert reader.step_count() >= 6
+
+
+def test_check_fails_a_leaking_run_and_names_the_culprit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a recorded run of the leaking sample
+    out = tmp_path / "leak.db"
+    sample = str(SAMPLES / "bugs" / "graph_accumulation.py")
+    assert main(["run", "--no-report", "--out", str(out), sample, "--steps", "12"]) == 0
+    capsys.readouterr()
+    # WHEN CI checks it
+    status = main(["check", str(out), "--fail-on", "error"])
+    printed = capsys.readouterr().out
+    # THEN it exits 1 and says what, where and how to fix
+    assert status == 1
+    assert "ERROR [graph-accumulation]" in printed
+    assert "graph_accumulation.py:41 in main" in printed
+    assert "variable `running_loss`" in printed and "loss.item()" in printed
