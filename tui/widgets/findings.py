@@ -50,7 +50,10 @@ class FindingsList(OptionList):
             return
         self.add_options(Option(finding_prompt(f), id=f.key) for f in findings)
         errors = sum(f.severity == "error" for f in findings)
-        self.border_title = f"findings · {len(findings)}" + (f" · {errors} error" if errors else "")
+        plural = "" if errors == 1 else "s"
+        self.border_title = f"findings · {len(findings)}" + (
+            f" · {errors} error{plural}" if errors else ""
+        )
         keys = [f.key for f in findings]
         self.highlighted = keys.index(keep.key) if keep is not None and keep.key in keys else 0
 
