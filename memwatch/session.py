@@ -195,6 +195,7 @@ class Watch:
     def _start_recording(self, environment: Any, default_probes: Any, tracker_cls: Any) -> None:
         global _ACTIVE, _FORK_HANDLER_REGISTERED
         self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
+        self._started = time.perf_counter()  # the analysis budget counts from here
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
             self.run_path = run_file_path(self._out, self._script, rank=self.info.rank)
