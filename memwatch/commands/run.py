@@ -18,10 +18,10 @@ from memwatch.errors import MemwatchError
 from memwatch.units import parse_size
 
 USAGE = (
-    "memwatch run [--out PATH] [--budget SIZE] [--live] [--no-report] [--deep] "
+    "memwatch run [--out PATH] [--budget SIZE] [--track-tensors] [--live] [--no-report] [--deep] "
     "(SCRIPT | -m MODULE) [ARGS...]"
 )
-_FLAGS = {"--live", "--no-report", "--deep"}
+_FLAGS = {"--live", "--no-report", "--deep", "--track-tensors"}
 _VALUED = {"--out", "--budget"}
 
 
@@ -46,6 +46,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-report", action="store_true", help="print no report at the end")
     parser.add_argument(
         "--deep", action="store_true", help="also run the expensive checks (slower)"
+    )
+    parser.add_argument(
+        "--track-tensors",
+        action="store_true",
+        help="on CPU, record live tensor bytes per step (per-op tracking: slower)",
     )
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module as a script")
     parser.add_argument("target", nargs="?", metavar="SCRIPT")
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         script=target_name,
         argv=[argv0, *script_args],
         analysis="deep" if args.deep else "default",
+        track_tensors=args.track_tensors,
         live_warnings=True,
     )
     status = _execute(watch, args.module, target_name, script_args)
@@ -125,6 +131,8 @@ def _run_live(args: argparse.Namespace, target_name: str, script_args: list[str]
         child += ["--budget", args.budget]
     if args.deep:
         child.append("--deep")
+    if args.track_tensors:
+        child.append("--track-tensors")
     child += ["-m", args.module] if args.module else [target_name]
     return run_live([*child, *script_args], run_path, log_path)
 

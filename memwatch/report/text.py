@@ -74,7 +74,7 @@ def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
 def memory_lines(info: RunInfo | None, summary: StepSummary) -> list[str]:
     rows: list[tuple[str, str]] = []
     if summary.peak_allocated_bytes is not None:
-        device = "budgeted tensors" if info and info.device_type == "cpu" else "device allocated"
+        device = "tracked tensors" if info and info.device_type == "cpu" else "device allocated"
         rows.append(
             (
                 device,
@@ -120,5 +120,5 @@ def render_text(info: RunInfo | None, summary: StepSummary, findings: Sequence[F
     lines.append(f"Memory over {_plural(summary.count, 'step')}{where}")
     lines.extend(memory_lines(info, summary))
     if info is not None and info.device_type == "cpu" and summary.peak_allocated_bytes is None:
-        lines.append("  (CPU run: no allocator statistics; --budget SIZE tracks tensor bytes)")
+        lines.append("  (CPU run: no allocator statistics; --track-tensors records tensor bytes)")
     return "\n".join(lines) + "\n"

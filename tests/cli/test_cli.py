@@ -231,3 +231,23 @@ def test_check_fails_a_leaking_run_and_names_the_culprit(
     assert "ERROR [graph-accumulation]" in printed
     assert "graph_accumulation.py:41 in main" in printed
     assert "variable `running_loss`" in printed and "loss.item()" in printed
+
+
+def test_track_tensors_records_tensor_bytes_on_cpu(tmp_path: Path) -> None:
+    # GIVEN a CPU training script
+    # WHEN run with --track-tensors
+    out = tmp_path / "t.db"
+    sample = str(SAMPLES / "clean_training.py")
+    assert (
+        main(["run", "--no-report", "--track-tensors", "--out", str(out), sample, "--steps", "5"])
+        == 0
+    )
+    # THEN each step carries live tensor bytes (the model's weights and data at least)
+    from memwatch.store import RunReader
+
+    with RunReader(out) as reader:
+        steps = reader.steps()
+    training = [s for s in steps if s.boundary == "optimizer"]
+    assert len(training) == 5
+    assert all(s.allocated_bytes is not None for s in steps)
+    assert all(s.peak_allocated_bytes >= s.allocated_bytes > 100_000 for s in training)
