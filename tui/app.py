@@ -26,10 +26,11 @@ from textual.worker import Worker, get_current_worker
 
 from memwatch.errors import RunFileError
 from memwatch.records import Finding, RunInfo
+from memwatch.store.liveness import writer_alive
 from tui.logtail import read_tail
 from tui.model import ChartData, CursorData, RunModel, Snapshot
 from tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
-from tui.source import FileSource, RunSource, run_files, writer_alive
+from tui.source import FileSource, RunSource, run_files
 from tui.view import (
     Excerpt,
     RunState,
@@ -99,7 +100,7 @@ class MemwatchApp(App[str | None]):
             ``path`` set, to open the file in a worker (errors show on an error screen).
         follow: poll for new steps while the writer is alive.
         clock: wall-clock time for the elapsed time of live runs (fixed in snapshots).
-        alive: whether the writer still runs (``tui.source.writer_alive``).
+        alive: whether the writer still runs (``memwatch.store.liveness.writer_alive``).
         ranks: the rank files of a run directory; ``r`` switches between them.
         log_path / child: the script's output and process, for ``memwatch run --live``.
         search_dirs: where to look for source files named by relative locations.

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 
 from memwatch.errors import RunFileError
 from memwatch.records import Finding, Holder, RunInfo, StepRecord, sort_findings
+from memwatch.store.liveness import writer_alive
 from tui.index import MinMaxIndex
-from tui.source import Bounds, RunSource, sample_points, writer_alive
+from tui.source import Bounds, RunSource, sample_points
 from tui.view import ChartData, blocks_from_samples, chart_from_blocks
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import socket
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any, Protocol
 from memwatch.errors import RunFileError
 from memwatch.records import STEP_COLUMNS, Finding, Holder, RunInfo, StepRecord
 from memwatch.store import RunReader, resolve_run
-from memwatch.store.paths import find_run_files, is_rank_directory
+from memwatch.store.paths import find_run_files, is_rank_directory, rank_of_file
 
 #: The per-step series the timeline draws, in drawing order (``StepRecord`` field names).
 SERIES_COLUMNS: tuple[str, ...] = (
@@ -273,9 +271,6 @@ class FileSource:
         self._reader.close()
 
 
-_RANK_RE = re.compile(r"-rank(\d+)(?:-restart(\d+))?$")
-
-
 def run_files(path: Path) -> list[Path]:
     """The files to offer for ``path``: one run file, or each rank of a rank directory.
 
@@ -286,43 +281,14 @@ def run_files(path: Path) -> list[Path]:
     if path.is_dir() and is_rank_directory(path):
         newest: dict[int, tuple[int, Path]] = {}
         for file in find_run_files(path):
-            match = _RANK_RE.search(file.stem)
-            if match is None:
+            found = rank_of_file(file)
+            if found is None:
                 continue
-            rank, restart = int(match.group(1)), int(match.group(2) or 0)
+            rank, restart = found
             if rank not in newest or restart >= newest[rank][0]:
                 newest[rank] = (restart, file)
         return [newest[rank][1] for rank in sorted(newest)]
     return [resolve_run(path)]
-
-
-def writer_alive(info: RunInfo) -> bool | None:
-    """Whether the process writing ``info``'s run still runs (None: cannot tell).
-
-    Only answerable on the same host; a run that recorded its end is never alive. This is
-    how a file left by a killed writer is told apart from a live run that is between
-    commits. A process started after the run began holds a reused pid, not the writer.
-    """
-    if info.ended_at is not None:
-        return False
-    if info.host != socket.gethostname():
-        return None
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
-        import psutil
-
-        return bool(psutil.Process(info.pid).create_time() <= info.started_at + 1.0)
-    except ImportError:
-        return True
-    except Exception:  # the process ended meanwhile, or psutil cannot see it
-        return None
 
 
 # -- the fake ----------------------------------------------------------------------------

@@ -311,7 +311,7 @@ class RunState:
 
 
 def run_state(info: RunInfo, alive: bool | None, now: float, last_seen: float | None) -> RunState:
-    """How the run stands: ``alive`` comes from ``tui.source.writer_alive``.
+    """How the run stands: ``alive`` comes from ``memwatch.store.liveness.writer_alive``.
 
     A writer that died without recording its end (``kill -9``) shows as stopped; its
     elapsed time runs to the last recorded step, not to now.

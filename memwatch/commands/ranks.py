@@ -21,6 +21,7 @@ from memwatch.records import Finding, RunInfo, sort_findings
 from memwatch.report.ranks import MergedRun, RankEntry, render_ranks
 from memwatch.report.summary import summarize
 from memwatch.store import RunReader
+from memwatch.store.liveness import writer_alive
 from memwatch.store.paths import find_run_files, rank_of_file
 
 #: How long rank 0 waits, at the end of its run, for the other ranks' files to be finished.
@@ -33,17 +34,7 @@ def rank_status(info: RunInfo) -> str:
         return "ended" if info.exit_status is None else f"exit {info.exit_status}"
     if info.host != socket.gethostname():
         return "unfinished"
-    return "running" if _alive(info.pid, info.started_at) else "killed"
-
-
-def _alive(pid: int, started_at: float) -> bool:
-    """Whether the process that started the run still runs (not a later one reusing its pid)."""
-    try:
-        import psutil
-
-        return bool(psutil.Process(pid).create_time() <= started_at + 1.0)
-    except Exception:
-        return False
+    return "running" if writer_alive(info) else "killed"
 
 
 def _newest_per_rank(directory: Path) -> tuple[dict[int, LoadedRun], list[str]]:

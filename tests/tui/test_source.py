@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from memwatch.errors import RunFileError
+from memwatch.store.liveness import writer_alive
 from tests.tui.runs import make_findings, make_holders, make_info, make_steps, write_run
 from tui.model import RunModel
-from tui.source import FakeSource, FileSource, run_files, sample_points, writer_alive
+from tui.source import FakeSource, FileSource, run_files, sample_points
 
 
 def test_file_and_fake_sources_answer_alike(recorded_run: Path):

@@ -1,0 +1,41 @@
+"""Whether the process writing a run file still runs: a live run versus a killed writer.
+
+Shared by the dashboard (stop following a dead run) and the multi-rank report (say
+which ranks were killed). Reads nothing but the run's recorded pid, host and start time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from memwatch.records import RunInfo
+
+
+def writer_alive(info: RunInfo) -> bool | None:
+    """Whether the process writing ``info``'s run still runs (None: cannot tell).
+
+    Only answerable on the same host; a run that recorded its end is never alive. This is
+    how a file left by a killed writer is told apart from a live run that is between
+    commits. A process started after the run began holds a reused pid, not the writer.
+    """
+    if info.ended_at is not None:
+        return False
+    if info.host != socket.gethostname():
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    try:
+        import psutil
+
+        return bool(psutil.Process(info.pid).create_time() <= info.started_at + 1.0)
+    except ImportError:
+        return True
+    except Exception:  # the process ended meanwhile, or psutil cannot see it
+        return None
