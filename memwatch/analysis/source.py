@@ -305,16 +305,10 @@ def find_in_function(
     ``co_name``). ``prefer`` names tensors the statement likely stores (``loss``): a
     statement mentioning one wins a tie. ``near_line`` breaks the remaining ties.
     """
-    tree, text = parse_file(filename)
-    if tree is None:
+    scope = _scope_body(filename, first_line, function)
+    if scope is None:
         return None
-    if function == "<module>":
-        body: Sequence[ast.stmt] = tree.body
-    else:
-        node = _function_node(tree, first_line, function)
-        if node is None:
-            return None
-        body = node.body
+    body, text = scope
     return _search(list(_own_statements(body)), text, target, prefer, function, filename, near_line)
 
 
@@ -373,18 +367,25 @@ def find_in_file(filename: str, target: str, prefer: Sequence[str] = ()) -> Stat
     return best
 
 
-def find_assignment(filename: str, first_line: int, function: str, name: str) -> Statement | None:
-    """Where a local is bound (``recon = model(x)``): the first assignment in its scope."""
+def _scope_body(
+    filename: str, first_line: int, function: str
+) -> tuple[Sequence[ast.stmt], str] | None:
+    """The statements of a scope as a code object names it, and the file's text."""
     tree, text = parse_file(filename)
     if tree is None:
         return None
     if function == "<module>":
-        body: Sequence[ast.stmt] = tree.body
-    else:
-        node = _function_node(tree, first_line, function)
-        if node is None:
-            return None
-        body = node.body
+        return tree.body, text
+    node = _function_node(tree, first_line, function)
+    return (node.body, text) if node is not None else None
+
+
+def find_assignment(filename: str, first_line: int, function: str, name: str) -> Statement | None:
+    """Where a local is bound (``recon = model(x)``): the first assignment in its scope."""
+    scope = _scope_body(filename, first_line, function)
+    if scope is None:
+        return None
+    body, text = scope
     for stmt in _own_statements(body):
         if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and name in [
             dotted(t) for t in _targets(stmt)
