@@ -114,6 +114,15 @@ def storage_of(tensor: Any) -> tuple[int, int]:
             return id(tensor), 0
 
 
+def _unseen_bytes(tensor: Any, seen_storages: set[int]) -> int:
+    """The tensor's storage bytes the first time that storage is met in a scan, else 0."""
+    key, nbytes = storage_of(tensor)
+    if key in seen_storages:
+        return 0
+    seen_storages.add(key)
+    return nbytes
+
+
 @dataclass(slots=True)
 class Entry:
     """One named holder found by a scan.
@@ -300,11 +309,7 @@ class HolderScanner:
                     continue  # the same tensor under another name (a closure, outer frame)
                 seen_objects.add(oid)
                 direct.append((name, value))
-                key, nbytes = storage_of(value)
-                if key in seen_storages:
-                    nbytes = 0
-                else:
-                    seen_storages.add(key)
+                nbytes = _unseen_bytes(value, seen_storages)
                 entries.append(
                     Entry(
                         name,
@@ -370,11 +375,7 @@ class HolderScanner:
             if oid in seen_objects:
                 return  # the same tensor under another name (a closure, an outer frame)
             seen_objects.add(oid)
-            key, nbytes = storage_of(value)
-            if key in seen_storages:
-                nbytes = 0
-            else:
-                seen_storages.add(key)
+            nbytes = _unseen_bytes(value, seen_storages)
             result.entries.append(
                 Entry(
                     name,
