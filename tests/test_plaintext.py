@@ -24,7 +24,7 @@ def test_control_sequences_are_escaped_not_printed(attack: str) -> None:
     shown = plain(attack)
     # THEN no control or format character survives, and the odd bytes are visible as escapes
     assert all(c.isprintable() for c in shown)
-    assert "\\x" in shown or "\\u" in shown
+    assert "\\" in shown
 
 
 def test_newlines_are_escaped_in_one_line_fields_and_kept_in_multiline_text() -> None:
