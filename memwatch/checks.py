@@ -17,7 +17,6 @@ What "memory" means here: the tensor bytes memwatch measures per step, never pro
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,23 +44,6 @@ DEFAULT_FORBID: tuple[str, ...] = (
     "graph-accumulation",
     "retain-graph-leak",
     "graph-retained-in-inference",
-)
-
-#: The finding kinds of design section 5. ``forbid`` refuses other names, so that a typo
-#: cannot make a check that never fails.
-KNOWN_KINDS: tuple[str, ...] = (
-    "graph-accumulation",
-    "graph-retained-in-inference",
-    "eval-mode-missing",
-    "retain-graph-leak",
-    "lingering-step-locals",
-    "oom-retry-loop",
-    "memory-growth",
-    "host-memory-growth",
-    "microbatch-graph-accumulation",
-    "grad-reset-before-step",
-    "cudnn-benchmark-dynamic-shapes",
-    "unbatched-forward",
 )
 
 
@@ -134,12 +116,10 @@ def measure(steps: Sequence[StepRecord], warmup: int = DEFAULT_WARMUP) -> Measur
 
 
 def known_kinds() -> tuple[str, ...]:
-    """The kinds of design section 5 plus any ``KIND`` a registered detector module declares."""
-    from memwatch.analysis.registry import DETECTORS
+    """Every finding kind a detector reports, as the detector registry declares them."""
+    from memwatch.analysis.registry import KINDS  # lazy: the pytest plugin imports us early
 
-    declared = (getattr(sys.modules.get(d.__module__), "KIND", None) for d in DETECTORS)
-    extra = sorted({k for k in declared if isinstance(k, str)} - set(KNOWN_KINDS))
-    return (*KNOWN_KINDS, *extra)
+    return KINDS
 
 
 def validate_kinds(kinds: Iterable[str] | None) -> tuple[str, ...] | None:

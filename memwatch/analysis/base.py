@@ -1,12 +1,16 @@
-"""What every detector receives and returns."""
+"""What every detector receives and returns, and how a detector declares itself."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
+from memwatch.evidence import Evidence, Observed
 from memwatch.records import Event, Finding, RunInfo, StepRecord
+
+E = TypeVar("E", bound=Evidence)
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,39 @@ class AnalysisInput:
             grouped.setdefault(event.kind, []).append(event)
         return grouped
 
+    @cached_property
+    def _observed(self) -> dict[type[Any], list[Any]]:
+        return {}
+
     def events_of(self, kind: str) -> list[Event]:
         return self.events_by_kind.get(kind, [])
 
+    def observed(self, kind: type[E]) -> list[Observed[E]]:
+        """The events of evidence ``kind``, read back as typed measurements, in order.
 
-Detector = Callable[[AnalysisInput], list[Finding]]
+        Raises ``EvidenceError`` on a bad stored value (the registry then skips the
+        detector with one warning).
+        """
+        cache = self._observed
+        if kind not in cache:
+            cache[kind] = [Observed.of(kind, e) for e in self.events_of(kind.KIND)]
+        return cache[kind]
+
+
+DetectFn = Callable[[AnalysisInput], list[Finding]]
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One finding kind's decision: the kind it reports, the evidence it reads, the rule.
+
+    ``consumes`` lists the evidence kinds (``memwatch.evidence``) the rule reads; a rule
+    on ``StepRecord``s alone consumes none. The registry lists one ``Detector`` per kind.
+    """
+
+    kind: str
+    consumes: tuple[type[Evidence], ...]
+    detect: DetectFn
+
+    def __call__(self, data: AnalysisInput) -> list[Finding]:
+        return self.detect(data)

@@ -1,4 +1,10 @@
-"""The list of detectors, one per finding kind, and the function that runs them all."""
+"""The list of detectors, one per finding kind, and the function that runs them all.
+
+Each entry is the ``DETECTOR`` a detector module declares: the finding kind it reports,
+the evidence kinds (``memwatch.evidence``) it reads, and its rule. ``KINDS`` is what
+``forbid=[...]`` accepts; ``rank-imbalance`` compares run files of several ranks and is
+run by ``memwatch report`` on a run directory, not here.
+"""
 
 from __future__ import annotations
 
@@ -16,25 +22,29 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     memory_growth,
     microbatch_graph_accumulation,
     oom_retry_loop,  # docs/oom.md
+    rank_imbalance,
     retain_graph_leak,
     unbatched_forward,
 )
 from memwatch.records import Finding, sort_findings
 
-DETECTORS: list[Detector] = [
-    graph_accumulation.detect,
-    lingering_step_locals.detect,
-    memory_growth.detect,
-    retain_graph_leak.detect,
-    graph_retained_in_inference.detect,
-    eval_mode_missing.detect,
-    microbatch_graph_accumulation.detect,
-    grad_reset_before_step.detect,
-    cudnn_benchmark_dynamic_shapes.detect,
-    unbatched_forward.detect,
-    host_memory_growth.detect,
-    oom_retry_loop.detect,
-]
+DETECTORS: tuple[Detector, ...] = (
+    graph_accumulation.DETECTOR,
+    lingering_step_locals.DETECTOR,
+    memory_growth.DETECTOR,
+    retain_graph_leak.DETECTOR,
+    graph_retained_in_inference.DETECTOR,
+    eval_mode_missing.DETECTOR,
+    microbatch_graph_accumulation.DETECTOR,
+    grad_reset_before_step.DETECTOR,
+    cudnn_benchmark_dynamic_shapes.DETECTOR,
+    unbatched_forward.DETECTOR,
+    host_memory_growth.DETECTOR,
+    oom_retry_loop.DETECTOR,
+)
+
+#: Every finding kind memwatch reports.
+KINDS: tuple[str, ...] = (*(d.kind for d in DETECTORS), rank_imbalance.KIND)
 _warned: set[str] = set()
 
 
@@ -49,7 +59,7 @@ def analyze(data: AnalysisInput) -> list[Finding]:
         try:
             findings.extend(detector(data))
         except Exception as exc:
-            name = getattr(detector, "__module__", repr(detector))
+            name = detector.kind
             if name not in _warned:
                 _warned.add(name)
                 warnings.warn(f"memwatch: detector {name} failed ({exc!r})", stacklevel=2)

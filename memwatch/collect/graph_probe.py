@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import inspect
-import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,8 @@ from memwatch.analysis.source import (
 )
 from memwatch.collect.frames import display_path
 from memwatch.collect.holders import Entry, FrameInfo, Scan, first_tensor
-from memwatch.records import Event, Location
+from memwatch.evidence import GraphAccumulation
+from memwatch.records import Location
 
 if TYPE_CHECKING:
     from memwatch.collect.tracker import Tracker
@@ -408,38 +408,36 @@ class GraphChecker:
         location = statement_location(statement) if statement is not None else frame.location
         span = max(1, step - track.first_seen)
         tensor_growth = max(0, (entry.bytes - track.first_bytes) // span)
-        data: dict[str, Any] = {
-            "variable": variable,
-            "holder": name,
-            "scope": entry.scope,
-            "container": entry.kind == "container" and not isinstance(entry.value, tuple),
-            "is_tuple": isinstance(entry.value, tuple),
-            "length": entry.length,
-            "nodes_per_step": track.nodes_per_step,
-            "nodes_per_step_capped": track.nodes_capped,
-            "nodes": nodes,
-            "nodes_capped": nodes_capped,
-            "first_step": track.first_step,
-            "confirmed_step": track.confirmed_at,
-            "steps_seen": track.hits,
-            "tensor_bytes": entry.bytes,
-            "tensor_growth_per_step": tensor_growth,
-            "node_bytes_estimate": NODE_BYTES_ESTIMATE,
-            "saved_stale_bytes": int(getattr(tracker.saved, "stale_bytes", 0)),
-            "frame_function": frame.function,
-            "frame_line": frame.line,
-            "frame_file": display_path(frame.filename),
-        }
-        if entry.owner_type is not None:
-            data["owner_class"] = entry.owner_type.__name__
-        if statement is not None:
-            data["statement"] = statement.text
-            data["pattern"] = statement.pattern
-            data["operands"] = list(statement.operands)
+        evidence = GraphAccumulation(
+            variable=variable,
+            holder=name,
+            scope=entry.scope,
+            owner_class=entry.owner_type.__name__ if entry.owner_type is not None else None,
+            container=entry.kind == "container" and not isinstance(entry.value, tuple),
+            is_tuple=isinstance(entry.value, tuple),
+            length=entry.length,
+            nodes_per_step=track.nodes_per_step,
+            nodes_per_step_capped=track.nodes_capped,
+            nodes=nodes,
+            nodes_capped=nodes_capped,
+            first_step=track.first_step,
+            confirmed_step=track.confirmed_at,
+            steps_seen=track.hits,
+            tensor_bytes=entry.bytes,
+            tensor_growth_per_step=tensor_growth,
+            node_bytes_estimate=NODE_BYTES_ESTIMATE,
+            saved_stale_bytes=int(getattr(tracker.saved, "stale_bytes", 0)),
+            frame_function=frame.function,
+            frame_line=frame.line,
+            frame_file=display_path(frame.filename),
+            statement=statement.text if statement is not None else None,
+            pattern=statement.pattern if statement is not None else None,
+            operands=tuple(statement.operands) if statement is not None else (),
+        )
         if track.last_emit < 0:
             tracker.analysis_requested = True  # newly confirmed: report it now
         track.last_emit = step
-        tracker.emit(Event("graph-accumulation", step, time.time(), data, location))
+        tracker.emit(evidence.event(step, location))
 
 
 class _GradNames:

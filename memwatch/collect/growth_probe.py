@@ -3,12 +3,14 @@
 A forward hook appending activations to a global list, a dict cache on a module, a list
 of detached outputs kept "for later": the graph is not the problem (that is
 ``graph-accumulation``), the tensors are. The holder scan measures each name's bytes at
-every step end; this checker keeps a short series per name and emits ``holder-growth``
-events when a holder has grown for ``CONFIRM_STEPS`` consecutive steps, again every
-``REEMIT_EVERY`` steps while it keeps growing, and once more when it stops (``stopped``:
-it was bounded after all) or drops back (``reset``: e.g. cleared each epoch). The pure
-detector turns the latest state into a finding, so a run file read offline gives the
-same answer.
+every step end; this checker keeps a short series per name and records
+``memwatch.evidence.HolderGrowth`` measurements (bytes, largest size, rate, the last step
+that grew, whether a local list is still the same one). *When* it records is a cheap
+trigger, not a verdict: once a holder has grown for ``CONFIRM_STEPS`` consecutive steps
+at ``RECORD_MIN_GROWTH_PER_STEP`` or more, again every ``REEMIT_EVERY`` steps while it
+keeps growing, and once more when it has not grown for ``STOP_AFTER`` steps or dropped
+back. Whether it is a leak (still growing, enough bytes) is decided by the
+``memory-growth`` detector alone, so a run file read offline gives the same answer.
 
 What is *not* growth: a ``best_model = copy.deepcopy(model)`` (one jump, then flat), a
 batch whose size varies, a list rebuilt every step (for local containers the *same*
@@ -19,7 +21,6 @@ the graph check, which says what to change more precisely).
 from __future__ import annotations
 
 import itertools
-import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,17 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 from memwatch.collect.graph_probe import holds_at, locate_statement, statement_location
 from memwatch.collect.holders import Entry, Scan, first_tensor
-from memwatch.records import Event
+from memwatch.evidence import HolderGrowth
 
 if TYPE_CHECKING:
     from memwatch.analysis.source import Statement
     from memwatch.collect.tracker import Tracker
 
 MIN_DELTA = 1024  # a step "grew" when the holder gained at least this many bytes
-MIN_GROWTH_PER_STEP = 16 * 1024  # below this a growing holder is not worth an event
+#: Record a growing holder from this rate: a trigger kept below the detector's threshold
+#: (``memory_growth.MIN_GROWTH_PER_STEP``) so the detector always has the measurements.
+RECORD_MIN_GROWTH_PER_STEP = 16 * 1024
 CONFIRM_STEPS = 3
 REEMIT_EVERY = 16
-STOP_AFTER = 8  # steps without growth after which a growing holder is "stopped"
+STOP_AFTER = 8  # steps without growth after which the stop is recorded (detector: same)
 MAX_SERIES = 256
 FORGET_AFTER = 16
 
@@ -144,7 +147,7 @@ class GrowthChecker:
         if not same:
             series.streak = 0
             if series.state == "growing":
-                self._emit(tracker, scan, entry, series, step, "reset")
+                self._emit(tracker, scan, entry, series, step, "reset", same=False)
             return
         if nbytes - previous >= MIN_DELTA:
             if series.streak == 0:
@@ -168,7 +171,7 @@ class GrowthChecker:
         if series.streak < CONFIRM_STEPS:
             return
         growth = _rate(series, nbytes, step)
-        if growth < MIN_GROWTH_PER_STEP:
+        if growth < RECORD_MIN_GROWTH_PER_STEP:
             return
         if entry.kind == "tensor" and entry.scope == "local" and not _steady(series):
             return  # e.g. an episode that is longer every step: not a leak
@@ -176,8 +179,16 @@ class GrowthChecker:
             self._emit(tracker, scan, entry, series, step, "growing")
 
     def _emit(
-        self, tracker: Tracker, scan: Scan, entry: Entry, series: _Series, step: int, state: str
+        self,
+        tracker: Tracker,
+        scan: Scan,
+        entry: Entry,
+        series: _Series,
+        step: int,
+        state: str,
+        same: bool = True,
     ) -> None:
+        """Record the holder's measurements; ``state`` is only why the probe records now."""
         if not series.located:
             series.located = True
             try:
@@ -189,32 +200,34 @@ class GrowthChecker:
         statement = series.statement
         frame = scan.frames[entry.frame_index]
         location = statement_location(statement) if statement is not None else frame.location
-        rate = _rate(series, entry.bytes, step) if state == "growing" else 0
-        data: dict[str, Any] = {
-            "holder": entry.name,
-            "scope": entry.scope,
-            "kind": entry.kind,
-            "state": state,
-            "bytes": entry.bytes,
-            "tensors": entry.tensors,
-            "length": entry.length,
-            "estimated": entry.estimated,
-            "first_step": _first_step(series, rate),
-            "start_bytes": series.start_bytes,
-            "growth_per_step_bytes": max(0, rate),
-            "samples": [list(s) for s in list(series.samples)[-8:]],
-        }
-        if entry.owner_type is not None:
-            data["owner_class"] = entry.owner_type.__name__
-        if statement is not None:
-            data["statement"] = statement.text
-            data["pattern"] = statement.pattern
-            data["operands"] = list(statement.operands)
+        growing = state == "growing"
+        rate = _rate(series, entry.bytes, step) if growing else 0
+        owner = entry.owner_type.__name__ if entry.owner_type is not None else None
+        evidence = HolderGrowth(
+            holder=entry.name,
+            scope=entry.scope,
+            owner_class=owner,
+            kind=entry.kind,
+            bytes=entry.bytes,
+            max_bytes=series.max_bytes,
+            tensors=entry.tensors,
+            length=entry.length,
+            estimated=entry.estimated,
+            first_step=_first_step(series, rate),
+            start_bytes=series.start_bytes,
+            growth_per_step_bytes=max(0, rate),
+            last_growth_step=series.last_growth if series.last_growth >= 0 else None,
+            same_container=same,
+            samples=tuple((int(a), int(b)) for a, b in list(series.samples)[-8:]),
+            statement=statement.text if statement is not None else None,
+            pattern=statement.pattern if statement is not None else None,
+            operands=tuple(statement.operands) if statement is not None else (),
+        )
         if state == "growing" and series.state != "growing":
             tracker.analysis_requested = True  # newly confirmed: report it now
         series.state = state
         series.last_emit = step
-        tracker.emit(Event("holder-growth", step, time.time(), data, location))
+        tracker.emit(evidence.event(step, location))
 
 
 def _rate(series: _Series, nbytes: int, step: int) -> int:

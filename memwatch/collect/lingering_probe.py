@@ -7,19 +7,20 @@ its activations: the peak carries one extra output. The check is two cheap looks
 * at a step end, from the holder scan: which variables of the user frames hold tensors
   produced by this step (with a ``grad_fn``, or a different object than at the last step
   end), by weakref, with their storage bytes; armed only if together they could matter
-  (``MIN_BYTES``);
+  (``ARM_MIN_BYTES``: a cost trigger, it decides when to look);
 * at the next root forward pre-hook: which of those names still hold the *same* tensor.
 
-It fires when the lingering bytes are at least ``MIN_BYTES`` and ``MIN_FRACTION`` of the
-step's saved-for-backward peak, so ordinary loops with small outputs stay quiet. Loops
+It records ``memwatch.evidence.LingeringLocals`` (names, bytes, the step's saved peak)
+whenever those names still hold ``ARM_MIN_BYTES`` or more; whether that matters (a share
+of the peak) is the ``lingering-step-locals`` detector's decision. Loops
 whose steps are found from the forward itself (no optimizer, no ``mw.step()``) are not
 judged: their "step end" *is* the next forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,15 +28,17 @@ from typing import TYPE_CHECKING, Any
 from memwatch.analysis.source import find_assignment
 from memwatch.collect.frames import display_path, user_frames
 from memwatch.collect.holders import FrameInfo, Scan, read_locals, storage_of
-from memwatch.records import Event, Location
+from memwatch.evidence import LingeringLocals, LingeringName
+from memwatch.records import Location
 
 if TYPE_CHECKING:
     from memwatch.collect.tracker import Tracker
     from memwatch.records import StepRecord
 
-MIN_BYTES = 1 << 20
+#: Look at the next forward only when this step's fresh tensors hold this much together
+#: (the detector's ``MIN_BYTES`` is the same size: smaller lingering never matters).
+ARM_MIN_BYTES = 1 << 20
 MIN_TENSOR_BYTES = 64 * 1024
-MIN_FRACTION = 0.10
 EMIT_FIRST = 3
 EMIT_EVERY = 32
 
@@ -57,7 +60,7 @@ class LingeringChecker:
         self._record_step = 0
         self._hits = 0
         self._where: dict[tuple[Any, str], Location | None] = {}
-        self._last: tuple[dict[str, Any], Location | None, int] | None = None
+        self._last: tuple[LingeringLocals, Location | None, int] | None = None
 
     def disarm(self) -> None:
         self._armed = None
@@ -74,7 +77,7 @@ class LingeringChecker:
                 for _name, tensor in tensors:
                     if tensor.grad_fn is not None or tensor.nbytes >= MIN_TENSOR_BYTES:
                         bound += tensor.nbytes
-            if bound < MIN_BYTES // 4:
+            if bound < ARM_MIN_BYTES // 4:
                 return
         previous = self._previous
         current: dict[tuple[Any, str], Any] = {}
@@ -102,7 +105,7 @@ class LingeringChecker:
             if names:
                 armed.append(_Armed(frame, names))
         self._previous = current
-        if total >= MIN_BYTES and record.saved_peak_bytes > 0:
+        if total >= ARM_MIN_BYTES and record.saved_peak_bytes > 0:
             self._armed = armed
             self._saved_peak = record.saved_peak_bytes
             self._peak_allocated = record.peak_allocated_bytes
@@ -138,7 +141,7 @@ class LingeringChecker:
                 del variables
         finally:
             del frames
-        if not lingering or total < MIN_BYTES or total < MIN_FRACTION * self._saved_peak:
+        if not lingering or total < ARM_MIN_BYTES:
             return
         self._hits += 1
         if self._hits > EMIT_FIRST and self._hits % EMIT_EVERY:
@@ -146,28 +149,28 @@ class LingeringChecker:
         lingering.sort(key=lambda item: item[1], reverse=True)
         top_name, _, info = lingering[0]
         location = self._location(info, top_name)
-        data: dict[str, Any] = {
-            "names": [{"name": n, "bytes": b} for n, b, _ in lingering],
-            "bytes": total,
-            "saved_peak_bytes": self._saved_peak,
-            "peak_allocated_bytes": self._peak_allocated,
-            "function": info.function,
-            "file": display_path(info.filename),
-            "forward_line": forward_line,
-            "tensors_from_step": self._record_step,
-            "occurrences": self._hits,
-        }
-        self._last = (data, location, self._hits)
-        tracker.emit(Event("lingering-locals", tracker.step, time.time(), data, location))
+        evidence = LingeringLocals(
+            names=tuple(LingeringName(n, b) for n, b, _ in lingering),
+            bytes=total,
+            saved_peak_bytes=self._saved_peak,
+            peak_allocated_bytes=self._peak_allocated,
+            function=info.function,
+            file=display_path(info.filename),
+            forward_line=forward_line,
+            tensors_from_step=self._record_step,
+            occurrences=self._hits,
+        )
+        self._last = (evidence, location, self._hits)
+        tracker.emit(evidence.event(tracker.step, location))
 
     def on_stop(self, tracker: Tracker) -> None:
         """Emit the final count, so the report says in how many steps it happened."""
         if self._last is None or self._last[2] == self._hits:
             return
-        data, location, _ = self._last
-        data = {**data, "occurrences": self._hits}
-        self._last = (data, location, self._hits)
-        tracker.emit(Event("lingering-locals", tracker.step, time.time(), data, location))
+        evidence, location, _ = self._last
+        evidence = dataclasses.replace(evidence, occurrences=self._hits)
+        self._last = (evidence, location, self._hits)
+        tracker.emit(evidence.event(tracker.step, location))
 
     def _location(self, frame: FrameInfo, name: str) -> Location | None:
         key = (frame.code, name)

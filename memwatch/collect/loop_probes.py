@@ -34,9 +34,9 @@ the patched ``zero_grad`` and the optimizer pre-hook catch their own errors.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
-import time
 import weakref
 from collections.abc import Iterable
 from types import CodeType, FrameType
@@ -48,7 +48,16 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from memwatch.collect.callsite import CallSite, call_site_at
 from memwatch.collect.frames import display_path, first_user_frame
 from memwatch.collect.probe import BackwardCall, Probe
-from memwatch.records import Event, Location
+from memwatch.evidence import (
+    ConvInputShapes,
+    EvalPassTrainMode,
+    ForwardWithoutBackward,
+    GradReset,
+    MicrobatchBackward,
+    RetainGraphBackward,
+    UnbatchedForwards,
+)
+from memwatch.records import Location
 
 if TYPE_CHECKING:
     from memwatch.collect.tracker import Tracker
@@ -190,7 +199,7 @@ class LoopProbe(Probe):
         self._unconsumed: list[_Forward] = []
         self._overflow = [0, 0]  # forwards past _MAX_PENDING: count, bytes
         self._retain: dict[tuple[CodeType | None, int], list[Any]] = {}
-        self._micro: list[dict[str, Any]] = []
+        self._micro: list[tuple[MicrobatchBackward, Site | None]] = []
         self._nograd_train = 0
         self._nograd_site: Site | None = None
         self._nograd_modules: tuple[str, ...] = ()
@@ -272,22 +281,15 @@ class LoopProbe(Probe):
                 call = _call(site, "zero_grad")
                 step_site = _site(first_user_frame(sys._getframe(2)))
                 step_loc = _location(step_site)
-                tracker.emit(
-                    Event(
-                        "grad-reset",
-                        tracker.step,
-                        time.time(),
-                        {
-                            "via": f"{kind}.zero_grad",
-                            "variable": call.receiver if call else None,
-                            "optimizer": type(optimizer).__name__,
-                            "params_checked": len(params),
-                            "grads_none": none,
-                            "step_location": step_loc.to_dict() if step_loc else None,
-                        },
-                        _location(site),
-                    )
+                evidence = GradReset(
+                    via=f"{kind}.zero_grad",
+                    variable=call.receiver if call else None,
+                    optimizer=type(optimizer).__name__,
+                    params_checked=len(params),
+                    grads_none=none,
+                    step_location=step_loc.to_dict() if step_loc else None,
                 )
+                tracker.emit(evidence.event(tracker.step, _location(site)))
             return
 
     # -- forwards -------------------------------------------------------------------------
@@ -485,16 +487,14 @@ class LoopProbe(Probe):
         site = _site(first_user_frame(call.frame))
         sizes = sorted(e.bytes for e in consumed)
         self._dirty = True
-        self._micro.append(
-            {
-                "forwards": n,
-                "branches": branches,
-                "forward_bytes": sizes[n // 2],
-                "graphs_bytes": total,
-                "saved_before": call.saved_before,
-                "site": site,
-            }
+        measured = MicrobatchBackward(
+            forwards=n,
+            branches=branches,
+            forward_bytes=sizes[n // 2],
+            graphs_bytes=total,
+            saved_before=call.saved_before,
         )
+        self._micro.append((measured, site))
 
     # -- step end -------------------------------------------------------------------------
     def on_step_end(self, tracker: Tracker, record: StepRecord, frames: list[FrameType]) -> None:
@@ -534,40 +534,26 @@ class LoopProbe(Probe):
             self._emit_micro(tracker, step)
         if self._ub_calls >= 4 and self._allow("unbatched-forwards", step):
             call = _call(self._ub_site)
-            tracker.emit(
-                Event(
-                    "unbatched-forwards",
-                    step,
-                    time.time(),
-                    {
-                        "calls": self._ub_calls,
-                        "forwards": self._forwards,
-                        "same_base": self._ub_shared,
-                        "shape": list(self._ub_shape),
-                        "model": self._ub_model,
-                        "variable": call.callee if call else None,
-                    },
-                    _location(self._ub_site),
-                )
+            unbatched = UnbatchedForwards(
+                calls=self._ub_calls,
+                forwards=self._forwards,
+                same_base=self._ub_shared,
+                shape=self._ub_shape,
+                model=self._ub_model,
+                variable=call.callee if call else None,
             )
+            tracker.emit(unbatched.event(step, _location(self._ub_site)))
         if self._new_shapes and self._allow("conv-input-shapes", step):
             call = _call(self._shape_site)
-            tracker.emit(
-                Event(
-                    "conv-input-shapes",
-                    step,
-                    time.time(),
-                    {
-                        "new": len(self._new_shapes),
-                        "distinct": self._shape_distinct,
-                        "examples": [list(s) for s in self._new_shapes[:3]],
-                        "model": self._shape_model,
-                        "benchmark": True,
-                        "variable": call.callee if call else None,
-                    },
-                    _location(self._shape_site),
-                )
+            shapes = ConvInputShapes(
+                new=len(self._new_shapes),
+                distinct=self._shape_distinct,
+                examples=tuple(self._new_shapes[:3]),
+                model=self._shape_model,
+                benchmark=True,
+                variable=call.callee if call else None,
             )
+            tracker.emit(shapes.event(step, _location(self._shape_site)))
         self._reset_step()
 
     def _allow(self, kind: str, step: int) -> bool:
@@ -588,24 +574,17 @@ class LoopProbe(Probe):
             variable = None
             if call is not None:
                 variable = call.receiver if call.method == "backward" else call.first_arg
-            tracker.emit(
-                Event(
-                    "retain-graph-backward",
-                    step,
-                    time.time(),
-                    {
-                        "calls": calls,
-                        "saved_before": before,
-                        "saved_after": after,
-                        "stale_bytes": stale,
-                        "old_bytes": old,
-                        "saved_bytes": record.saved_bytes,
-                        "function": "autograd.grad" if is_grad else "backward",
-                        "variable": variable,
-                    },
-                    _location(site),
-                )
+            evidence = RetainGraphBackward(
+                calls=calls,
+                saved_before=before,
+                saved_after=after,
+                stale_bytes=stale,
+                old_bytes=old,
+                saved_bytes=record.saved_bytes,
+                function="autograd.grad" if is_grad else "backward",
+                variable=variable,
             )
+            tracker.emit(evidence.event(step, _location(site)))
 
     def _emit_unconsumed(self, tracker: Tracker, record: StepRecord) -> None:
         entries = self._unconsumed
@@ -633,28 +612,21 @@ class LoopProbe(Probe):
         if not self._allow("forward-without-backward", step):
             return
         call = _call(site)
-        tracker.emit(
-            Event(
-                "forward-without-backward",
-                step,
-                time.time(),
-                {
-                    "forwards": count,
-                    "eval_mode_forwards": eval_count,
-                    "bytes": nbytes,
-                    "peak_alive_bytes": max(0, peak),
-                    "saved_at_end": record.saved_bytes,
-                    "stale_at_end": record.saved_stale_bytes,
-                    "step_backwards": record.backward_calls,
-                    "step_forwards": self._forwards,
-                    "boundary": record.boundary,
-                    "model": model,
-                    "variable": (call.holder or call.callee) if call else None,
-                    "callee": call.callee if call else None,
-                },
-                _location(site),
-            )
+        evidence = ForwardWithoutBackward(
+            forwards=count,
+            eval_mode_forwards=eval_count,
+            bytes=nbytes,
+            peak_alive_bytes=max(0, peak),
+            saved_at_end=record.saved_bytes,
+            stale_at_end=record.saved_stale_bytes,
+            step_backwards=record.backward_calls,
+            step_forwards=self._forwards,
+            boundary=record.boundary,
+            model=model,
+            variable=(call.holder or call.callee) if call else None,
+            callee=call.callee if call else None,
         )
+        tracker.emit(evidence.event(step, _location(site)))
 
     def _emit_eval_mode(
         self,
@@ -670,37 +642,28 @@ class LoopProbe(Probe):
         if forwards <= 0 or not self._allow(f"eval-pass-train-mode/{how}", step):
             return
         call = _call(site)
-        tracker.emit(
-            Event(
-                "eval-pass-train-mode",
-                step,
-                time.time(),
-                {
-                    "how": how,  # "no_grad": grad disabled; "no_backward": graph never used
-                    "forwards": forwards,
-                    "training_modules": list(modules[:6]),
-                    "training_module_count": len(modules),
-                    "step_forwards": self._forwards,
-                    "step_backwards": record.backward_calls,
-                    "model": model,
-                    "variable": call.callee if call else None,
-                },
-                _location(site),
-            )
+        evidence = EvalPassTrainMode(
+            how=how,  # "no_grad": grad disabled; "no_backward": graph never used
+            forwards=forwards,
+            training_modules=tuple(modules[:6]),
+            training_module_count=len(modules),
+            step_forwards=self._forwards,
+            step_backwards=record.backward_calls,
+            model=model,
+            variable=call.callee if call else None,
         )
+        tracker.emit(evidence.event(step, _location(site)))
 
     def _emit_micro(self, tracker: Tracker, step: int) -> None:
         if not self._allow("microbatch-backward", step):
             return
-        worst = max(self._micro, key=lambda m: m["saved_before"])
-        site = worst.pop("site")
+        worst, site = max(self._micro, key=lambda m: m[0].saved_before)
         call = _call(site, "backward")
         variable = None
         if call is not None:
             variable = call.receiver if call.method == "backward" else call.first_arg
-        worst["backwards"] = len(self._micro)
-        worst["variable"] = variable
-        tracker.emit(Event("microbatch-backward", step, time.time(), worst, _location(site)))
+        evidence = dataclasses.replace(worst, backwards=len(self._micro), variable=variable)
+        tracker.emit(evidence.event(step, _location(site)))
 
 
 def _cudnn_benchmark_from_module() -> bool:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 import weakref
 from dataclasses import dataclass, field
 from types import FrameType
@@ -40,7 +39,7 @@ import torch
 from memwatch.collect.frames import frame_location, is_user_file, user_frames
 from memwatch.collect.holders import read_locals
 from memwatch.collect.probe import Probe
-from memwatch.records import Event
+from memwatch.evidence import OomRetry
 
 if TYPE_CHECKING:
     from memwatch.collect.budget import TensorTracker
@@ -371,33 +370,33 @@ class OomProbe(Probe):
             if holder.get("graph"):
                 holder["graph_bytes"] = graph_bytes
         in_use = _in_use(tracker)
-        data: dict[str, Any] = {
-            "oom_index": pending.index,
-            "oom_step": pending.step,
-            "oom_location": pending.location,
-            "held_bytes": held,
-            "held_exact": exact,
-            "attempt_bytes": pending.attempt_bytes,
-            "pre_attempt_bytes": pending.pre_attempt_bytes,
-            "in_use_at_oom": pending.in_use,
-            "in_use_bytes": in_use,
-            "saved_before_attempt": pending.saved_before_attempt,
-            "saved_bytes": tracker.saved.current,
-            "ooms": pending.ooms,
-            "exception_alive": bool(exceptions),
-            "in_except_block": in_except,
-            "unattributed_bytes": max(0, graph_bytes)
+        evidence = OomRetry(
+            oom_index=pending.index,
+            oom_step=pending.step,
+            oom_location=pending.location,
+            held_bytes=held,
+            held_exact=exact,
+            attempt_bytes=pending.attempt_bytes,
+            pre_attempt_bytes=pending.pre_attempt_bytes,
+            in_use_at_oom=pending.in_use,
+            in_use_bytes=in_use,
+            saved_before_attempt=pending.saved_before_attempt,
+            saved_bytes=tracker.saved.current,
+            ooms=pending.ooms,
+            exception_alive=bool(exceptions),
+            in_except_block=in_except,
+            unattributed_bytes=max(0, graph_bytes)
             if not any(h.get("graph") for h in holders)
             else 0,
-            "holders": holders,
-        }
+            holders=tuple(holders),
+        )
         location = None
         catching = _catching_frame(exceptions[0] if exceptions else handling)
         if catching is not None and any(f is catching for f in stack):
             location = frame_location(catching)  # the line in the except block retrying
         elif stack:
             location = frame_location(stack[0])
-        tracker.emit(Event("oom-retry", tracker.step, time.time(), data, location))
+        tracker.emit(evidence.event(tracker.step, location))
 
     def _holders_at_retry(
         self,

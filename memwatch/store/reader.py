@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from memwatch.errors import RunFileError
+from memwatch.evidence import check_version, upgrade
 from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store.schema import APPLICATION_ID, SCHEMA_MAJOR
 
@@ -51,6 +52,13 @@ class RunReader:
                 f"{SCHEMA_MAJOR}.x (upgrade memwatch to read it)"
             )
         self.schema_version = version
+        try:
+            self.evidence_version = int(rows.get("evidence_version", 0))
+        except ValueError:
+            raise RunFileError(
+                f"{self.path} has an unreadable evidence version {rows['evidence_version']!r}"
+            ) from None
+        check_version(self.evidence_version, self.path)
 
     def close(self) -> None:
         self._conn.close()
@@ -112,8 +120,9 @@ class RunReader:
             sql += " AND kind = ?"
             args = (after_id, kind)
         rows = self._query(sql + " ORDER BY id", args)
+        version = self.evidence_version
         return [
-            (int(i), Event(k, int(s), float(t), json.loads(d), _loc(loc)))
+            (int(i), upgrade(Event(k, int(s), float(t), json.loads(d), _loc(loc)), version))
             for i, k, s, t, loc, d in rows
         ]
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from memwatch.evidence import EVIDENCE_VERSION
 from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
@@ -61,7 +62,11 @@ class RunWriter:
         self._conn.execute("BEGIN")
         self._conn.executemany(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-            [("schema_version", SCHEMA_VERSION), ("run", json.dumps(info.to_dict()))],
+            [
+                ("schema_version", SCHEMA_VERSION),
+                ("evidence_version", str(EVIDENCE_VERSION)),
+                ("run", json.dumps(info.to_dict())),
+            ],
         )
         self._conn.execute("COMMIT")
 

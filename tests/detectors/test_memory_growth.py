@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 from memwatch import memwatch
 from memwatch.analysis import AnalysisInput
 from memwatch.analysis.detectors import memory_growth
+from memwatch.evidence import HolderGrowth
 from memwatch.records import Event, Finding, Location, RunInfo, StepRecord
 from tests.helpers import SAMPLES, kinds, run_sample
 
@@ -115,23 +117,24 @@ def test_bounded_window_best_model_copy_and_varying_batches_are_silent() -> None
 
 
 # -- the pure detector -----------------------------------------------------------------------
-def _holder_event(step: int, state: str = "growing", **data: Any) -> Event:
-    base: dict[str, Any] = {
-        "holder": "ACTIVATIONS",
-        "scope": "global",
-        "kind": "container",
-        "state": state,
-        "bytes": (step + 1) * 256 * KiB,
-        "start_bytes": 256 * KiB,
-        "tensors": step + 1,
-        "length": step + 1,
-        "first_step": 1,
-        "growth_per_step_bytes": 256 * KiB,
-        "statement": "ACTIVATIONS.append(output.detach())",
-        "pattern": "store",
-    }
-    base.update(data)
-    return Event("holder-growth", step, 0.0, base, Location("train.py", 12, "hook"))
+def _holder_event(step: int, grew_at: int | None = None, **fields: Any) -> Event:
+    """A holder measured at ``step`` that last grew at ``grew_at`` (default: this step)."""
+    measured = HolderGrowth(
+        holder="ACTIVATIONS",
+        scope="global",
+        kind="container",
+        bytes=(step + 1) * 256 * KiB,
+        max_bytes=(step + 1) * 256 * KiB,
+        start_bytes=256 * KiB,
+        tensors=step + 1,
+        length=step + 1,
+        first_step=1,
+        growth_per_step_bytes=256 * KiB,
+        last_growth_step=step if grew_at is None else grew_at,
+        statement="ACTIVATIONS.append(output.detach())",
+        pattern="store",
+    )
+    return replace(measured, **fields).event(step, Location("train.py", 12, "hook"), at=0.0)
 
 
 def _step(step: int, allocated: int | None, stale: int = 0) -> StepRecord:
@@ -165,8 +168,9 @@ def _detect(steps: list[StepRecord], events: list[Event]) -> list[Finding]:
 def test_detector_reports_a_growing_holder_and_drops_it_once_it_stopped() -> None:
     # GIVEN a holder confirmed growing
     growing = _detect([], [_holder_event(3)])
-    # THEN a warning with its growth; WHEN its latest state is "stopped" (it was bounded)
-    stopped = _detect([], [_holder_event(3), _holder_event(20, state="stopped")])
+    # THEN a warning with its growth; WHEN its latest measurement shows no growth for
+    # eight steps (it was bounded)
+    stopped = _detect([], [_holder_event(3), _holder_event(20, grew_at=12)])
     # THEN nothing
     (finding,) = growing
     assert finding.title == "`ACTIVATIONS` grows by 256.0 KiB/step since step 1 (now 1.0 MiB)"

@@ -14,21 +14,21 @@ the steps since the first: a few buckets, a last smaller batch or progressive re
 
 from __future__ import annotations
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import per_step_latest, site
+from memwatch.evidence import ConvInputShapes
 from memwatch.records import Finding
 
 KIND = "cudnn-benchmark-dynamic-shapes"
-EVENT = "conv-input-shapes"
 MIN_SHAPES = 8
 MIN_NEW_FRACTION = 0.25
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = per_step_latest(data.events_of(EVENT))
+    events = per_step_latest(data.observed(ConvInputShapes))
     if not events:
         return []
-    distinct = max(int(e.data.get("distinct", 0)) for e in events)
+    distinct = max(e.evidence.distinct for e in events)
     if distinct < MIN_SHAPES:
         return []
     first = events[0]
@@ -37,8 +37,8 @@ def detect(data: AnalysisInput) -> list[Finding]:
     if len(events) < 4 or len(events) < MIN_NEW_FRACTION * span:
         return []
     location, variable = site(first)
-    name = f"`{variable}`" if variable else str(first.data.get("model") or "the model")
-    examples = [list(x) for e in events[:3] for x in e.data.get("examples", [])][:4]
+    name = f"`{variable}`" if variable else str(first.evidence.model or "the model")
+    examples = [list(x) for e in events[:3] for x in e.evidence.examples][:4]
     where = f" at {location}" if location else ""
     return [
         Finding(
@@ -71,3 +71,6 @@ def detect(data: AnalysisInput) -> list[Finding]:
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (ConvInputShapes,), detect)

@@ -13,31 +13,30 @@ no backward at all.
 
 from __future__ import annotations
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import per_step_latest, site
-from memwatch.records import Event, Finding
+from memwatch.evidence import EvalPassTrainMode, Observed
+from memwatch.records import Finding
 
 KIND = "eval-mode-missing"
-EVENT = "eval-pass-train-mode"
 
 
-def _is_evaluation(event: Event) -> bool:
-    data = event.data
-    return int(data.get("forwards", 0)) >= 2 or int(data.get("step_backwards", 1)) == 0
+def _is_evaluation(seen: Observed[EvalPassTrainMode]) -> bool:
+    return seen.evidence.forwards >= 2 or seen.evidence.step_backwards == 0
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = [e for e in data.events_of(EVENT) if _is_evaluation(e)]
-    forwards = sum(int(e.data.get("forwards", 0)) for e in events)
+    events = [e for e in data.observed(EvalPassTrainMode) if _is_evaluation(e)]
+    forwards = sum(e.evidence.forwards for e in events)
     if forwards < 2:
         return []
     first = events[0]
     location, variable = site(first)
     name = variable or "model"
-    modules = list(first.data.get("training_modules", []))
-    count = int(first.data.get("training_module_count", len(modules)))
+    modules = list(first.evidence.training_modules)
+    count = first.evidence.training_module_count or len(modules)
     shown = ", ".join(modules[:4]) + (f" and {count - 4} more" if count > 4 else "")
-    how = {str(e.data.get("how")) for e in events}
+    how = {e.evidence.how for e in events}
     mode = "under no_grad" if how == {"no_grad"} else "without backward"
     where = f" at {location}" if location else ""
     steps = per_step_latest(events)
@@ -49,7 +48,7 @@ def detect(data: AnalysisInput) -> list[Finding]:
             detail=(
                 f"{forwards} evaluation forwards{where} ({mode}) ran while {count} "
                 f"dropout/batch-norm module{'s' if count != 1 else ''} of "
-                f"{first.data.get('model') or 'the model'} were in training mode: dropout "
+                f"{first.evidence.model or 'the model'} were in training mode: dropout "
                 "drops activations at random and batch norm uses the batch's statistics and "
                 "updates its running averages, so results are noisy and the model changes."
             ),
@@ -66,3 +65,6 @@ def detect(data: AnalysisInput) -> list[Finding]:
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (EvalPassTrainMode,), detect)

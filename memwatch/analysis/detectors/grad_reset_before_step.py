@@ -9,29 +9,29 @@ not learn, silently. One occurrence is enough: the order is wrong by constructio
 
 from __future__ import annotations
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import site
+from memwatch.evidence import GradReset
 from memwatch.records import Finding, Location
 
 KIND = "grad-reset-before-step"
-EVENT = "grad-reset"
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = data.events_of(EVENT)
+    events = data.observed(GradReset)
     if not events:
         return []
     first = events[0]
     location, variable = site(first)
-    info = first.data
-    via = str(info.get("via", "optimizer.zero_grad"))
+    info = first.evidence
+    via = str(info.via)
     call = f"{variable}.zero_grad()" if variable else f"{via}()"
-    optimizer = info.get("optimizer") or "the optimizer"
-    step_at = Location.from_dict(info.get("step_location"))
+    optimizer = info.optimizer or "the optimizer"
+    step_at = Location.from_dict(info.step_location)
     where = f" at {location}" if location else ""
     step_where = f" at {step_at}" if step_at else ""
-    none = int(info.get("grads_none", 0))
-    checked = int(info.get("params_checked", 0))
+    none = info.grads_none
+    checked = info.params_checked
     state = (
         f"{none} of the {checked} parameters checked had no gradient left"
         if none
@@ -61,7 +61,10 @@ def detect(data: AnalysisInput) -> list[Finding]:
                 "optimizer": optimizer,
                 "grads_none": none,
                 "params_checked": checked,
-                "step_location": info.get("step_location"),
+                "step_location": info.step_location,
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (GradReset,), detect)

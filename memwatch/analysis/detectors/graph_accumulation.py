@@ -18,70 +18,66 @@ store ``out.detach()``. Holders extended by the same statement (``meter.sum`` an
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from memwatch.analysis.base import AnalysisInput
-from memwatch.records import Event, Finding
+from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.evidence import GraphAccumulation, Observed
+from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "graph-accumulation"
-EVENT = "graph-accumulation"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][\w.]*$")
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = data.events_of(EVENT)
+    events = data.observed(GraphAccumulation)
     if not events:
         return []
-    groups: dict[tuple[Any, ...], list[Event]] = {}
+    groups: dict[tuple[Any, ...], list[Observed[GraphAccumulation]]] = {}
     for event in events:
         groups.setdefault(_group_key(event), []).append(event)
     return [_finding(group) for group in groups.values()]
 
 
-def _group_key(event: Event) -> tuple[Any, ...]:
+def _group_key(event: Observed[GraphAccumulation]) -> tuple[Any, ...]:
     loc = event.location
-    if loc is not None and event.data.get("statement"):
+    if loc is not None and event.evidence.statement:
         return ("at", loc.file, loc.line)
-    return ("var", event.data.get("variable"), loc.file if loc else None)
+    return ("var", event.evidence.variable, loc.file if loc else None)
 
 
-def _finding(events: list[Event]) -> Finding:
+def _finding(events: list[Observed[GraphAccumulation]]) -> Finding:
     events = sorted(events, key=lambda e: e.step)
     last = events[-1]
-    d = last.data
-    variables = list(dict.fromkeys(str(e.data.get("variable")) for e in events))
+    d = last.evidence
+    variables = list(dict.fromkeys(str(e.evidence.variable) for e in events))
     variable = variables[0]
-    first_steps = [
-        int(e.data["first_step"]) for e in events if e.data.get("first_step") is not None
-    ]
+    first_steps = [int(e.evidence.first_step) for e in events if e.evidence.first_step is not None]
     first_step = min(first_steps) if first_steps else events[0].step
-    nodes_per_step = int(d.get("nodes_per_step") or 0)
-    capped = bool(d.get("nodes_per_step_capped"))
-    node_bytes = int(d.get("node_bytes_estimate") or 0)
-    tensor_growth = int(d.get("tensor_growth_per_step") or 0)
+    nodes_per_step = d.nodes_per_step
+    capped = d.nodes_per_step_capped
+    node_bytes = d.node_bytes_estimate
+    tensor_growth = d.tensor_growth_per_step
     stale_growth = _stale_growth(events)
     growth = tensor_growth + nodes_per_step * node_bytes + stale_growth
-    nodes = int(d.get("nodes") or 0)
-    held = (
-        int(d.get("tensor_bytes") or 0) + nodes * node_bytes + int(d.get("saved_stale_bytes") or 0)
-    )
+    nodes = d.nodes
+    held = d.tensor_bytes + nodes * node_bytes + d.saved_stale_bytes
     per_step = f"{'≥' if capped else '+'}{nodes_per_step} nodes/step"
     what = (
         "keeps the autograd graphs of every step"
-        if d.get("container")
+        if d.container
         else ("keeps the autograd graph of every step")
     )
     title = f"`{variable}` {what} ({per_step} since step {first_step})"
-    statement = d.get("statement")
+    statement = d.statement
     fix = suggest_fix(
         variable,
-        d.get("pattern"),
+        d.pattern,
         statement,
-        d.get("operands") or (),
-        bool(d.get("is_tuple")),
-        bool(d.get("container")),
+        d.operands or (),
+        d.is_tuple,
+        d.container,
     )
     detail = _detail(
         last, variable, variables, first_step, nodes_per_step, nodes, statement, growth
@@ -90,24 +86,24 @@ def _finding(events: list[Event]) -> Finding:
         "nodes_per_step": nodes_per_step,
         "nodes_per_step_capped": capped,
         "graph_nodes": nodes,
-        "graph_nodes_capped": bool(d.get("nodes_capped")),
-        "steps_seen": int(d.get("steps_seen") or 0),
-        "confirmed_step": d.get("confirmed_step"),
+        "graph_nodes_capped": d.nodes_capped,
+        "steps_seen": d.steps_seen,
+        "confirmed_step": d.confirmed_step,
         "last_step": last.step,
-        "holder": d.get("holder"),
-        "scope": d.get("scope"),
-        "tensor_bytes": int(d.get("tensor_bytes") or 0),
+        "holder": d.holder,
+        "scope": d.scope,
+        "tensor_bytes": d.tensor_bytes,
         "tensor_growth_per_step_bytes": tensor_growth,
         "graph_bytes_estimate_per_node": node_bytes,
         "saved_stale_growth_per_step_bytes": stale_growth,
     }
     if statement:
         evidence["statement"] = statement
-        evidence["pattern"] = d.get("pattern")
+        evidence["pattern"] = d.pattern
     if len(variables) > 1:
         evidence["also"] = variables[1:]
-    if d.get("container"):
-        evidence["length"] = int(d.get("length") or 0)
+    if d.container:
+        evidence["length"] = d.length
     return Finding(
         kind=KIND,
         severity="error",
@@ -123,20 +119,18 @@ def _finding(events: list[Event]) -> Finding:
     )
 
 
-def _stale_growth(events: Sequence[Event]) -> int:
+def _stale_growth(events: Sequence[Observed[GraphAccumulation]]) -> int:
     """Per-step growth of saved-for-backward bytes kept from earlier steps, if it rose."""
     if len(events) < 2:
         return 0
     first, last = events[0], events[-1]
     span = last.step - first.step
-    rise = int(last.data.get("saved_stale_bytes") or 0) - int(
-        first.data.get("saved_stale_bytes") or 0
-    )
+    rise = last.evidence.saved_stale_bytes - int(first.evidence.saved_stale_bytes or 0)
     return rise // span if span > 0 and rise > 0 else 0
 
 
 def _detail(
-    last: Event,
+    last: Observed[GraphAccumulation],
     variable: str,
     variables: list[str],
     first_step: int,
@@ -145,15 +139,15 @@ def _detail(
     statement: str | None,
     growth: int,
 ) -> str:
-    d: Mapping[str, Any] = last.data
+    d = last.evidence
     where = _scope_words(d, variable)
-    if d.get("container"):
+    if d.container:
         held = (
-            f"{where} holds {int(d.get('length') or 0)} tensors that each still carry "
+            f"{where} holds {d.length} tensors that each still carry "
             f"their step's autograd graph (~{nodes_per_step} nodes each)"
         )
     else:
-        size = f"{nodes}+" if d.get("nodes_capped") else str(nodes)
+        size = f"{nodes}+" if d.nodes_capped else str(nodes)
         held = (
             f"{where} is a tensor whose autograd history reaches back to step {first_step} "
             f"({size} graph nodes at step {last.step}, {nodes_per_step} more each step)"
@@ -170,14 +164,14 @@ def _detail(
     return text
 
 
-def _scope_words(d: Mapping[str, Any], variable: str) -> str:
-    scope = d.get("scope")
-    function = d.get("frame_function")
+def _scope_words(d: GraphAccumulation, variable: str) -> str:
+    scope = d.scope
+    function = d.frame_function
     if scope == "module":
-        owner = d.get("owner_class")
+        owner = d.owner_class
         return f"`{variable}` (an attribute of {_a(owner)} module)" if owner else f"`{variable}`"
     if scope == "attribute":
-        owner = d.get("owner_class")
+        owner = d.owner_class
         return f"`{variable}` (an attribute of {_a(owner)} object)" if owner else f"`{variable}`"
     if scope == "global":
         return f"`{variable}` (a module-level variable)"
@@ -309,3 +303,6 @@ def suggest_fix(
 def _a(word: str) -> str:
     """``a Meter`` / ``an AverageMeter``."""
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+DETECTOR = Detector(KIND, (GraphAccumulation,), detect)

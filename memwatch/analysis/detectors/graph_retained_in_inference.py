@@ -19,62 +19,58 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import code, per_step_latest, site, theil_sen
-from memwatch.records import Event, Finding, Severity
+from memwatch.evidence import ForwardWithoutBackward, Observed, Oom
+from memwatch.records import Finding, Severity
 from memwatch.units import format_size
 
 KIND = "graph-retained-in-inference"
-EVENT = "forward-without-backward"
 FIX = (
     "Wrap the evaluation in `with torch.no_grad():` (or `torch.inference_mode()`) so that "
     "no graph is built and no activations are saved."
 )
 
 
-def _qualifies(event: Event) -> bool:
-    data = event.data
-    return (
-        int(data.get("eval_mode_forwards", 0)) > 0
-        or int(data.get("forwards", 0)) >= 2
-        or int(data.get("step_backwards", 0)) == 0
-    )
+def _qualifies(seen: Observed[ForwardWithoutBackward]) -> bool:
+    data = seen.evidence
+    return data.eval_mode_forwards > 0 or data.forwards >= 2 or data.step_backwards == 0
 
 
-def _piled_up(event: Event) -> bool:
+def _piled_up(seen: Observed[ForwardWithoutBackward]) -> bool:
     """Several graphs of one pass alive together (outputs kept in a list, summed ...)."""
-    data = event.data
-    n = int(data.get("forwards", 0))
-    total = int(data.get("bytes", 0))
-    peak = int(data.get("peak_alive_bytes", 0))
+    data = seen.evidence
+    n = data.forwards
+    total = data.bytes
+    peak = data.peak_alive_bytes
     return n >= 2 and total > 0 and peak >= 0.5 * total and peak >= 2 * total / n
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
     # A forward cut short by an OOM never reaches its backward: that is the OOM's story
     # (oom-retry-loop), not evaluation with grad enabled.
-    oom_steps = {e.step for e in data.events_of("oom")}
+    oom_steps = {e.step for e in data.observed(Oom)}
     events = [
         e
-        for e in per_step_latest(data.events_of(EVENT))
+        for e in per_step_latest(data.observed(ForwardWithoutBackward))
         if _qualifies(e) and e.step not in oom_steps
     ]
     if not events:
         return []
     first = events[0]
     location, variable = site(first)
-    forwards = sum(int(e.data.get("forwards", 0)) for e in events)
-    largest = max(events, key=lambda e: int(e.data.get("bytes", 0)))
-    pass_bytes = int(largest.data.get("bytes", 0))
-    model = first.data.get("model") or "the model"
-    callee = first.data.get("callee")
+    forwards = sum(e.evidence.forwards for e in events)
+    largest = max(events, key=lambda e: e.evidence.bytes)
+    pass_bytes = largest.evidence.bytes
+    model = first.evidence.model or "the model"
+    callee = first.evidence.callee
 
     piled = [e for e in events if _piled_up(e)]
     # Across steps: what survives each step end keeps growing (an inference loop that
     # keeps its outputs). The closing partial step comes after the script's loop, when its
     # locals may be gone: not part of the trend.
-    trend = [e for e in events if e.data.get("boundary") != "end"] or events
-    stale = [int(e.data.get("stale_at_end", 0)) for e in trend]
+    trend = [e for e in events if e.evidence.boundary != "end"] or events
+    stale = [e.evidence.stale_at_end for e in trend]
     tail = stale[-16:]
     rises = [b > a for a, b in pairwise(tail)]
     growing = len(rises) >= 2 and rises[-1] and rises[-2] and sum(rises) >= 0.75 * len(rises)
@@ -92,24 +88,22 @@ def detect(data: AnalysisInput) -> list[Finding]:
             f"{format_size(held)} of saved activations piled up"
         )
     elif piled:
-        worst = max(piled, key=lambda e: int(e.data.get("peak_alive_bytes", 0)))
-        held = int(worst.data.get("peak_alive_bytes", 0))
+        worst = max(piled, key=lambda e: e.evidence.peak_alive_bytes)
+        held = worst.evidence.peak_alive_bytes
         severity = "error"
         title = (
-            f"{int(worst.data.get('forwards', 0))} forwards of {code(callee, model)} with grad "
+            f"{worst.evidence.forwards} forwards of {code(callee, model)} with grad "
             f"enabled kept {format_size(held)} of graphs alive at once, no backward used them"
         )
     else:
-        held = max(
-            int(e.data.get("bytes", 0)) // max(1, int(e.data.get("forwards", 1))) for e in events
-        )
+        held = max(e.evidence.bytes // max(1, e.evidence.forwards) for e in events)
         severity = "warning"
         title = (
             f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
             f"grad enabled and no backward: ~{format_size(held)} saved for nothing each"
         )
     where = f" at {location}" if location else ""
-    mode = int(first.data.get("eval_mode_forwards", 0))
+    mode = first.evidence.eval_mode_forwards
     detail = (
         f"{forwards} forward pass{'es' if forwards != 1 else ''}{where} over "
         f"{len(events)} step{'s' if len(events) != 1 else ''} ran with grad enabled "
@@ -139,11 +133,14 @@ def detect(data: AnalysisInput) -> list[Finding]:
             evidence={
                 "steps": [e.step for e in events[-16:]],
                 "forwards": forwards,
-                "eval_mode_forwards": sum(int(e.data.get("eval_mode_forwards", 0)) for e in events),
+                "eval_mode_forwards": sum(e.evidence.eval_mode_forwards for e in events),
                 "largest_pass_bytes": pass_bytes,
-                "peak_alive_bytes": max(int(e.data.get("peak_alive_bytes", 0)) for e in events),
+                "peak_alive_bytes": max(e.evidence.peak_alive_bytes for e in events),
                 "stale_at_end": tail,
                 "model": model,
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (ForwardWithoutBackward, Oom), detect)

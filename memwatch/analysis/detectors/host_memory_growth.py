@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import (
     TRAINING_BOUNDARIES,
     block_medians,
@@ -129,3 +129,6 @@ def detect(data: AnalysisInput) -> list[Finding]:
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (), detect)  # a rule on StepRecord.rss_bytes alone

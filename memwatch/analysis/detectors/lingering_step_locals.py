@@ -3,9 +3,10 @@
 Evidence: ``lingering-locals`` events from ``memwatch.collect.lingering_probe``: at the
 first root forward of a step, the variables that still hold the previous step's tensors
 (same objects, by weakref), their bytes, and the previous step's saved-for-backward peak.
-The probe emits only when the bytes matter (≥ 1 MiB and ≥ 10 % of that peak), and this
-detector asks for two such steps, so a one-off (the last batch of an epoch kept for
-logging) stays quiet.
+The probe records what it measured; the bytes matter here when they are at least
+``MIN_BYTES`` and ``MIN_FRACTION`` of that peak (ordinary loops with small outputs stay
+quiet), and this detector asks for two such steps, so a one-off (the last batch of an
+epoch kept for logging) stays quiet.
 
 The peak during the next forward is higher by up to those bytes: the old output coexists
 with the new activations. The fix is to drop the names at the end of the step, or to put
@@ -16,38 +17,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from memwatch.analysis.base import AnalysisInput
-from memwatch.records import Event, Finding
+from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.evidence import LingeringLocals, Observed
+from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "lingering-step-locals"
-EVENT = "lingering-locals"
 MIN_EVENTS = 2
+MIN_BYTES = 1 << 20
+MIN_FRACTION = 0.10
+
+
+def matters(seen: Observed[LingeringLocals]) -> bool:
+    """Lingering bytes large in absolute terms and against the step's saved peak."""
+    d = seen.evidence
+    return d.bytes >= MIN_BYTES and d.bytes >= MIN_FRACTION * d.saved_peak_bytes
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    groups: dict[Any, list[Event]] = {}
-    for event in data.events_of(EVENT):
+    groups: dict[Any, list[Observed[LingeringLocals]]] = {}
+    for event in filter(matters, data.observed(LingeringLocals)):
         loc = event.location
-        key = (loc.file, loc.line) if loc is not None else event.data.get("function")
+        key = (loc.file, loc.line) if loc is not None else event.evidence.function
         groups.setdefault(key, []).append(event)
     findings = []
     for events in groups.values():
-        occurrences = max(int(e.data.get("occurrences") or 0) for e in events)
+        occurrences = max(e.evidence.occurrences for e in events)
         if max(occurrences, len(events)) < MIN_EVENTS:
             continue
         findings.append(_finding(sorted(events, key=lambda e: e.step), occurrences))
     return findings
 
 
-def _finding(events: list[Event], occurrences: int) -> Finding:
+def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Finding:
     last = events[-1]
-    d = last.data
-    entries = [(str(n["name"]), int(n.get("bytes") or 0)) for n in d.get("names") or []]
+    d = last.evidence
+    entries = [(n.name, n.bytes) for n in d.names]
     names = [n for n, _ in entries]
-    total = int(d.get("bytes") or 0)
-    saved_peak = int(d.get("saved_peak_bytes") or 0)
-    peak_allocated = d.get("peak_allocated_bytes")
+    total = d.bytes
+    saved_peak = d.saved_peak_bytes
+    peak_allocated = d.peak_allocated_bytes
     basis = int(peak_allocated) if peak_allocated else saved_peak + total
     share = total / basis if basis else 0.0
     quoted = ", ".join(f"`{n}`" for n in names)
@@ -57,7 +66,7 @@ def _finding(events: list[Event], occurrences: int) -> Finding:
         f"(+{format_size(total)} at the peak)"
     )
     sizes = ", ".join(f"`{n}` {format_size(b)}" for n, b in entries if b)
-    function = d.get("function") or "the loop"
+    function = d.function or "the loop"
     detail = (
         f"When a step's forward starts, {quoted} in {function}() still "
         f"hold{'s' if len(names) == 1 else ''} the previous step's tensors ({sizes}), so "
@@ -88,6 +97,9 @@ def _finding(events: list[Event], occurrences: int) -> Finding:
             "peak_allocated_bytes": peak_allocated,
             "peak_reduction_fraction": round(share, 3),
             "steps_seen": occurrences,
-            "forward_line": d.get("forward_line"),
+            "forward_line": d.forward_line,
         },
     )
+
+
+DETECTOR = Detector(KIND, (LingeringLocals,), detect)

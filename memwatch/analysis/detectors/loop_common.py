@@ -1,26 +1,29 @@
 """Small pure helpers shared by the training-loop detectors (see docs/detectors-loop.md).
 
-They read the evidence ``memwatch.collect.loop_probes.LoopProbe`` puts in events (a
-``variable`` in the data, the user's line in ``location``) and give robust trends, so each
-detector module stays about its own rule.
+They read typed evidence (``memwatch.evidence``: a ``variable`` field, the user's line in
+``location``) and give robust trends, so each detector module stays about its own rule.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from memwatch.records import Event, Location
+from memwatch.evidence import Observed
+from memwatch.records import Location
+
+T = TypeVar("T", bound=Observed[Any])
 
 #: Boundaries of real training steps. The closing partial step ("end") is taken after the
 #: script's loop is over (locals gone or kept, caches emptied) and would bend a trend.
 TRAINING_BOUNDARIES = frozenset({"optimizer", "manual", "scaler", "forward"})
 
 
-def site(event: Event) -> tuple[Location | None, str | None]:
-    """Where the event points in the user's code and the variable named there."""
-    variable = event.data.get("variable")
-    return event.location, str(variable) if variable else None
+def site(seen: Observed[Any]) -> tuple[Location | None, str | None]:
+    """Where the measurement points in the user's code and the variable named there."""
+    variable = getattr(seen.evidence, "variable", None)
+    return seen.location, str(variable) if variable else None
 
 
 def code(text: str | None, fallback: str) -> str:
@@ -28,9 +31,9 @@ def code(text: str | None, fallback: str) -> str:
     return f"`{text}`" if text else fallback
 
 
-def per_step_latest(events: Sequence[Event]) -> list[Event]:
-    """One event per step (the last one), in step order."""
-    latest: dict[int, Event] = {}
+def per_step_latest(events: Sequence[T]) -> list[T]:
+    """One measurement per step (the last one), in step order."""
+    latest: dict[int, T] = {}
     for event in events:
         latest[event.step] = event
     return [latest[s] for s in sorted(latest)]

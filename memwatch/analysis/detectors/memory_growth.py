@@ -4,11 +4,13 @@ Two sources, in order of how much they can say:
 
 1. **A named holder grows** (``holder-growth`` events from
    ``memwatch.collect.growth_probe``): ``ACTIVATIONS`` appended to by a forward hook,
-   ``model.cache`` filled every step, a list of detached outputs. The probe already asked
-   for several consecutive growing steps; the latest event per holder tells whether it is
-   still ``growing`` (a finding), ``stopped`` (it was bounded: none) or ``reset`` (cleared,
-   e.g. each epoch: none). Holders that carry autograd graphs are left to
-   ``graph-accumulation``.
+   ``model.cache`` filled every step, a list of detached outputs. The probe records a
+   holder's bytes once it grew for several consecutive steps, every few steps after, and
+   when that changes; this detector judges the latest measurement per holder: still
+   growing (a finding), stopped for ``STOP_AFTER`` steps (bounded: none) or reset (fell
+   below half its size or rebuilt, e.g. cleared each epoch: none), and growing enough
+   (``MIN_GROWTH_PER_STEP`` or ``MIN_TOTAL``). Holders that carry autograd graphs are left
+   to ``graph-accumulation``.
 2. **Device memory grows with no holder to blame** (``StepRecord.allocated_bytes``: CUDA,
    or CPU runs under ``--budget``): after warm-up, most steps rise, the net rise is real
    (≥ 1 MiB and ≥ 64 KiB/step), no single jump carries half of it (a
@@ -27,15 +29,16 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
-from memwatch.analysis.base import AnalysisInput
-from memwatch.records import Event, Finding, StepRecord
+from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.evidence import GraphAccumulation, HolderGrowth, Observed
+from memwatch.records import Finding, StepRecord
 from memwatch.units import format_size
 
 KIND = "memory-growth"
-EVENT = "holder-growth"
 KiB = 1024
 MiB = 1024 * 1024
 MIN_GROWTH_PER_STEP = 64 * KiB
+STOP_AFTER = 8  # steps without growth after which a growing holder has stopped
 MIN_TOTAL = 1 * MiB
 LARGE_TOTAL = 256 * MiB
 LARGE_PER_STEP = 16 * MiB
@@ -52,16 +55,16 @@ def detect(data: AnalysisInput) -> list[Finding]:
     graph_names = _graph_names(data)
     findings: list[Finding] = []
     explained = 0
-    groups: dict[str, list[Event]] = {}
-    for event in data.events_of(EVENT):
-        groups.setdefault(str(event.data.get("holder")), []).append(event)
+    groups: dict[str, list[Observed[HolderGrowth]]] = {}
+    for event in data.observed(HolderGrowth):
+        groups.setdefault(event.evidence.holder, []).append(event)
     for holder, events in groups.items():
         events.sort(key=lambda e: e.step)
         last = events[-1]
-        if last.data.get("state") != "growing" or holder in graph_names:
+        if not is_growing(last) or holder in graph_names:
             continue
-        growth = int(last.data.get("growth_per_step_bytes") or 0)
-        total = int(last.data.get("bytes") or 0) - int(last.data.get("start_bytes") or 0)
+        growth = last.evidence.growth_per_step_bytes
+        total = last.evidence.bytes - last.evidence.start_bytes
         if growth < MIN_GROWTH_PER_STEP and total < MIN_TOTAL:
             continue
         explained += growth
@@ -72,13 +75,24 @@ def detect(data: AnalysisInput) -> list[Finding]:
     return findings
 
 
+def is_growing(seen: Observed[HolderGrowth]) -> bool:
+    """The verdict on a holder's latest measurement: still growing, not stopped or reset.
+
+    Stopped: no growth for ``STOP_AFTER`` steps (it was bounded after all). Reset: it fell
+    below half its largest size, or a local list was rebuilt (e.g. cleared each epoch).
+    """
+    h = seen.evidence
+    if not h.same_container or h.bytes < h.max_bytes // 2:
+        return False
+    return h.last_growth_step is not None and seen.step - h.last_growth_step < STOP_AFTER
+
+
 def _graph_names(data: AnalysisInput) -> set[str]:
     names: set[str] = set()
-    for event in data.events_of("graph-accumulation"):
-        for key in ("variable", "holder"):
-            value = event.data.get(key)
+    for seen in data.observed(GraphAccumulation):
+        for value in (seen.evidence.variable, seen.evidence.holder):
             if value:
-                names.add(str(value))
+                names.add(value)
     return names
 
 
@@ -93,22 +107,22 @@ def _severity(data: AnalysisInput, total: int, growth: int) -> str:
 
 
 def _holder_finding(
-    data: AnalysisInput, holder: str, events: list[Event], growth: int, total: int
+    data: AnalysisInput, holder: str, events: list[Observed[HolderGrowth]], growth: int, total: int
 ) -> Finding:
     last = events[-1]
-    d = last.data
-    first = d.get("first_step")
+    d = last.evidence
+    first = d.first_step
     first_step = int(first) if first is not None else events[0].step
-    nbytes = int(d.get("bytes") or 0)
-    statement = d.get("statement")
-    kind = "list" if d.get("kind") == "container" else "tensor"
+    nbytes = d.bytes
+    statement = d.statement
+    kind = "list" if d.kind == "container" else "tensor"
     title = (
         f"`{holder}` grows by {format_size(growth)}/step since step {first_step} "
         f"(now {format_size(nbytes)})"
     )
     count = ""
-    if d.get("kind") == "container":
-        count = f" ({int(d.get('length') or 0)} entries, {int(d.get('tensors') or 0)} tensors)"
+    if d.kind == "container":
+        count = f" ({d.length} entries, {d.tensors} tensors)"
     detail = (
         f"{_scope_words(d, holder)} holds {format_size(nbytes)} of tensors{count} and gained "
         f"about {format_size(growth)} at every step since step {first_step} "
@@ -117,7 +131,7 @@ def _holder_finding(
     )
     if statement:
         detail += f" It is extended by `{statement}`."
-    if d.get("estimated"):
+    if d.estimated:
         detail += " (Bytes estimated from a sample of the entries.)"
     return Finding(
         kind=KIND,
@@ -125,28 +139,28 @@ def _holder_finding(
         title=title,
         detail=detail,
         first_step=first_step,
-        fix=_fix(holder, d.get("pattern"), kind),
+        fix=_fix(holder, d.pattern, kind),
         location=last.location,
         variable=holder,
         bytes=nbytes,
         growth_per_step_bytes=growth,
         evidence={
             "holder": holder,
-            "scope": d.get("scope"),
+            "scope": d.scope,
             "bytes": nbytes,
-            "start_bytes": int(d.get("start_bytes") or 0),
-            "length": int(d.get("length") or 0),
-            "samples": d.get("samples") or [],
+            "start_bytes": d.start_bytes,
+            "length": d.length,
+            "samples": [list(s) for s in d.samples],
             "statement": statement,
-            "estimated": bool(d.get("estimated")),
+            "estimated": d.estimated,
             "last_step": last.step,
         },
     )
 
 
 def _scope_words(d: Any, holder: str) -> str:
-    scope = d.get("scope")
-    owner = d.get("owner_class")
+    scope = d.scope
+    owner = d.owner_class
     if scope == "module" and owner:
         return f"`{holder}` (an attribute of {_a(owner)} module)"
     if scope == "attribute" and owner:
@@ -196,9 +210,7 @@ def _trend_finding(data: AnalysisInput, explained: int) -> Finding | None:
         return None  # one big allocation (a model copy), not a steady climb
     if explained >= EXPLAINED_SHARE * slope:
         return None
-    graph_growth = sum(
-        int(e.data.get("tensor_growth_per_step") or 0) for e in data.events_of("graph-accumulation")
-    )
+    graph_growth = sum(e.evidence.tensor_growth_per_step for e in data.observed(GraphAccumulation))
     if graph_growth >= EXPLAINED_SHARE * slope:
         return None
     stale = _stale_slope(steps)
@@ -270,3 +282,6 @@ def _stale_slope(steps: Sequence[StepRecord]) -> int:
 def _a(word: str) -> str:
     """``a Meter`` / ``an AverageMeter``."""
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+DETECTOR = Detector(KIND, (HolderGrowth, GraphAccumulation), detect)

@@ -14,26 +14,26 @@ qualify, nor do single-sample forwards (``unbatched-forward`` gives the better f
 
 from __future__ import annotations
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import per_step_latest, site
+from memwatch.evidence import MicrobatchBackward
 from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "microbatch-graph-accumulation"
-EVENT = "microbatch-backward"
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = per_step_latest(data.events_of(EVENT))
+    events = per_step_latest(data.observed(MicrobatchBackward))
     if len(events) < 2 and not (data.final and events):
         return []
     first = events[0]
     location, variable = site(first)
-    worst = max(events, key=lambda e: int(e.data.get("saved_before", 0)))
-    n = int(worst.data.get("forwards", 0))
-    one = int(worst.data.get("forward_bytes", 0))
-    graphs = int(worst.data.get("graphs_bytes", 0))
-    saved = int(worst.data.get("saved_before", 0))
+    worst = max(events, key=lambda e: e.evidence.saved_before)
+    n = worst.evidence.forwards
+    one = worst.evidence.forward_bytes
+    graphs = worst.evidence.graphs_bytes
+    saved = worst.evidence.saved_before
     target = variable or "loss"
     where = f" at {location}" if location else ""
     return [
@@ -63,10 +63,13 @@ def detect(data: AnalysisInput) -> list[Finding]:
             evidence={
                 "steps": [e.step for e in events[-16:]],
                 "forwards_per_backward": n,
-                "separate_losses": int(worst.data.get("branches", 0)),
+                "separate_losses": worst.evidence.branches,
                 "forward_bytes": one,
                 "graphs_bytes": graphs,
                 "saved_before_backward": saved,
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (MicrobatchBackward,), detect)

@@ -25,42 +25,38 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from memwatch.analysis.base import AnalysisInput
-from memwatch.records import Event, Finding
+from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.evidence import Observed, OomRetry
+from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "oom-retry-loop"
-EVENT = "oom-retry"
 _MIN_HELD_BYTES = 64 * 1024
 _MIN_FRACTION = 0.10
 _MAX_EVIDENCE_RETRIES = 16
 
 
-def held_bytes(data: Mapping[str, Any]) -> int:
+def held_bytes(retry: OomRetry) -> int:
     """The failed attempt's bytes still alive at the retry (see the module docstring)."""
-    held = int(data.get("held_bytes") or 0)
-    if not data.get("held_exact", False):
-        saved_growth = int(data.get("saved_bytes") or 0) - int(
-            data.get("saved_before_attempt") or 0
-        )
-        held += max(0, saved_growth)
+    held = retry.held_bytes
+    if not retry.held_exact:
+        held += max(0, retry.saved_bytes - (retry.saved_before_attempt or 0))
     return held
 
 
-def is_broken(data: Mapping[str, Any]) -> bool:
-    held = held_bytes(data)
-    attempt = int(data.get("attempt_bytes") or 0)
-    return held >= _MIN_HELD_BYTES and held >= _MIN_FRACTION * attempt
+def is_broken(retry: OomRetry) -> bool:
+    held = held_bytes(retry)
+    return held >= _MIN_HELD_BYTES and held >= _MIN_FRACTION * (retry.attempt_bytes or 0)
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    retries = data.events_of(EVENT)
+    retries = data.observed(OomRetry)
     if not retries:
         return []
-    broken: dict[str, list[Event]] = {}
+    broken: dict[str, list[Observed[OomRetry]]] = {}
     healthy = 0
     for event in retries:
-        if is_broken(event.data):
+        if is_broken(event.evidence):
             where = str(event.location) if event.location is not None else "-"
             broken.setdefault(where, []).append(event)
         else:
@@ -68,12 +64,12 @@ def detect(data: AnalysisInput) -> list[Finding]:
     return [_finding(events, healthy) for events in broken.values()]
 
 
-def _finding(events: Sequence[Event], healthy: int) -> Finding:
-    worst = max(events, key=lambda e: held_bytes(e.data))
-    info = worst.data
+def _finding(events: Sequence[Observed[OomRetry]], healthy: int) -> Finding:
+    worst = max(events, key=lambda e: held_bytes(e.evidence))
+    info = worst.evidence
     held = held_bytes(info)
-    attempt = int(info.get("attempt_bytes") or 0)
-    holders = [h for h in info.get("holders") or () if isinstance(h, Mapping)]
+    attempt = info.attempt_bytes or 0
+    holders = [h for h in info.holders or () if isinstance(h, Mapping)]
     names = _names(holders)
     exception = next((h for h in holders if h.get("via") == "exception"), None)
     locals_ = [h for h in holders if h.get("via") == "local"]
@@ -81,7 +77,7 @@ def _finding(events: Sequence[Event], healthy: int) -> Finding:
     variable = names[0] if names else None
     who = ", ".join(f"`{n}`" for n in names) if names else "references memwatch could not name"
     title = f"OOM retry starts with {format_size(held)} of the failed attempt still held by {who}"
-    oom_at = info.get("oom_location")
+    oom_at = info.oom_location
     count = len(events)
     retry_at = f" at {worst.location}" if worst.location is not None else ""
     retried = f"{count} retries" if count != 1 else "the retry"
@@ -99,7 +95,9 @@ def _finding(events: Sequence[Event], healthy: int) -> Finding:
         severity="error",
         title=title,
         detail=" ".join(lines),
-        first_step=min(int(e.data.get("oom_step", e.step)) for e in events),
+        first_step=min(
+            e.step if e.evidence.oom_step is None else e.evidence.oom_step for e in events
+        ),
         fix=_fix(exception, locals_, grads),
         location=worst.location,
         variable=variable,
@@ -109,15 +107,15 @@ def _finding(events: Sequence[Event], healthy: int) -> Finding:
             "healthy_retries": healthy,
             "held_bytes": held,
             "attempt_bytes": attempt,
-            "pre_attempt_bytes": info.get("pre_attempt_bytes"),
-            "in_use_at_oom": info.get("in_use_at_oom"),
-            "in_use_at_retry": info.get("in_use_bytes"),
-            "in_except_block": bool(info.get("in_except_block")),
-            "exception_alive": bool(info.get("exception_alive")),
+            "pre_attempt_bytes": info.pre_attempt_bytes,
+            "in_use_at_oom": info.in_use_at_oom,
+            "in_use_at_retry": info.in_use_bytes,
+            "in_except_block": bool(info.in_except_block),
+            "exception_alive": bool(info.exception_alive),
             "oom_location": oom_at,
             "holders": [_plain(h) for h in holders],
             "held_per_retry": [
-                {"step": e.step, "held_bytes": held_bytes(e.data)}
+                {"step": e.step, "held_bytes": held_bytes(e.evidence)}
                 for e in events[:_MAX_EVIDENCE_RETRIES]
             ],
         },
@@ -133,8 +131,8 @@ def _names(holders: Sequence[Mapping[str, Any]]) -> list[str]:
     return names
 
 
-def _levels(info: Mapping[str, Any]) -> str:
-    pre, at_retry = info.get("pre_attempt_bytes"), info.get("in_use_bytes")
+def _levels(info: OomRetry) -> str:
+    pre, at_retry = info.pre_attempt_bytes, info.in_use_bytes
     if pre is None or at_retry is None:
         return ""
     return (
@@ -205,3 +203,6 @@ def _fix(
 
 def _plain(holder: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in holder.items() if not str(k).startswith("_")}
+
+
+DETECTOR = Detector(KIND, (OomRetry,), detect)

@@ -18,50 +18,50 @@ from __future__ import annotations
 from collections import Counter
 from itertools import pairwise
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import (
     per_step_latest,
     rising_run_start,
     site,
     theil_sen,
 )
+from memwatch.evidence import RetainGraphBackward
 from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "retain-graph-leak"
-EVENT = "retain-graph-backward"
 _TAIL = 16  # consecutive retain-steps judged (the most recent ones)
 _MIN_RISE_FRACTION = 0.75
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = data.events_of(EVENT)
+    events = data.observed(RetainGraphBackward)
     steps = per_step_latest(events)
     if len(steps) < 3:
         return []
     tail = steps[-_TAIL:]
-    stale = [int(e.data.get("stale_bytes", 0)) for e in tail]
+    stale = [e.evidence.stale_bytes for e in tail]
     rises = [b > a for a, b in pairwise(stale)]
     if sum(rises) < 2 or not (rises[-1] and rises[-2]):
         return []
     if sum(rises) < _MIN_RISE_FRACTION * len(rises):
         return []
     last = tail[-1]
-    old = int(last.data.get("old_bytes", 0))
+    old = last.evidence.old_bytes
     if old <= 0:
         return []  # nothing saved two steps ago survives: graphs are freed, only lagging
 
-    every = [int(e.data.get("stale_bytes", 0)) for e in steps]
+    every = [e.evidence.stale_bytes for e in steps]
     start = rising_run_start(every)
     run = steps[start:]
     growth = theil_sen([e.step for e in run], every[start:])
     first_step = run[0].step
     # The call site seen most often (a loop may have more than one backward).
-    counts = Counter((e.location, e.data.get("variable")) for e in events)
+    counts = Counter((e.location, e.evidence.variable) for e in events)
     (location, variable), _ = counts.most_common(1)[0]
-    first = next(e for e in events if (e.location, e.data.get("variable")) == (location, variable))
+    first = next(e for e in events if (e.location, e.evidence.variable) == (location, variable))
     _, variable = site(first)
-    func = str(first.data.get("function", "backward"))
+    func = first.evidence.function
     call = (
         f"{variable}.backward(retain_graph=True)"
         if func == "backward" and variable
@@ -97,12 +97,15 @@ def detect(data: AnalysisInput) -> list[Finding]:
             growth_per_step_bytes=int(growth) if growth > 0 else None,
             evidence={
                 "retain_backward_steps": len(steps),
-                "calls_in_last_step": int(last.data.get("calls", 1)),
+                "calls_in_last_step": last.evidence.calls,
                 "stale_bytes": stale,
                 "steps": [e.step for e in tail],
                 "old_bytes": old,
-                "saved_before_last_backward": int(last.data.get("saved_before", 0)),
+                "saved_before_last_backward": last.evidence.saved_before,
                 "call": call,
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (RetainGraphBackward,), detect)

@@ -14,35 +14,32 @@ one by one (a policy acting in an environment) cannot be batched and stays silen
 
 from __future__ import annotations
 
-from memwatch.analysis.base import AnalysisInput
+from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors.loop_common import per_step_latest, site
-from memwatch.records import Event, Finding
+from memwatch.evidence import Observed, UnbatchedForwards
+from memwatch.records import Finding
 
 KIND = "unbatched-forward"
-EVENT = "unbatched-forwards"
 MIN_CALLS = 8
 
 
-def _qualifies(event: Event) -> bool:
-    data = event.data
-    calls = int(data.get("calls", 0))
-    return (
-        calls >= MIN_CALLS
-        and calls >= 0.8 * int(data.get("forwards", calls))
-        and int(data.get("same_base", 0)) >= 0.5 * calls
-    )
+def _qualifies(seen: Observed[UnbatchedForwards]) -> bool:
+    data = seen.evidence
+    calls = data.calls
+    forwards = data.forwards if data.forwards is not None else calls
+    return calls >= MIN_CALLS and calls >= 0.8 * forwards and data.same_base >= 0.5 * calls
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = [e for e in per_step_latest(data.events_of(EVENT)) if _qualifies(e)]
+    events = [e for e in per_step_latest(data.observed(UnbatchedForwards)) if _qualifies(e)]
     if len(events) < 2 and not (data.final and events):
         return []
     first = events[0]
     location, variable = site(first)
     name = variable or "model"
-    calls = sorted(int(e.data.get("calls", 0)) for e in events)
+    calls = sorted(e.evidence.calls for e in events)
     typical = calls[len(calls) // 2]
-    shape = tuple(first.data.get("shape", []))
+    shape = tuple(first.evidence.shape)
     where = f" at {location}" if location else ""
     return [
         Finding(
@@ -65,9 +62,12 @@ def detect(data: AnalysisInput) -> list[Finding]:
             evidence={
                 "steps": [e.step for e in events[-16:]],
                 "calls_per_step": typical,
-                "forwards_per_step": int(first.data.get("forwards", 0)),
-                "rows_of_one_tensor": int(first.data.get("same_base", 0)),
+                "forwards_per_step": first.evidence.forwards,
+                "rows_of_one_tensor": first.evidence.same_base,
                 "input_shape": list(shape),
             },
         )
     ]
+
+
+DETECTOR = Detector(KIND, (UnbatchedForwards,), detect)

@@ -1,0 +1,450 @@
+"""Evidence: what a probe measured, typed, versioned and stored in the run file.
+
+A probe measures; a detector decides. Between them lies the run file, which
+``memwatch report`` reads again later, possibly with a newer memwatch. So evidence is a
+file format: one frozen dataclass per evidence kind below, built by a probe in
+``memwatch/collect/`` and read back by the detectors in ``memwatch/analysis/detectors/``.
+
+* ``Evidence.event(step, location)`` wraps a measurement in the ``Event`` envelope the
+  store writes (``kind``, ``step``, ``time``, ``location``, JSON ``data``).
+* ``AnalysisInput.observed(Kind)`` reads the events of that kind back as
+  ``Observed[Kind]`` (step, time, location and the typed evidence), so a detector never
+  spells a JSON key: a renamed field is a type error, not a finding switched off.
+* ``from_data`` is lenient about *missing* keys (each field has a default, so hand-made
+  test events and older files stay readable) and strict about *bad* values: a run file is
+  untrusted input, and a string where a number belongs raises ``EvidenceError``.
+
+The run file records ``EVIDENCE_VERSION`` in its ``meta`` table. Files written before the
+version existed read as version 0; ``upgrade`` turns their events into the current layout
+(tests/test_evidence.py covers it). A file from a newer memwatch is refused with one line.
+
+Adding an evidence kind: a frozen dataclass here with a ``KIND`` and defaults for every
+field, listed in ``EVIDENCE_KINDS``; a probe that emits ``MyKind(...).event(step, loc)``;
+a detector that declares it consumes ``MyKind`` (docs/architecture.md has the recipe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time as _time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from memwatch.errors import RunFileError
+from memwatch.records import Event, Location
+
+#: The layout of event data this memwatch writes. Version 0: files written before the
+#: version was recorded (the same keys, but ``holder-growth`` carried a ``state`` verdict).
+EVIDENCE_VERSION = 1
+
+E = TypeVar("E", bound="Evidence")
+
+
+class EvidenceError(ValueError):
+    """An event whose data cannot be read as its evidence kind (a bad value in the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Base of every evidence kind: ``KIND`` names the events it is stored as."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_data(self) -> dict[str, Any]:
+        """The JSON-able dict stored as the event's data (nested evidence as dicts)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def event(self, step: int, location: Location | None = None, at: float | None = None) -> Event:
+        """This measurement as the ``Event`` the tracker sends to the store and detectors."""
+        return Event(self.KIND, step, _time.time() if at is None else at, self.to_data(), location)
+
+    @classmethod
+    def from_data(cls: type[E], data: Mapping[str, Any]) -> E:
+        """Read stored data back; missing keys take the field default, bad values raise."""
+        if not isinstance(data, Mapping):
+            raise EvidenceError(f"{cls.KIND} event data is not an object")
+        kwargs: dict[str, Any] = {}
+        for name, hint in _hints(cls).items():
+            if name in data and data[name] is not None:
+                try:
+                    kwargs[name] = _coerce(hint, data[name])
+                except (TypeError, ValueError) as exc:
+                    raise EvidenceError(
+                        f"{cls.KIND} event has a bad {name!r} value ({exc})"
+                    ) from None
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed(Generic[E]):
+    """One stored measurement as a detector sees it: when, where, and what."""
+
+    step: int
+    time: float
+    location: Location | None
+    evidence: E
+
+    @classmethod
+    def of(cls, kind: type[E], event: Event) -> Observed[E]:
+        return cls(event.step, event.time, event.location, kind.from_data(event.data))
+
+
+# -- the evidence kinds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAccumulation(Evidence):
+    """A name alive across steps whose autograd graph reaches into earlier steps.
+
+    Gathered by ``collect/graph_probe.py``: emitted once the graph walk has *measured*
+    that this step's graph of the name contains last step's root (a fact, not a
+    threshold), then refreshed every few steps with the current numbers.
+    """
+
+    KIND: ClassVar[str] = "graph-accumulation"
+    variable: str | None = None
+    holder: str | None = None
+    scope: str | None = None
+    owner_class: str | None = None
+    container: bool = False
+    is_tuple: bool = False
+    length: int = 0
+    nodes_per_step: int = 0
+    nodes_per_step_capped: bool = False
+    nodes: int = 0
+    nodes_capped: bool = False
+    first_step: int | None = None
+    confirmed_step: int | None = None
+    steps_seen: int = 0
+    tensor_bytes: int = 0
+    tensor_growth_per_step: int = 0
+    node_bytes_estimate: int = 0
+    saved_stale_bytes: int = 0
+    frame_function: str | None = None
+    frame_line: int | None = None
+    frame_file: str | None = None
+    statement: str | None = None
+    pattern: str | None = None
+    operands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HolderGrowth(Evidence):
+    """A named holder's tensor bytes over recent scanned steps (``collect/growth_probe.py``).
+
+    Measurements only: whether the holder is still growing, stopped or was reset is the
+    ``memory-growth`` detector's call (version 0 files stored that verdict as ``state``).
+    """
+
+    KIND: ClassVar[str] = "holder-growth"
+    holder: str = ""
+    scope: str | None = None
+    owner_class: str | None = None
+    kind: str = "tensor"  # "tensor" | "container"
+    bytes: int = 0
+    max_bytes: int = 0
+    tensors: int = 0
+    length: int = 0
+    estimated: bool = False
+    first_step: int | None = None
+    start_bytes: int = 0
+    growth_per_step_bytes: int = 0
+    last_growth_step: int | None = None
+    same_container: bool = True
+    samples: tuple[tuple[int, int], ...] = ()
+    statement: str | None = None
+    pattern: str | None = None
+    operands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LingeringName(Evidence):
+    """One variable that still holds the previous step's tensors, and their bytes."""
+
+    name: str = ""
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LingeringLocals(Evidence):
+    """Variables still holding last step's tensors at a step's first forward.
+
+    Gathered by ``collect/lingering_probe.py`` whenever any such name holds bytes; how
+    many bytes matter is the ``lingering-step-locals`` detector's call.
+    """
+
+    KIND: ClassVar[str] = "lingering-locals"
+    names: tuple[LingeringName, ...] = ()
+    bytes: int = 0
+    saved_peak_bytes: int = 0
+    peak_allocated_bytes: int | None = None
+    function: str | None = None
+    file: str | None = None
+    forward_line: int | None = None
+    tensors_from_step: int | None = None
+    occurrences: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetainGraphBackward(Evidence):
+    """A step's ``backward(retain_graph=True)`` calls, with the saved bytes around them."""
+
+    KIND: ClassVar[str] = "retain-graph-backward"
+    calls: int = 1
+    saved_before: int = 0
+    saved_after: int = 0
+    stale_bytes: int = 0
+    old_bytes: int = 0
+    saved_bytes: int = 0
+    function: str = "backward"
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardWithoutBackward(Evidence):
+    """Root forwards of a step whose graphs no backward used (``loop_probes``)."""
+
+    KIND: ClassVar[str] = "forward-without-backward"
+    forwards: int = 0
+    eval_mode_forwards: int = 0
+    bytes: int = 0
+    peak_alive_bytes: int = 0
+    saved_at_end: int = 0
+    stale_at_end: int = 0
+    step_backwards: int = 0
+    step_forwards: int = 0
+    boundary: str | None = None
+    model: str | None = None
+    variable: str | None = None
+    callee: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvalPassTrainMode(Evidence):
+    """Evaluation forwards while dropout/batch-norm submodules were in training mode."""
+
+    KIND: ClassVar[str] = "eval-pass-train-mode"
+    how: str = ""  # "no_grad": grad disabled; "no_backward": graph never used
+    forwards: int = 0
+    training_modules: tuple[str, ...] = ()
+    training_module_count: int = 0
+    step_forwards: int = 0
+    step_backwards: int = 1
+    model: str | None = None
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MicrobatchBackward(Evidence):
+    """One backward that used several forwards' graphs summed into one loss."""
+
+    KIND: ClassVar[str] = "microbatch-backward"
+    forwards: int = 0
+    branches: int = 0
+    forward_bytes: int = 0
+    graphs_bytes: int = 0
+    saved_before: int = 0
+    backwards: int = 1
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GradReset(Evidence):
+    """``zero_grad`` ran between a backward and the optimizer step it fed."""
+
+    KIND: ClassVar[str] = "grad-reset"
+    via: str = "optimizer.zero_grad"
+    variable: str | None = None
+    optimizer: str | None = None
+    params_checked: int = 0
+    grads_none: int = 0
+    step_location: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnbatchedForwards(Evidence):
+    """A step's root forwards on single samples (1-D or batch of 1)."""
+
+    KIND: ClassVar[str] = "unbatched-forwards"
+    calls: int = 0
+    forwards: int | None = None
+    same_base: int = 0
+    shape: tuple[int, ...] = ()
+    model: str | None = None
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConvInputShapes(Evidence):
+    """New input shapes of a convolutional model while ``cudnn.benchmark`` was on."""
+
+    KIND: ClassVar[str] = "conv-input-shapes"
+    new: int = 0
+    distinct: int = 0
+    examples: tuple[tuple[int, ...], ...] = ()
+    model: str | None = None
+    benchmark: bool = True
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OomRetry(Evidence):
+    """What was still held when the step after an out-of-memory error ran again."""
+
+    KIND: ClassVar[str] = "oom-retry"
+    oom_index: int | None = None
+    oom_step: int | None = None
+    oom_location: str | None = None  # "file:line" of the failed attempt
+    held_bytes: int = 0
+    held_exact: bool = False
+    attempt_bytes: int | None = None
+    pre_attempt_bytes: int | None = None
+    in_use_at_oom: int | None = None
+    in_use_bytes: int | None = None
+    saved_before_attempt: int | None = None
+    saved_bytes: int = 0
+    ooms: int = 0
+    exception_alive: bool = False
+    in_except_block: bool = False
+    unattributed_bytes: int = 0
+    holders: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Oom(Evidence):
+    """An out-of-memory error (CUDA or memwatch's CPU budget) and the memory around it.
+
+    Written from the OOM observer's open-ended dict (probes add keys at the error), so
+    this type names the keys detectors read; other keys stay in the stored data.
+    """
+
+    KIND: ClassVar[str] = "oom"
+    requested_bytes: int | None = None
+    in_use_bytes: int | None = None
+    oom_index: int | None = None
+    retry_of: int | None = None
+    attempt_bytes: int | None = None
+    saved_bytes: int | None = None
+    rss_bytes: int | None = None
+    allocated_bytes: int | None = None
+    holders: tuple[Mapping[str, Any], ...] = ()
+
+
+#: Every evidence kind, by the event kind it is stored as.
+EVIDENCE_KINDS: dict[str, type[Evidence]] = {
+    k.KIND: k
+    for k in (
+        GraphAccumulation,
+        HolderGrowth,
+        LingeringLocals,
+        RetainGraphBackward,
+        ForwardWithoutBackward,
+        EvalPassTrainMode,
+        MicrobatchBackward,
+        GradReset,
+        UnbatchedForwards,
+        ConvInputShapes,
+        OomRetry,
+        Oom,
+    )
+}
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+def check_version(version: int, path: object) -> None:
+    """Refuse, with one line, a run file whose evidence is newer than this memwatch reads."""
+    if version > EVIDENCE_VERSION:
+        raise RunFileError(
+            f"{path} holds evidence version {version}; this memwatch reads up to "
+            f"{EVIDENCE_VERSION} (upgrade memwatch to read it)"
+        )
+
+
+def upgrade(event: Event, version: int) -> Event:
+    """``event`` as stored by evidence ``version``, in the current layout.
+
+    0 → 1: ``holder-growth`` carried the probe's verdict ``state`` (growing, stopped,
+    reset); it now carries the measurements the detector judges instead. Every other kind
+    kept its keys.
+    """
+    if version >= EVIDENCE_VERSION or event.kind != HolderGrowth.KIND:
+        return event
+    data = dict(event.data)
+    state = data.pop("state", None)
+    if isinstance(state, str):
+        data.setdefault("same_container", state != "reset")
+        # "growing": grew at this step; "stopped"/"reset": not since the last emit before.
+        if state == "growing":
+            data.setdefault("last_growth_step", event.step)
+        else:
+            data.setdefault("last_growth_step", None)
+            data.setdefault("growth_per_step_bytes", 0)
+    return dataclasses.replace(event, data=data)
+
+
+# -- coercion ------------------------------------------------------------------------------
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        every = typing.get_type_hints(cls)
+        hints = {f.name: every[f.name] for f in dataclasses.fields(cls)}
+        _HINTS[cls] = hints
+    return hints
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value)
+    if hint is bool:
+        if not isinstance(value, (bool, int)):
+            raise TypeError(f"expected a boolean, got {type(value).__name__}")
+        return bool(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected an integer, got {type(value).__name__}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    if origin is Mapping or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return dict(value)
+    if isinstance(hint, type) and issubclass(hint, Evidence):
+        return hint.from_data(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Evidence):
+        return value.to_data()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
