@@ -99,9 +99,10 @@ class Observed(Generic[E]):
 class GraphAccumulation(Evidence):
     """A name alive across steps whose autograd graph reaches into earlier steps.
 
-    Gathered by ``collect/graph_probe.py``: emitted once the graph walk has *measured*
-    that this step's graph of the name contains last step's root (a fact, not a
-    threshold), then refreshed every few steps with the current numbers.
+    Gathered by ``collect/graph_probe.py`` when this step's graph of the name contains
+    last step's root (a hit), at the first hits and then every few steps; whether the
+    hits prove a leak is the detector's call. Version 0 files recorded only proven ones
+    (with a ``confirmed_step``); ``upgrade`` marks them so.
     """
 
     KIND: ClassVar[str] = "graph-accumulation"
@@ -117,8 +118,9 @@ class GraphAccumulation(Evidence):
     nodes: int = 0
     nodes_capped: bool = False
     first_step: int | None = None
-    confirmed_step: int | None = None
-    steps_seen: int = 0
+    hit_streak: int = 0  # consecutive steps whose graph reached last step's root
+    history_steps: int = 0  # earlier steps one walk of the graph reached
+    steps_seen: int = 0  # steps whose graph reached the previous one, in all
     tensor_bytes: int = 0
     tensor_growth_per_step: int = 0
     node_bytes_estimate: int = 0
@@ -369,10 +371,18 @@ def upgrade(event: Event, version: int) -> Event:
     """``event`` as stored by evidence ``version``, in the current layout.
 
     0 → 1: ``holder-growth`` carried the probe's verdict ``state`` (growing, stopped,
-    reset); it now carries the measurements the detector judges instead. Every other kind
-    kept its keys.
+    reset), and ``graph-accumulation`` was written only once proven (``confirmed_step``);
+    both now carry the measurements the detectors judge instead. Other kinds kept their
+    keys.
     """
-    if version >= EVIDENCE_VERSION or event.kind != HolderGrowth.KIND:
+    if version >= EVIDENCE_VERSION:
+        return event
+    if event.kind == GraphAccumulation.KIND:
+        data = dict(event.data)
+        if data.pop("confirmed_step", None) is not None:  # proven by the old probe
+            data["hit_streak"] = max(2, int(data.get("hit_streak") or 0))
+        return dataclasses.replace(event, data=data)
+    if event.kind != HolderGrowth.KIND:
         return event
     data = dict(event.data)
     state = data.pop("state", None)

@@ -25,6 +25,7 @@ from memwatch.evidence import (
     LingeringLocals,
     LingeringName,
     Observed,
+    upgrade,
 )
 from memwatch.records import Event, Location
 from memwatch.store import RunReader, RunWriter
@@ -184,3 +185,12 @@ def test_stored_event_data_is_plain_json() -> None:
     # GIVEN any typed measurement THEN what the store writes is JSON with the field names
     data = HolderGrowth(holder="h", samples=((1, 2),)).to_data()
     assert json.loads(json.dumps(data))["samples"] == [[1, 2]]
+
+
+def test_an_unversioned_graph_event_counts_as_proven() -> None:
+    # GIVEN a version-0 graph-accumulation event: the old probe wrote only proven ones
+    old = Event("graph-accumulation", 9, 0.0, {"variable": "total", "confirmed_step": 7})
+    # WHEN upgraded THEN it carries the measurement that proves it to today's detector
+    new = upgrade(old, 0)
+    assert "confirmed_step" not in new.data and new.data["hit_streak"] == 2
+    assert upgrade(old, EVIDENCE_VERSION) is old

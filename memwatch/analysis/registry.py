@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.analysis.dedupe import one_cause_once
 from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-holders.md
     cudnn_benchmark_dynamic_shapes,
     eval_mode_missing,
@@ -49,7 +50,7 @@ _warned: set[str] = set()
 
 
 def analyze(data: AnalysisInput) -> list[Finding]:
-    """Every detector's findings, most severe first.
+    """Every detector's findings, most severe first, each cause once (``dedupe``).
 
     A detector that raises is skipped with one warning: a bug in one check must not
     hide what the others found.
@@ -63,4 +64,4 @@ def analyze(data: AnalysisInput) -> list[Finding]:
             if name not in _warned:
                 _warned.add(name)
                 warnings.warn(f"memwatch: detector {name} failed ({exc!r})", stacklevel=2)
-    return sort_findings(findings)
+    return sort_findings(one_cause_once(findings))

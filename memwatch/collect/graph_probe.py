@@ -3,7 +3,7 @@
 ``total += loss``, ``losses.append(loss)``, an RNN hidden state that is never detached,
 ``meter.update(loss)`` or ``self.cache = torch.cat([self.cache, out])`` all keep every
 step's graph alive through one name. The check must be cheap enough for every step and
-must not keep anything alive itself, so it rests on three facts measured in probe.md:
+must not keep anything alive itself, so it rests on three facts measured on torch 2.13:
 
 * Autograd nodes are not weakref-able and their ``id`` is reused, but each node has a
   persistent ``metadata`` dict. We store a tiny weakref-able *token* in the root node's
@@ -15,9 +15,13 @@ must not keep anything alive itself, so it rests on three facts measured in prob
   contain last step's root of ``x``?" is a BFS that prunes every node older than that
   root — a few nodes for ``total += loss`` — bounded at ``BFS_CAP`` anyway.
 * ``torch._C._autograd._get_sequence_nr()`` read at each step end gives watermarks that map
-  any node to the step in which it was created; the bounded confirmation walk uses them
-  to prove the history spans several steps (not one carried-over graph, as in truncated
-  BPTT with a window of two).
+  any node to the step in which it was created; a bounded walk uses them to measure how
+  many earlier steps the history spans (``history_steps``).
+
+The probe records ``memwatch.evidence.GraphAccumulation`` at a name's first hits and then
+every few steps; the ``graph-accumulation`` detector decides whether the hits prove a
+leak (a history spanning two earlier steps, or two hits in a row: not one carried-over
+graph, as in truncated BPTT with a window of two).
 
 Containers (``losses.append(loss)``) are judged by identity: the same container still
 holds last step's last element and gained a new one with a ``grad_fn``. A list rebuilt
@@ -55,6 +59,10 @@ TAG = "memwatch_token"
 MAX_SEQ = 1 << 62  # AccumulateGrad / GraphRoot nodes carry UINT64_MAX
 BFS_CAP = 512
 WALK_CAP = 4096
+#: When to record (cost triggers, not verdicts): each of a name's first hits, then every
+#: ``REEMIT_EVERY`` steps with fresh numbers. Whether the hits prove a leak is the
+#: ``graph-accumulation`` detector's decision.
+RECORD_FIRST_HITS = 2
 REEMIT_EVERY = 8
 FORGET_AFTER = 8
 MAX_TRACKS = 512
@@ -83,7 +91,7 @@ class _Track:
     first_bytes: int
     hit_streak: int = 0
     hits: int = 0
-    confirmed_at: int | None = None
+    history_steps: int = 0  # most earlier steps one graph walk of this name reached
     first_step: int | None = None
     last_emit: int = -1
     nodes_per_step: int = 0
@@ -210,29 +218,15 @@ class GraphChecker:
         self.eager = True
         track.nodes_per_step = new_nodes
         track.nodes_capped = capped
-        if track.confirmed_at is None:
+        if track.hits <= RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY:
             nodes, steps, walk_capped = self._walk(root, step)
             earlier = sorted(s for s in steps if s < step)
-            if len(earlier) >= 2 or track.hit_streak >= 2:
-                track.confirmed_at = step
+            if track.first_step is None or track.hits <= RECORD_FIRST_HITS:
                 if earlier and not walk_capped:
                     track.first_step = earlier[0]
                 else:
                     track.first_step = max(track.first_seen, step - track.hit_streak)
-                self._emit(
-                    tracker,
-                    scan,
-                    entry,
-                    track,
-                    name,
-                    variable,
-                    step,
-                    nodes,
-                    walk_capped,
-                    grad_names,
-                )
-        elif step - track.last_emit >= REEMIT_EVERY:
-            nodes, _steps, walk_capped = self._walk(root, step)
+            track.history_steps = max(track.history_steps, len(earlier))
             self._emit(
                 tracker, scan, entry, track, name, variable, step, nodes, walk_capped, grad_names
             )
@@ -304,13 +298,10 @@ class GraphChecker:
         track.hit_streak += 1
         track.hits += 1
         self.eager = True
-        if track.confirmed_at is None and track.hit_streak < 2:
-            return
-        if track.confirmed_at is None or step - track.last_emit >= REEMIT_EVERY:
+        if track.hits <= RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY:
             if last_tensor is not None and last_tensor.grad_fn is not None:
                 track.nodes_per_step, track.nodes_capped = _count(last_tensor.grad_fn)
-            if track.confirmed_at is None:
-                track.confirmed_at = step
+            if track.first_step is None or track.hits <= RECORD_FIRST_HITS:
                 track.first_step = self._first_stored_step(container, track, step)
             self._emit(
                 tracker,
@@ -421,7 +412,8 @@ class GraphChecker:
             nodes=nodes,
             nodes_capped=nodes_capped,
             first_step=track.first_step,
-            confirmed_step=track.confirmed_at,
+            hit_streak=track.hit_streak,
+            history_steps=track.history_steps,
             steps_seen=track.hits,
             tensor_bytes=entry.bytes,
             tensor_growth_per_step=tensor_growth,
@@ -434,8 +426,8 @@ class GraphChecker:
             pattern=statement.pattern if statement is not None else None,
             operands=tuple(statement.operands) if statement is not None else (),
         )
-        if track.last_emit < 0:
-            tracker.analysis_requested = True  # newly confirmed: report it now
+        if track.hits <= RECORD_FIRST_HITS:
+            tracker.analysis_requested = True  # possibly newly proven: judge it now
         track.last_emit = step
         tracker.emit(evidence.event(step, location))
 

@@ -263,6 +263,7 @@ def _event(step: int, location: Location | None = None, **data: Any) -> Event:
         "nodes": 80,
         "first_step": 3,
         "steps_seen": 2,
+        "hit_streak": 2,
         "tensor_bytes": 4,
         "tensor_growth_per_step": 0,
         "node_bytes_estimate": 700,
@@ -417,3 +418,26 @@ def test_fix_for_a_running_total_is_item_and_for_carried_state_is_detach() -> No
     assert "running_loss += loss.item()" in total
     assert "context = context.detach()" in ema
     assert "0.9.item()" not in ema and "features.item()" not in ema
+
+
+def test_detector_needs_proof_before_it_reports() -> None:
+    # GIVEN one hit only: this step's graph reached last step's root once, and the walk
+    # saw one earlier step (a carried-over graph, as in truncated BPTT)
+    single = _event(5, hit_streak=1, history_steps=1)
+    # WHEN judged THEN nothing; WHEN the next step hits again THEN the growth is proven
+    assert _detect(single) == []
+    (finding,) = _detect(single, _event(6, hit_streak=2, history_steps=1))
+    assert finding.evidence["confirmed_step"] == 6
+
+
+def test_held_bytes_follow_a_long_leak_past_the_walk_cap() -> None:
+    # GIVEN a leak proven at step 5 and still measured at step 57,000, where the graph
+    # walk stopped at its cap of 4096 nodes (8 new nodes per step)
+    early = _event(5, nodes=24)
+    late = _event(57_000, nodes=4096, nodes_capped=True)
+    # WHEN judged THEN the bytes held grow with the steps the leak spans (not frozen at
+    # the cap's 2.7 MiB), and the finding says over how many steps
+    (finding,) = _detect(early, late)
+    assert finding.bytes is not None and finding.bytes >= 8 * (57_000 - 3) * 700
+    assert finding.evidence["steps_affected"] == 57_000 - 3 + 1
+    assert finding.evidence["graph_nodes_estimated"] is True

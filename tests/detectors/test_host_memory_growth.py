@@ -6,7 +6,10 @@ import math
 import random
 from pathlib import Path
 
+from memwatch.analysis import AnalysisInput, analyze
 from memwatch.analysis.detectors import host_memory_growth as detector
+from memwatch.evidence import GraphAccumulation
+from memwatch.records import Location
 from tests.detectors.loop_helpers import MiB, analysis, of_kind, problems, step
 from tests.helpers import only, run_sample
 
@@ -97,3 +100,38 @@ def test_the_closing_partial_step_is_ignored() -> None:
 def test_too_few_steps_are_not_judged() -> None:
     rss = [BASE + i * 50 * MiB for i in range(12)]
     assert detector.detect(analysis(_steps(rss))) == []
+
+
+def test_a_located_leak_is_reported_once_not_also_as_host_growth() -> None:
+    # GIVEN RSS climbing 2 MiB a step (the leaked graphs' nodes live on the host) while a
+    # proven graph-accumulation names `total` at train.py:12 from step 3
+    steps = _steps([BASE + i * 2 * MiB for i in range(100)])
+    leak = GraphAccumulation(
+        variable="total",
+        holder="total",
+        hit_streak=2,
+        nodes_per_step=8,
+        node_bytes_estimate=700,
+        first_step=3,
+    )
+    events = [leak.event(s, Location("train.py", 12, "main"), at=0.0) for s in (4, 50, 98)]
+    # WHEN every detector judges the run
+    found = analyze(AnalysisInput(steps=steps, events=events, final=True))
+    # THEN the leak is reported once, at its line, carrying the RSS growth it explains;
+    #      no location-less host-memory-growth blames "a Dataset cache"
+    assert [f.kind for f in found] == ["graph-accumulation"]
+    (explained,) = found[0].evidence["explains"]
+    assert explained["kind"] == KIND
+    assert abs(explained["growth_per_step_bytes"] - 2 * MiB) < 0.1 * MiB
+
+
+def test_host_growth_that_began_before_any_located_leak_started_stays() -> None:
+    # GIVEN RSS growth over steps 0-99 and a located leak that only starts at step 500
+    steps = _steps([BASE + i * 2 * MiB for i in range(100)])
+    leak = GraphAccumulation(
+        variable="total", hit_streak=2, nodes_per_step=8, node_bytes_estimate=700, first_step=500
+    )
+    events = [leak.event(500, Location("train.py", 12, "main"), at=0.0)]
+    # THEN both are reported: the leak cannot explain growth measured before it began
+    found = analyze(AnalysisInput(steps=steps, events=events, final=True))
+    assert sorted(f.kind for f in found) == ["graph-accumulation", KIND]

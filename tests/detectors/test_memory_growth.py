@@ -14,7 +14,7 @@ from torch import nn
 from memwatch import memwatch
 from memwatch.analysis import AnalysisInput
 from memwatch.analysis.detectors import memory_growth
-from memwatch.evidence import HolderGrowth
+from memwatch.evidence import GraphAccumulation, HolderGrowth
 from memwatch.records import Event, Finding, Location, RunInfo, StepRecord
 from tests.helpers import SAMPLES, kinds, run_sample
 
@@ -184,7 +184,7 @@ def test_detector_makes_big_growth_an_error() -> None:
 
 
 def test_detector_leaves_holders_with_graphs_to_graph_accumulation() -> None:
-    graph = Event("graph-accumulation", 3, 0.0, {"variable": "ACTIVATIONS", "holder": "x"})
+    graph = GraphAccumulation(variable="ACTIVATIONS", holder="x", hit_streak=2).event(3, at=0.0)
     assert _detect([], [_holder_event(3), graph]) == []
 
 

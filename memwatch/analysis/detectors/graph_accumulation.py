@@ -1,10 +1,16 @@
 """``graph-accumulation``: a tensor alive across steps keeps an autograd graph that grows.
 
-Evidence: ``graph-accumulation`` events from ``memwatch.collect.graph_probe``. The probe
-emits one only after it has *proved* the growth (this step's graph of the name contains
-last step's root of the same name, and its history spans at least two earlier steps, or
-that happened two steps running), so one event is enough for an error. Later events of
-the same holder refresh the numbers; the earliest gives ``first_step``.
+Evidence: ``GraphAccumulation`` measurements from ``memwatch.collect.graph_probe``, each
+recorded when this step's graph of a name contained last step's root of the same name (a
+hit). The growth is proven (``proves``) when one graph's history spans at least
+``MIN_HISTORY_STEPS`` earlier steps or the hits came ``MIN_HIT_STREAK`` steps running; one
+proof is enough for an error. Later measurements of the same holder refresh the numbers,
+the earliest gives ``first_step``.
+
+The numbers follow the leak as it goes on: a graph walk is capped (``graph_probe``'s
+``WALK_CAP``), so past the cap the graph's size is estimated from its growth per step
+and the steps it spans, rather than frozen at the cap (a leak found at step 30 of a
+57,000-step run must not still say "holds 2.7 MiB").
 
 The finding names the variable (``running_loss``, ``losses``, ``hidden``, ``meter.sum``,
 ``model.cache``) and the statement that extends it, and writes the fix for that
@@ -27,6 +33,8 @@ from memwatch.records import Finding
 from memwatch.units import format_size
 
 KIND = "graph-accumulation"
+MIN_HISTORY_STEPS = 2
+MIN_HIT_STREAK = 2
 _IDENTIFIER = re.compile(r"^[A-Za-z_][\w.]*$")
 
 
@@ -34,10 +42,25 @@ def detect(data: AnalysisInput) -> list[Finding]:
     events = data.observed(GraphAccumulation)
     if not events:
         return []
+    proven = {e.evidence.variable for e in events if proves(e)}
     groups: dict[tuple[Any, ...], list[Observed[GraphAccumulation]]] = {}
     for event in events:
-        groups.setdefault(_group_key(event), []).append(event)
+        if event.evidence.variable in proven:
+            groups.setdefault(_group_key(event), []).append(event)
     return [_finding(group) for group in groups.values()]
+
+
+def proves(seen: Observed[GraphAccumulation]) -> bool:
+    """Whether this measurement proves the graph grows (not one carried-over graph)."""
+    g = seen.evidence
+    return g.history_steps >= MIN_HISTORY_STEPS or g.hit_streak >= MIN_HIT_STREAK
+
+
+def proven(data: AnalysisInput) -> list[Observed[GraphAccumulation]]:
+    """The measurements of names whose graph growth is proven (for other detectors)."""
+    events = data.observed(GraphAccumulation)
+    names = {e.evidence.variable for e in events if proves(e)}
+    return [e for e in events if e.evidence.variable in names]
 
 
 def _group_key(event: Observed[GraphAccumulation]) -> tuple[Any, ...]:
@@ -61,7 +84,11 @@ def _finding(events: list[Observed[GraphAccumulation]]) -> Finding:
     tensor_growth = d.tensor_growth_per_step
     stale_growth = _stale_growth(events)
     growth = tensor_growth + nodes_per_step * node_bytes + stale_growth
+    steps_affected = max(1, last.step - first_step + 1)
     nodes = d.nodes
+    estimated = d.nodes_capped and not d.container
+    if estimated:  # the walk stopped at its cap: the graph has grown past it since
+        nodes = max(nodes, nodes_per_step * steps_affected)
     held = d.tensor_bytes + nodes * node_bytes + d.saved_stale_bytes
     per_step = f"{'≥' if capped else '+'}{nodes_per_step} nodes/step"
     what = (
@@ -87,8 +114,10 @@ def _finding(events: list[Observed[GraphAccumulation]]) -> Finding:
         "nodes_per_step_capped": capped,
         "graph_nodes": nodes,
         "graph_nodes_capped": d.nodes_capped,
+        "graph_nodes_estimated": estimated,
         "steps_seen": d.steps_seen,
-        "confirmed_step": d.confirmed_step,
+        "steps_affected": steps_affected,
+        "confirmed_step": next((e.step for e in events if proves(e)), None),
         "last_step": last.step,
         "holder": d.holder,
         "scope": d.scope,
@@ -147,7 +176,7 @@ def _detail(
             f"their step's autograd graph (~{nodes_per_step} nodes each)"
         )
     else:
-        size = f"{nodes}+" if d.nodes_capped else str(nodes)
+        size = f"~{nodes}" if d.nodes_capped else str(nodes)
         held = (
             f"{where} is a tensor whose autograd history reaches back to step {first_step} "
             f"({size} graph nodes at step {last.step}, {nodes_per_step} more each step)"

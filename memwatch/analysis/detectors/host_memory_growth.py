@@ -123,6 +123,7 @@ def detect(data: AnalysisInput) -> list[Finding]:
             evidence={
                 "rss_first_bytes": int(rss[0]),
                 "rss_last_bytes": int(rss[-1]),
+                "last_step": last.step,
                 "block_medians_bytes": [int(b) for b in blocks],
                 "steps_judged": n,
                 "warmup_steps_skipped": len(data.steps) - n,

@@ -30,6 +30,7 @@ from itertools import pairwise
 from typing import Any
 
 from memwatch.analysis.base import AnalysisInput, Detector
+from memwatch.analysis.detectors import graph_accumulation
 from memwatch.evidence import GraphAccumulation, HolderGrowth, Observed
 from memwatch.records import Finding, StepRecord
 from memwatch.units import format_size
@@ -89,7 +90,7 @@ def is_growing(seen: Observed[HolderGrowth]) -> bool:
 
 def _graph_names(data: AnalysisInput) -> set[str]:
     names: set[str] = set()
-    for seen in data.observed(GraphAccumulation):
+    for seen in graph_accumulation.proven(data):
         for value in (seen.evidence.variable, seen.evidence.holder):
             if value:
                 names.add(value)
@@ -210,7 +211,7 @@ def _trend_finding(data: AnalysisInput, explained: int) -> Finding | None:
         return None  # one big allocation (a model copy), not a steady climb
     if explained >= EXPLAINED_SHARE * slope:
         return None
-    graph_growth = sum(e.evidence.tensor_growth_per_step for e in data.observed(GraphAccumulation))
+    graph_growth = sum(e.evidence.tensor_growth_per_step for e in graph_accumulation.proven(data))
     if graph_growth >= EXPLAINED_SHARE * slope:
         return None
     stale = _stale_slope(steps)
