@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from memwatch.analysis import AnalysisInput, analyze
+from memwatch.collect import active as collection
 from memwatch.errors import MemwatchError
 from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
 from memwatch.store.paths import run_file_path
@@ -206,9 +207,12 @@ class Watch:
 
             self._budget = install_budget(self.budget_bytes)
             device = self._budget.device_memory()
-        self._tracker = tracker_cls(self, default_probes(self), device=device)
+        self._tracker = tracker_cls(
+            self, default_probes(self.analysis_mode == "deep"), device=device
+        )
         self._tracker.manual = self._manual_steps
         _ACTIVE = self
+        collection.register(self._tracker, self._budget)
         if not _FORK_HANDLER_REGISTERED and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _FORK_HANDLER_REGISTERED = True
@@ -221,6 +225,7 @@ class Watch:
         self.active = False
         if _ACTIVE is self:
             _ACTIVE = None
+        collection.clear(self._tracker)
         if self._tracker is not None:
             try:
                 self._tracker._remove_hooks()
@@ -255,6 +260,7 @@ class Watch:
             if self._budget is not None:
                 self._budget.uninstall()
             _ACTIVE = None
+            collection.clear(self._tracker)
         self._analyze(final=True)
         if self.info is not None:
             from dataclasses import replace

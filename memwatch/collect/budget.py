@@ -478,8 +478,6 @@ def install_budget(budget_bytes: int | None) -> Budget:
 
 def active_budget() -> Budget | None:
     """The budget of the running watch, if it has one (``find_batch_size`` uses it)."""
-    from memwatch.session import active_watch
+    from memwatch.collect import active
 
-    watch = active_watch()
-    budget = getattr(watch, "_budget", None) if watch is not None else None
-    return budget if isinstance(budget, Budget) else None
+    return active.active_budget()

@@ -41,19 +41,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from memwatch.analysis.source import (
+from memwatch.collect.frames import display_path
+from memwatch.collect.holders import Entry, FrameInfo, Scan, first_tensor
+from memwatch.evidence import GraphAccumulation
+from memwatch.records import Location
+from memwatch.source.statements import (
     Statement,
     find_in_class,
     find_in_file,
     find_in_function,
 )
-from memwatch.collect.frames import display_path
-from memwatch.collect.holders import Entry, FrameInfo, Scan, first_tensor
-from memwatch.evidence import GraphAccumulation
-from memwatch.records import Location
 
 if TYPE_CHECKING:
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
 
 TAG = "memwatch_token"
 MAX_SEQ = 1 << 62  # AccumulateGrad / GraphRoot nodes carry UINT64_MAX
@@ -133,7 +133,7 @@ class GraphChecker:
         return self._mark_steps[index] if index < len(self._marks) else current
 
     # -- per step -----------------------------------------------------------------------------
-    def on_step_end(self, tracker: Tracker, scan: Scan) -> None:
+    def on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
         self.eager = False
         step = scan.step
         previous = self._marks[-1] if self._marks else -1
@@ -176,7 +176,7 @@ class GraphChecker:
     # -- single tensors ------------------------------------------------------------------------
     def _check_tensor(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         scan: Scan,
         entry: Entry,
         name: str,
@@ -234,7 +234,7 @@ class GraphChecker:
     # -- containers ----------------------------------------------------------------------------
     def _check_container(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         scan: Scan,
         entry: Entry,
         step: int,
@@ -377,7 +377,7 @@ class GraphChecker:
 
     def _emit(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         scan: Scan,
         entry: Entry,
         track: _Track,
@@ -456,7 +456,7 @@ def statement_location(statement: Statement) -> Location:
 def locate_statement(
     frame: FrameInfo, entry: Entry, target: str, prefer: list[str]
 ) -> Statement | None:
-    """The user's statement that extends ``target`` (see ``memwatch.analysis.source``).
+    """The user's statement that extends ``target`` (see ``memwatch.source.statements``).
 
     Locals and attributes of locals are searched in the frame's function; module
     attributes in the owner's class (``self.cache = ...``); globals in the whole file

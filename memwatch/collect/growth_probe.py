@@ -31,8 +31,8 @@ from memwatch.collect.holders import Entry, Scan, first_tensor
 from memwatch.evidence import HolderGrowth
 
 if TYPE_CHECKING:
-    from memwatch.analysis.source import Statement
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
+    from memwatch.source.statements import Statement
 
 MIN_DELTA = 1024  # a step "grew" when the holder gained at least this many bytes
 #: Record a growing holder from this rate: a trigger kept below the detector's threshold
@@ -75,7 +75,7 @@ class GrowthChecker:
         #: a holder grew at this pass: look again at the next step
         self.eager = False
 
-    def on_step_end(self, tracker: Tracker, scan: Scan) -> None:
+    def on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
         self.eager = False
         step = scan.step
         for entry in scan.entries:
@@ -117,7 +117,7 @@ class GrowthChecker:
         return holds_at(entry.value, series.length - 1, series.last_key, previous)
 
     def _update(
-        self, tracker: Tracker, scan: Scan, entry: Entry, series: _Series, step: int
+        self, tracker: ProbeHost, scan: Scan, entry: Entry, series: _Series, step: int
     ) -> None:
         series.last_seen = step
         same = self._same_container(entry, series)
@@ -180,7 +180,7 @@ class GrowthChecker:
 
     def _emit(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         scan: Scan,
         entry: Entry,
         series: _Series,

@@ -19,9 +19,8 @@ from memwatch.collect.lingering_probe import LingeringChecker
 from memwatch.collect.probe import Probe
 
 if TYPE_CHECKING:
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
     from memwatch.records import StepRecord
-    from memwatch.session import Watch
 
 
 #: Steps at the start of a run that are always scanned (warm-up, first sightings).
@@ -46,12 +45,11 @@ class HoldersProbe(Probe):
         self.lingering: LingeringChecker | None = LingeringChecker()
 
     @classmethod
-    def for_watch(cls, watch: Watch) -> HoldersProbe:
+    def for_mode(cls, deep: bool) -> HoldersProbe:
         """``analysis="deep"`` scans every step; the default mode strides when quiet."""
-        deep = getattr(watch, "analysis_mode", "default") == "deep"
         return cls(stride=1 if deep else STRIDE)
 
-    def on_step_end(self, tracker: Tracker, record: StepRecord, frames: list[FrameType]) -> None:
+    def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if self.lingering is not None:
             self.lingering.disarm()
         if not frames:
@@ -98,7 +96,7 @@ class HoldersProbe(Probe):
             scan.entries.clear()
             scan.frame_tensors.clear()
 
-    def on_stop(self, tracker: Tracker) -> None:
+    def on_stop(self, tracker: ProbeHost) -> None:
         if self.lingering is not None:
             try:
                 self.lingering.on_stop(tracker)
@@ -114,7 +112,7 @@ class HoldersProbe(Probe):
             or (self.growth is not None and self.growth.eager)
         )
 
-    def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
+    def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
         if self.lingering is None:
             return
         try:

@@ -25,14 +25,14 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memwatch.analysis.source import find_assignment
 from memwatch.collect.frames import display_path, user_frames
 from memwatch.collect.holders import FrameInfo, Scan, read_locals, storage_of
 from memwatch.evidence import LingeringLocals, LingeringName
 from memwatch.records import Location
+from memwatch.source.statements import find_assignment
 
 if TYPE_CHECKING:
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
     from memwatch.records import StepRecord
 
 #: Look at the next forward only when this step's fresh tensors hold this much together
@@ -65,7 +65,7 @@ class LingeringChecker:
     def disarm(self) -> None:
         self._armed = None
 
-    def on_step_end(self, tracker: Tracker, record: StepRecord, scan: Scan) -> None:
+    def on_step_end(self, tracker: ProbeHost, record: StepRecord, scan: Scan) -> None:
         self._armed = None
         if record.boundary in ("forward", "end"):
             self._previous = {}
@@ -111,7 +111,7 @@ class LingeringChecker:
             self._peak_allocated = record.peak_allocated_bytes
             self._record_step = record.step
 
-    def on_root_forward_pre(self, tracker: Tracker) -> None:
+    def on_root_forward_pre(self, tracker: ProbeHost) -> None:
         armed = self._armed
         if armed is None:
             return
@@ -163,7 +163,7 @@ class LingeringChecker:
         self._last = (evidence, location, self._hits)
         tracker.emit(evidence.event(tracker.step, location))
 
-    def on_stop(self, tracker: Tracker) -> None:
+    def on_stop(self, tracker: ProbeHost) -> None:
         """Emit the final count, so the report says in how many steps it happened."""
         if self._last is None or self._last[2] == self._hits:
             return

@@ -16,7 +16,7 @@ a few attribute reads per hook and nothing else. In particular:
   one costs a few µs, so the first forward after a backward in train mode (the training
   forward) is not hooked: a backward that follows is taken to have used it. Only
   further forwards before a backward, and forwards in eval mode, are hooked.
-* Source lines are read (``callsite``) only when evidence is emitted; frames are never
+* Source lines are read (``memwatch.source.calls``) only when evidence is emitted; frames are never
   kept (they hold the user's tensors): we keep ``(code, lasti, line)``.
 * Events are emitted at step ends, only for steps where something was seen, and thinned
   after the first 256 of a kind so a bug that repeats every step cannot flood the run.
@@ -26,7 +26,7 @@ a few attribute reads per hook and nothing else. In particular:
 
 Installed besides the tracker's hooks: a global optimizer step *pre*-hook and wrappers
 around ``Optimizer.zero_grad`` / ``Module.zero_grad`` (one comparison per call when the
-order is right), both removed when the watch stops (``tracker._handles``/``_patch``).
+order is right), both removed when the watch stops (``ProbeHost.add_handle``/``patch``).
 
 No hook raises into the user's program: the tracker switches a failing probe off, and
 the patched ``zero_grad`` and the optimizer pre-hook catch their own errors.
@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from memwatch.collect.callsite import CallSite, call_site_at
 from memwatch.collect.frames import display_path, first_user_frame
 from memwatch.collect.probe import BackwardCall, Probe
 from memwatch.evidence import (
@@ -58,9 +57,10 @@ from memwatch.evidence import (
     UnbatchedForwards,
 )
 from memwatch.records import Location
+from memwatch.source.calls import CallSite, call_site_at
 
 if TYPE_CHECKING:
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
     from memwatch.records import StepRecord
 
 _is_compiling = torch.compiler.is_compiling
@@ -171,7 +171,7 @@ class LoopProbe(Probe):
     name = "loop"
 
     def __init__(self) -> None:
-        self._tracker: Tracker | None = None
+        self._tracker: ProbeHost | None = None
         self._tick = 0
         self._last_backward = -1
         self._last_step = -1
@@ -216,11 +216,11 @@ class LoopProbe(Probe):
         self._shape_distinct = 0
 
     # -- start: the optimizer pre-hook and the zero_grad wrappers ---------------------------
-    def on_start(self, tracker: Tracker) -> None:
+    def on_start(self, tracker: ProbeHost) -> None:
         self._tracker = tracker
-        tracker._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
+        tracker.add_handle(register_optimizer_step_pre_hook(self._optimizer_pre))
         for owner, kind in ((torch.optim.Optimizer, "optimizer"), (torch.nn.Module, "module")):
-            tracker._patch(owner, "zero_grad", self._wrap_zero_grad(owner.zero_grad, kind))
+            tracker.patch(owner, "zero_grad", self._wrap_zero_grad(owner.zero_grad, kind))
 
     def _wrap_zero_grad(self, original: Any, kind: str) -> Any:
         probe = self
@@ -257,7 +257,7 @@ class LoopProbe(Probe):
         except Exception as exc:
             tracker.fail("the loop probe (optimizer step)", exc)
 
-    def _check_reset(self, tracker: Tracker, optimizer: Any) -> None:
+    def _check_reset(self, tracker: ProbeHost, optimizer: Any) -> None:
         params = []
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -293,7 +293,7 @@ class LoopProbe(Probe):
             return
 
     # -- forwards -------------------------------------------------------------------------
-    def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
+    def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
         self._cur_unbatched = False
         if isinstance(module, _LOSS):  # criterion(out, y): part of the pass, not a model call
             self._skip = True
@@ -383,7 +383,7 @@ class LoopProbe(Probe):
             self._shape_site = _site(first_user_frame(sys._getframe(2)))
 
     def on_root_forward_post(
-        self, tracker: Tracker, module: Any, output: Any, saved_delta: int
+        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
     ) -> None:
         if self._skip or saved_delta <= 0 or not _grad_enabled():
             return
@@ -437,7 +437,7 @@ class LoopProbe(Probe):
         pending.append(entry)
 
     # -- backward -------------------------------------------------------------------------
-    def on_backward(self, tracker: Tracker, call: BackwardCall) -> None:
+    def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         self._tick += 1
         self._last_backward = self._tick
         if self._zeros:
@@ -497,7 +497,7 @@ class LoopProbe(Probe):
         self._micro.append((measured, site))
 
     # -- step end -------------------------------------------------------------------------
-    def on_step_end(self, tracker: Tracker, record: StepRecord, frames: list[FrameType]) -> None:
+    def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if not self._dirty and not self._pending:  # a healthy step: nothing to say
             self._forwards = 0
             return
@@ -563,7 +563,7 @@ class LoopProbe(Probe):
         self._emitted[kind] = count + 1
         return True
 
-    def _emit_retain(self, tracker: Tracker, record: StepRecord) -> None:
+    def _emit_retain(self, tracker: ProbeHost, record: StepRecord) -> None:
         step = record.step
         if not self._allow("retain-graph-backward", step):
             return
@@ -586,7 +586,7 @@ class LoopProbe(Probe):
             )
             tracker.emit(evidence.event(step, _location(site)))
 
-    def _emit_unconsumed(self, tracker: Tracker, record: StepRecord) -> None:
+    def _emit_unconsumed(self, tracker: ProbeHost, record: StepRecord) -> None:
         entries = self._unconsumed
         count = len(entries) + self._overflow[0]
         nbytes = sum(e.bytes for e in entries) + self._overflow[1]
@@ -630,7 +630,7 @@ class LoopProbe(Probe):
 
     def _emit_eval_mode(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         record: StepRecord,
         how: str,
         forwards: int,
@@ -654,7 +654,7 @@ class LoopProbe(Probe):
         )
         tracker.emit(evidence.event(step, _location(site)))
 
-    def _emit_micro(self, tracker: Tracker, step: int) -> None:
+    def _emit_micro(self, tracker: ProbeHost, step: int) -> None:
         if not self._allow("microbatch-backward", step):
             return
         worst, site = max(self._micro, key=lambda m: m[0].saved_before)

@@ -43,7 +43,7 @@ from memwatch.evidence import OomRetry
 
 if TYPE_CHECKING:
     from memwatch.collect.budget import TensorTracker
-    from memwatch.collect.tracker import Tracker
+    from memwatch.collect.probe import ProbeHost
 
 _MAX_DETAILED = 32  # OOMs per run that get the holder scans (a loop of OOMs stays cheap)
 _MAX_FRAMES = 8
@@ -141,11 +141,11 @@ class _Reach:
                 self._tensor(grad)
 
 
-def _tensors_of(tracker: Tracker) -> TensorTracker | None:
+def _tensors_of(tracker: ProbeHost) -> TensorTracker | None:
     return getattr(tracker.device, "tensors", None)
 
 
-def _in_use(tracker: Tracker) -> int | None:
+def _in_use(tracker: ProbeHost) -> int | None:
     tensors = _tensors_of(tracker)
     if tensors is not None:
         return int(tensors.live)
@@ -183,17 +183,17 @@ class OomProbe(Probe):
         self._count = 0
 
     # -- attempts ---------------------------------------------------------------------------
-    def on_step_end(self, tracker: Tracker, record: Any, frames: list[FrameType]) -> None:
+    def on_step_end(self, tracker: ProbeHost, record: Any, frames: list[FrameType]) -> None:
         self._attempt_open = False
 
-    def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
+    def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._emit_retry(tracker, pending, sys._getframe(1))
         if not self._attempt_open:
             self._open_attempt(tracker, args)
 
-    def _open_attempt(self, tracker: Tracker, args: Any) -> None:
+    def _open_attempt(self, tracker: ProbeHost, args: Any) -> None:
         self._attempt_open = True
         tensors = _tensors_of(tracker)
         self._attempt_start_bytes = _in_use(tracker)
@@ -217,7 +217,7 @@ class OomProbe(Probe):
                 self._attempt_inputs[entry.seq] = entry.nbytes
 
     # -- the OOM ------------------------------------------------------------------------------
-    def on_oom(self, tracker: Tracker, info: dict[str, Any], frame: FrameType | None) -> None:
+    def on_oom(self, tracker: ProbeHost, info: dict[str, Any], frame: FrameType | None) -> None:
         self._count += 1
         index = self._count
         info["oom_index"] = index
@@ -254,7 +254,7 @@ class OomProbe(Probe):
 
     def _failed_attempt(
         self,
-        tracker: Tracker,
+        tracker: ProbeHost,
         index: int,
         in_use: int | None,
         raw_frame: FrameType | None,
@@ -340,7 +340,7 @@ class OomProbe(Probe):
         return refs
 
     # -- the retry ------------------------------------------------------------------------------
-    def _emit_retry(self, tracker: Tracker, pending: _Pending, frame: FrameType | None) -> None:
+    def _emit_retry(self, tracker: ProbeHost, pending: _Pending, frame: FrameType | None) -> None:
         tensors = _tensors_of(tracker)
         if tensors is not None:
             tensors.release_raised_frames()  # memwatch's own frames must not count as held

@@ -1,20 +1,51 @@
 """Probes: evidence gatherers that ride on the tracker's hooks.
 
 A probe looks at one thing (graphs held across steps, forwards without backward, OOM
-holders ...) and turns what it sees into ``Event`` records for the pure detectors in
-``memwatch.analysis``. Every method is optional; the tracker calls only the ones a probe
-overrides, and a probe that raises is switched off with one warning.
+holders ...) and records what it measures as typed evidence (``memwatch.evidence``) for
+the pure detectors in ``memwatch.analysis``. Every method is optional; the tracker calls
+only the ones a probe overrides, and a probe that raises is switched off with one warning.
+
+Probes talk to the tracker only through ``ProbeHost``: what it offers them (the step, the
+saved-tensor counter, the device, a way to emit, to fail, and to install a hook or patch
+that is undone when the watch stops). They never reach into the tracker's or the watch's
+private state, so the tracker can change behind this seam.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from memwatch.collect.tracker import Tracker
-    from memwatch.records import StepRecord
+    from memwatch.collect.device import DeviceMemory
+    from memwatch.collect.saved import SavedTensorCounter
+    from memwatch.records import Event, Holder, StepRecord
+
+
+class ProbeHost(Protocol):
+    """What the tracker offers a probe (the whole of it: see the module docstring)."""
+
+    step: int  # the step being recorded
+    off: bool  # True once the watch stopped or in a forked child: do nothing
+    saved: SavedTensorCounter  # saved-for-backward bytes: current, peak, stale
+    device: DeviceMemory  # the device's memory readings (allocator or tracked tensors)
+    analysis_requested: bool  # set True when a measurement should be judged at once
+
+    def emit(self, event: Event) -> None:
+        """Record a measurement (build it with ``Evidence.event``)."""
+
+    def emit_holders(self, holders: list[Holder]) -> None:
+        """Record what holds memory at this step end (the dashboard's holders panel)."""
+
+    def fail(self, part: str, exc: BaseException) -> None:
+        """Report an internal error once; the caller switches ``part`` off."""
+
+    def add_handle(self, handle: Any) -> None:
+        """Keep a hook handle; its ``remove()`` is called when the watch stops."""
+
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
+        """Replace ``owner.name`` until the watch stops (then the original is restored)."""
 
 
 @dataclass(slots=True)
@@ -35,27 +66,27 @@ class Probe:
 
     name = "probe"
 
-    def on_start(self, tracker: Tracker) -> None:
+    def on_start(self, tracker: ProbeHost) -> None:
         """The watch started (hooks are installed)."""
 
-    def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
+    def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
         """A root module (not called from inside another module) starts its forward."""
 
     def on_root_forward_post(
-        self, tracker: Tracker, module: Any, output: Any, saved_delta: int
+        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
     ) -> None:
         """A root forward finished; ``saved_delta`` is the saved-for-backward bytes it added."""
 
-    def on_backward(self, tracker: Tracker, call: BackwardCall) -> None:
+    def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         """A backward pass finished."""
 
-    def on_step_end(self, tracker: Tracker, record: StepRecord, frames: list[FrameType]) -> None:
+    def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         """A step ended; ``frames`` are the user frames at the boundary, innermost first."""
 
-    def on_oom(self, tracker: Tracker, info: dict[str, Any], frame: FrameType | None) -> None:
+    def on_oom(self, tracker: ProbeHost, info: dict[str, Any], frame: FrameType | None) -> None:
         """An OutOfMemoryError was created (raised) at ``frame``."""
 
-    def on_stop(self, tracker: Tracker) -> None:
+    def on_stop(self, tracker: ProbeHost) -> None:
         """The watch is ending; emit what is still pending."""
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from memwatch.collect.holders_probe import HoldersProbe
 from memwatch.collect.loop_probes import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe
 
-if TYPE_CHECKING:
-    from memwatch.session import Watch
 
-
-def default_probes(watch: Watch) -> list[Probe]:
-    """Fresh probe instances for one watch (deep analysis may add expensive ones)."""
+def default_probes(deep: bool = False) -> list[Probe]:
+    """Fresh probe instances for one watch (``deep``: the expensive checks every step)."""
     probes: list[Probe] = []
     probes.append(LoopProbe())  # loop-order detectors (docs/detectors-loop.md)
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
-    probes.append(HoldersProbe.for_watch(watch))  # holders, graphs: detectors-holders.md
+    probes.append(HoldersProbe.for_mode(deep))  # holders, graphs: detectors-holders.md
     return probes

@@ -45,7 +45,7 @@ from memwatch.collect.device import (
     cuda_available,
 )
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
-from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe
+from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe, ProbeHost
 from memwatch.collect.rss import RssReader
 from memwatch.collect.saved import (
     SavedTensorCounter,
@@ -124,9 +124,10 @@ class Tracker:
         }
 
     def _call_probes(self, hook: str, *args: Any) -> None:
+        host: ProbeHost = self  # probes see the tracker only through this seam
         for method in self._hooks[hook]:
             try:
-                method(self, *args)
+                method(host, *args)
             except Exception as exc:
                 probe = method.__self__  # type: ignore[attr-defined]
                 self.fail(f"the {probe.name} probe", exc)
@@ -220,6 +221,15 @@ class Tracker:
         original = getattr(owner, name)
         setattr(owner, name, replacement)
         self._undo.append(lambda: setattr(owner, name, original))
+
+    # -- what probes may ask (memwatch.collect.probe.ProbeHost) ------------------------------
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
+        """Replace ``owner.name`` until the watch stops (for probes)."""
+        self._patch(owner, name, replacement)
+
+    def add_handle(self, handle: Any) -> None:
+        """Remove this hook handle when the watch stops (for probes)."""
+        self._handles.append(handle)
 
     def _patch_backward(self) -> None:
         autograd = torch.autograd

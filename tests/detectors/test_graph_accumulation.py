@@ -14,8 +14,8 @@ from torch import nn
 from memwatch import memwatch
 from memwatch.analysis import AnalysisInput
 from memwatch.analysis.detectors import graph_accumulation
-from memwatch.analysis.source import find_in_class, find_in_function
 from memwatch.records import Event, Finding, Location
+from memwatch.source.statements import find_in_class, find_in_function
 from tests.helpers import SAMPLES, kinds, run_sample
 
 KIND = "graph-accumulation"

@@ -3,21 +3,21 @@
 A finding must name the variable to change (``loss`` in ``loss.backward(retain_graph=True)``,
 ``outputs`` in ``outputs.append(model(x))``). The frame only knows the line; Python 3.11+
 also knows the exact span of the instruction being executed (``co_positions``), so we
-parse the file once with ``ast`` and pick the call node with that span. Everything is
-cached and only used on rare paths (when a probe is about to emit evidence), never per
+pick the call node with that span from the file's call index (``memwatch.source.files``).
+Everything is cached and only used on rare paths (when a probe is about to emit evidence), never per
 step. Nothing here imports torch; nothing here may raise into the caller.
 """
 
 from __future__ import annotations
 
 import ast
-import linecache
 import weakref
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
+from memwatch.source.files import STORE_METHODS, ParsedSource, parse_file
+
 _MAX_NAME = 60
-_COLLECTING = frozenset({"append", "extend", "insert", "add", "appendleft", "put", "update"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,47 +31,10 @@ class CallSite:
     holder: str | None  # ``out`` in ``out = model(x)``, ``preds`` in ``preds.append(model(x))``
 
 
-class _ParsedFile:
-    __slots__ = ("calls", "lines", "parents")
-
-    def __init__(self, lines: list[str], tree: ast.AST) -> None:
-        self.lines = lines
-        self.calls: dict[tuple[int, int, int, int], ast.Call] = {}
-        self.parents: dict[int, ast.AST] = {}
-        for node in ast.walk(tree):
-            for child in ast.iter_child_nodes(node):
-                self.parents[id(child)] = node
-            if isinstance(node, ast.Call) and node.end_lineno is not None:
-                key = (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset or 0)
-                self.calls.setdefault(key, node)
-
-    def calls_on_line(self, line: int) -> list[ast.Call]:
-        return [c for key, c in self.calls.items() if key[0] <= line <= key[1]]
-
-
-_files: dict[str, _ParsedFile | None] = {}
 _positions: weakref.WeakKeyDictionary[CodeType, list[tuple[int | None, ...]]] = (
     weakref.WeakKeyDictionary()
 )
 _sites: dict[tuple[str, int, int], CallSite | None] = {}
-
-
-def _parsed(filename: str) -> _ParsedFile | None:
-    lines = linecache.getlines(filename)
-    if filename in _files:
-        cached = _files[filename]
-        if cached is None or cached.lines == lines:
-            return cached
-    result: _ParsedFile | None = None
-    if lines:
-        try:
-            result = _ParsedFile(lines, ast.parse("".join(lines), filename))
-        except (SyntaxError, ValueError, RecursionError):
-            result = None
-    if len(_files) > 256:
-        _files.clear()
-    _files[filename] = result
-    return result
 
 
 def _span(code: CodeType, lasti: int) -> tuple[int | None, ...] | None:
@@ -96,17 +59,17 @@ def _name(node: ast.AST | None) -> str | None:
     return text if len(text) <= _MAX_NAME else text[: _MAX_NAME - 3] + "..."
 
 
-def _holder(parsed: _ParsedFile, call: ast.Call) -> str | None:
+def _holder(parsed: ParsedSource, call: ast.Call) -> str | None:
     """The name the call's result itself is stored into, if the statement says so.
 
     Only a direct store counts (``out = f(x)``, ``outs.append(f(x))``, ``total += f(x)``):
     in ``acc += f(x).mean().item()`` the result is not what ``acc`` holds.
     """
-    parent = parsed.parents.get(id(call))
+    parent = parsed.parent(call)
     if (
         isinstance(parent, ast.Call)
         and isinstance(parent.func, ast.Attribute)
-        and parent.func.attr in _COLLECTING
+        and parent.func.attr in STORE_METHODS
         and any(arg is call for arg in parent.args)
     ):
         return _name(parent.func.value)
@@ -120,7 +83,7 @@ def _holder(parsed: _ParsedFile, call: ast.Call) -> str | None:
     return None
 
 
-def _describe(parsed: _ParsedFile, call: ast.Call) -> CallSite:
+def _describe(parsed: ParsedSource, call: ast.Call) -> CallSite:
     func = call.func
     receiver = method = None
     if isinstance(func, ast.Attribute):
@@ -163,7 +126,7 @@ def call_site_at(
 
 
 def _find(code: CodeType, lasti: int, line: int, method: str | None) -> CallSite | None:
-    parsed = _parsed(code.co_filename)
+    parsed = parse_file(code.co_filename)
     if parsed is None:
         return None
     span = _span(code, lasti)

@@ -6,37 +6,18 @@ which function or class it lives; a person needs the *line to change*:
 That line is found with ``ast`` rather than from the stack, because at the moment memwatch
 looks (a step end) the statement that extended the holder has long finished running.
 
-Pure Python, no torch: the same code serves the in-process probes (which put what they
-find into ``Event``s) and tests. Parsed files are cached by path, size and mtime; files
-larger than ``MAX_SOURCE_BYTES`` are not parsed (a generated file is nobody's loop).
+Pure Python, no torch; files are parsed once through ``memwatch.source.files``.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-MAX_SOURCE_BYTES = 2_000_000
-_TEXT_LIMIT = 160
+from memwatch.source.files import STORE_METHODS, parse_file
 
-#: Methods that put something into a container (``x.append(loss)``).
-STORE_METHODS = frozenset(
-    {
-        "append",
-        "appendleft",
-        "extend",
-        "extendleft",
-        "insert",
-        "add",
-        "update",
-        "setdefault",
-        "__setitem__",
-        "put",
-        "put_nowait",
-    }
-)
+_TEXT_LIMIT = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,34 +44,6 @@ class Statement:
     text: str
     pattern: str
     operands: tuple[str, ...] = ()
-
-
-_cache: dict[str, tuple[tuple[int, int], ast.Module | None, str]] = {}
-
-
-def parse_file(filename: str) -> tuple[ast.Module | None, str]:
-    """The parsed module and its source (``(None, "")`` when unreadable or too big)."""
-    try:
-        stat = os.stat(filename)
-    except OSError:
-        return None, ""
-    stamp = (stat.st_size, stat.st_mtime_ns)
-    cached = _cache.get(filename)
-    if cached is not None and cached[0] == stamp:
-        return cached[1], cached[2]
-    tree: ast.Module | None = None
-    text = ""
-    if stat.st_size <= MAX_SOURCE_BYTES:
-        try:
-            with open(filename, encoding="utf-8") as handle:
-                text = handle.read()
-            tree = ast.parse(text, filename)
-        except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-            tree, text = None, ""
-    if len(_cache) > 64:
-        _cache.clear()
-    _cache[filename] = (stamp, tree, text)
-    return tree, text
 
 
 # -- scopes ------------------------------------------------------------------------------
@@ -316,9 +269,10 @@ def find_in_class(
     filename: str, class_name: str, target: str, prefer: Sequence[str] = ()
 ) -> Statement | None:
     """The statement in any method of ``class_name`` extending ``target`` (``self.cache``)."""
-    tree, text = parse_file(filename)
-    if tree is None:
+    parsed = parse_file(filename)
+    if parsed is None:
         return None
+    tree, text = parsed.tree, parsed.text
     best: Statement | None = None
     for cls in _class_nodes(tree, class_name):
         for method in cls.body:
@@ -346,9 +300,10 @@ def find_in_file(filename: str, target: str, prefer: Sequence[str] = ()) -> Stat
     Used for module-level holders, which are typically extended from a hook or helper
     defined elsewhere in the script than the training loop.
     """
-    tree, text = parse_file(filename)
-    if tree is None:
+    parsed = parse_file(filename)
+    if parsed is None:
         return None
+    tree, text = parsed.tree, parsed.text
     scopes: list[tuple[str, Sequence[ast.stmt]]] = [("<module>", tree.body)]
     scopes.extend(
         (node.name, node.body)
@@ -371,9 +326,10 @@ def _scope_body(
     filename: str, first_line: int, function: str
 ) -> tuple[Sequence[ast.stmt], str] | None:
     """The statements of a scope as a code object names it, and the file's text."""
-    tree, text = parse_file(filename)
-    if tree is None:
+    parsed = parse_file(filename)
+    if parsed is None:
         return None
+    tree, text = parsed.tree, parsed.text
     if function == "<module>":
         return tree.body, text
     node = _function_node(tree, first_line, function)
