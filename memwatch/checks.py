@@ -225,7 +225,7 @@ def describe(
     ``brief`` gives one line per finding (kind, variable, file:line, growth, fix) for the
     failure message when the full blocks follow in the test's "memwatch" report section.
     """
-    from memwatch.report.text import finding_lines
+    from memwatch.report.text import finding_line, finding_lines
 
     # The first line is what pytest's short summary shows: what failed, nothing else.
     lines = [f"memwatch: {'; '.join(f.message for f in failures)}"]
@@ -238,25 +238,13 @@ def describe(
     shown = {f.key: f for f in [*named, *others]}  # first place wins; duplicates dropped
     for i, finding in enumerate(shown.values(), 1):
         if brief:
-            lines.append(f"  {i}. {_one_line(finding)}")
+            lines.append(f"  {i}. {finding_line(finding)}")
         else:
             lines.append("")
             lines.extend(finding_lines(finding, i))
     if brief and shown:
         lines.append("(details and step numbers: the 'memwatch' section below)")
     return "\n".join(lines)
-
-
-def _one_line(f: Finding) -> str:
-    facts = [f"{f.severity.upper()} [{f.kind}]"]
-    if f.variable:
-        facts.append(f"`{f.variable}`")
-    if f.location is not None:
-        facts.append(f"at {f.location.file}:{f.location.line}")
-    if f.growth_per_step_bytes:
-        facts.append(f"({format_size(f.growth_per_step_bytes, signed=True)}/step)")
-    text = " ".join(facts)
-    return f"{text} - fix: {f.fix}" if f.fix else text
 
 
 def step_lines(steps: Sequence[StepRecord], m: Measure, limit: int = 12) -> list[str]:

@@ -17,6 +17,7 @@ from memwatch.errors import RunFileError
 from memwatch.records import Event, Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store import RunReader, RunWriter, resolve_run
 from memwatch.store.schema import SCHEMA_VERSION
+from tests import records
 
 
 def make_info(**overrides: object) -> RunInfo:
@@ -38,23 +39,7 @@ def make_info(**overrides: object) -> RunInfo:
 
 
 def make_step(i: int, saved: int = 0) -> StepRecord:
-    return StepRecord(
-        i,
-        1000.0 + i,
-        0.01,
-        "optimizer",
-        None,
-        None,
-        None,
-        None,
-        saved,
-        saved,
-        0,
-        100_000_000 + i,
-        1,
-        1,
-        0,
-    )
+    return records.make_step(i, saved_bytes=saved, rss_bytes=100_000_000 + i)
 
 
 def test_written_steps_events_holders_and_findings_read_back(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ import bisect
 import inspect
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 
@@ -422,9 +422,7 @@ class GraphChecker:
             frame_function=frame.function,
             frame_line=frame.line,
             frame_file=display_path(frame.filename),
-            statement=statement.text if statement is not None else None,
-            pattern=statement.pattern if statement is not None else None,
-            operands=tuple(statement.operands) if statement is not None else (),
+            **statement_fields(statement),
         )
         if track.hits <= RECORD_FIRST_HITS:
             tracker.analysis_requested = True  # possibly newly proven: judge it now
@@ -451,6 +449,25 @@ class _GradNames:
 # -- helpers shared with the growth probe ------------------------------------------------------
 def statement_location(statement: Statement) -> Location:
     return Location(display_path(statement.file), statement.line, statement.function)
+
+
+class StatementFields(TypedDict):
+    """The evidence fields that describe the statement extending a holder."""
+
+    statement: str | None
+    pattern: str | None
+    operands: tuple[str, ...]
+
+
+def statement_fields(statement: Statement | None) -> StatementFields:
+    """``statement``/``pattern``/``operands`` for ``GraphAccumulation``/``HolderGrowth``."""
+    if statement is None:
+        return {"statement": None, "pattern": None, "operands": ()}
+    return {
+        "statement": statement.text,
+        "pattern": statement.pattern,
+        "operands": tuple(statement.operands),
+    }
 
 
 def locate_statement(

@@ -26,7 +26,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from memwatch.collect.graph_probe import holds_at, locate_statement, statement_location
+from memwatch.collect.graph_probe import (
+    holds_at,
+    locate_statement,
+    statement_fields,
+    statement_location,
+)
 from memwatch.collect.holders import Entry, Scan, first_tensor
 from memwatch.evidence import HolderGrowth
 
@@ -219,9 +224,7 @@ class GrowthChecker:
             last_growth_step=series.last_growth if series.last_growth >= 0 else None,
             same_container=same,
             samples=tuple((int(a), int(b)) for a, b in list(series.samples)[-8:]),
-            statement=statement.text if statement is not None else None,
-            pattern=statement.pattern if statement is not None else None,
-            operands=tuple(statement.operands) if statement is not None else (),
+            **statement_fields(statement),
         )
         if state == "growing" and series.state != "growing":
             tracker.analysis_requested = True  # newly confirmed: report it now

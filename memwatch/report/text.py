@@ -34,11 +34,27 @@ def headline(info: RunInfo | None, summary: StepSummary, findings: Sequence[Find
     return f"memwatch: {script}: {', '.join(counts)} in {steps}"
 
 
+def _label(finding: Finding) -> str:
+    return f"{finding.severity.upper()} [{finding.kind}]"
+
+
+def finding_line(finding: Finding) -> str:
+    """A finding in one line: kind, variable, file:line, growth, fix (a test's failure)."""
+    facts = [_label(finding)]
+    if finding.variable:
+        facts.append(f"`{finding.variable}`")
+    if finding.location is not None:
+        facts.append(f"at {finding.location.file}:{finding.location.line}")
+    if finding.growth_per_step_bytes:
+        facts.append(f"({format_size(finding.growth_per_step_bytes, signed=True)}/step)")
+    text = " ".join(facts)
+    return f"{text} - fix: {finding.fix}" if finding.fix else text
+
+
 def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
     """A finding as a short block: title, where/how much, fix."""
-    label = finding.severity.upper()
     head = f"{index}. " if index is not None else ""
-    lines = [f"{head}{label} [{finding.kind}] {finding.title}"]
+    lines = [f"{head}{_label(finding)} {finding.title}"]
     facts = []
     if finding.location is not None:
         facts.append(str(finding.location))

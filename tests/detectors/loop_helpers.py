@@ -10,6 +10,7 @@ from typing import Any
 from memwatch.analysis import AnalysisInput
 from memwatch.records import Event, Finding, Location, RunInfo, StepRecord
 from tests.helpers import SAMPLES
+from tests.records import make_step
 
 MiB = 1024 * 1024
 
@@ -27,22 +28,17 @@ def step(
     allocated: int | None = None,
 ) -> StepRecord:
     """A step record with healthy defaults; override what the story is about."""
-    return StepRecord(
-        step=n,
-        started_at=1000.0 + n,
-        duration_s=0.01,
+    return make_step(
+        n,
         boundary=boundary,
         allocated_bytes=allocated,
-        reserved_bytes=None,
         peak_allocated_bytes=allocated,
-        device_used_bytes=None,
         saved_bytes=saved,
         saved_peak_bytes=max(saved_peak, saved),
         saved_stale_bytes=stale,
         rss_bytes=rss,
         forward_calls=forwards,
         backward_calls=backwards,
-        oom_events=0,
     )
 
 

@@ -17,6 +17,7 @@ from memwatch.analysis.detectors import memory_growth
 from memwatch.evidence import GraphAccumulation, HolderGrowth
 from memwatch.records import Event, Finding, Location, RunInfo, StepRecord
 from tests.helpers import SAMPLES, kinds, run_sample
+from tests.records import make_step
 
 KIND = "memory-growth"
 SAMPLE = "bugs/memory_growth.py"
@@ -138,22 +139,14 @@ def _holder_event(step: int, grew_at: int | None = None, **fields: Any) -> Event
 
 
 def _step(step: int, allocated: int | None, stale: int = 0) -> StepRecord:
-    return StepRecord(
+    return make_step(
         step,
-        0.0,
-        0.01,
-        "optimizer",
-        allocated,
-        allocated,
-        allocated,
-        None,
-        0,
-        0,
-        stale,
-        None,
-        1,
-        1,
-        0,
+        started_at=0.0,
+        allocated_bytes=allocated,
+        reserved_bytes=allocated,
+        peak_allocated_bytes=allocated,
+        saved_stale_bytes=stale,
+        rss_bytes=None,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from memwatch.records import Finding, RunInfo, StepRecord
 from memwatch.store import RunWriter
+from tests.records import make_step
 
 MiB = 1024 * 1024
 
@@ -19,22 +20,14 @@ def step(
     boundary: str = "optimizer",
 ) -> StepRecord:
     """One step as a CPU run records it (no allocator numbers unless ``allocated``)."""
-    return StepRecord(
-        step=i,
-        started_at=1000.0 + i,
-        duration_s=0.01,
+    return make_step(
+        i,
         boundary=boundary,
         allocated_bytes=allocated,
-        reserved_bytes=None,
         peak_allocated_bytes=allocated,
-        device_used_bytes=None,
         saved_bytes=saved,
         saved_peak_bytes=saved + 3 * MiB,  # one forward's activations on top of what is kept
-        saved_stale_bytes=0,
         rss_bytes=rss,
-        forward_calls=1,
-        backward_calls=1,
-        oom_events=0,
     )
 
 

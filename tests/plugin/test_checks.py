@@ -9,6 +9,7 @@ import pytest
 from memwatch import checks
 from memwatch.errors import MemwatchError
 from memwatch.records import Finding, Location, StepRecord
+from tests.records import make_step
 
 KiB = 1024
 
@@ -22,22 +23,14 @@ def step(
     saved_peak: int | None = None,
     boundary: str = "optimizer",
 ) -> StepRecord:
-    return StepRecord(
-        step=i,
-        started_at=1000.0 + i,
-        duration_s=0.01,
+    return make_step(
+        i,
         boundary=boundary,
         allocated_bytes=allocated,
-        reserved_bytes=None,
         peak_allocated_bytes=peak,
-        device_used_bytes=None,
         saved_bytes=saved,
         saved_peak_bytes=saved if saved_peak is None else saved_peak,
-        saved_stale_bytes=0,
         rss_bytes=None,
-        forward_calls=1,
-        backward_calls=1,
-        oom_events=0,
     )
 
 

@@ -14,6 +14,7 @@ from textual.pilot import Pilot
 
 from memwatch.records import Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store import RunWriter
+from tests import records
 from tui.app import MemwatchApp
 from tui.source import FakeSource
 
@@ -49,22 +50,17 @@ def make_step(step: int, cpu: bool = False, spike_at: int | None = None) -> Step
     """A step of a run leaking 4 MiB of autograd graph per step, with an optional spike."""
     allocated = GiB + step * 4 * MiB
     spike = 2 * GiB if step == spike_at else 0
-    return StepRecord(
-        step=step,
+    return records.make_step(
+        step,
         started_at=STARTED + step * 0.5,
         duration_s=0.5,
-        boundary="optimizer",
         allocated_bytes=None if cpu else allocated,
         reserved_bytes=None if cpu else allocated + 512 * MiB,
         peak_allocated_bytes=None if cpu else allocated + 600 * MiB + spike,
-        device_used_bytes=None,
         saved_bytes=200 * MiB + step * 4 * MiB,
         saved_peak_bytes=900 * MiB,
         saved_stale_bytes=step * 4 * MiB,
         rss_bytes=3 * GiB + step * MiB,
-        forward_calls=1,
-        backward_calls=1,
-        oom_events=0,
     )
 
 

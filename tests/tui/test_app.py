@@ -222,8 +222,11 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
                 )
             )
             # THEN the header says so and the dashboard stops polling
-            await wait_for(pilot, lambda: "finished" in text(app, "#header-status"))
-            assert app.refresh_timer is None
+            # (the header updates one message before the timer stops: wait for both)
+            await wait_for(
+                pilot,
+                lambda: "finished" in text(app, "#header-status") and app.refresh_timer is None,
+            )
     finally:
         writer.close()
 

@@ -30,6 +30,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from memwatch.analysis.detectors.loop_common import theil_sen
 from memwatch.records import Finding, StepRecord
 from memwatch.units import format_size
 
@@ -115,28 +116,12 @@ class RankStats:
         return value
 
 
-def theil_sen_slope(points: Sequence[tuple[int, float]]) -> float | None:
-    """Median of the pairwise slopes: a growth rate a few odd steps cannot bend."""
-    if len(points) < 2:
-        return None
-    if len(points) > _MAX_SLOPE_POINTS:  # evenly thinned: O(n^2) pairs stay cheap
-        stride = len(points) / _MAX_SLOPE_POINTS
-        points = [points[int(i * stride)] for i in range(_MAX_SLOPE_POINTS)]
-    slopes = [
-        (y2 - y1) / (x2 - x1)
-        for i, (x1, y1) in enumerate(points)
-        for x2, y2 in points[i + 1 :]
-        if x2 != x1
-    ]
-    return statistics.median(slopes) if slopes else None
-
-
 def _slope(steps: Sequence[StepRecord], get: Callable[[StepRecord], int | None]) -> int | None:
     points = [(s.step, float(v)) for s in steps if (v := get(s)) is not None]
     if len(points) < _MIN_GROWTH_STEPS:
         return None
-    slope = theil_sen_slope(points)
-    return None if slope is None else round(slope)
+    xs, ys = zip(*points)
+    return round(theil_sen(xs, ys, max_points=_MAX_SLOPE_POINTS))
 
 
 def _peak(values: Sequence[int | None]) -> int | None:
