@@ -6,7 +6,7 @@ gc-based tensor census every step), plus the run-file bytes per step, memwatch's
 memory over a long run, the overhead once the in-memory window is full, and how many
 steps a leak takes to be found.
 
-Method (probe.md section 2): one torch thread; every configuration wraps a *block* of
+Method (docs/measurements.md §3): one torch thread; every configuration wraps a *block* of
 steps (the tool is entered once per block; the census runs every step by design); each
 configuration is warmed up with one block; then rounds run every configuration once,
 round-robin, starting one configuration later each round. ms/step is the median over
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 
 # Before torch is imported: with two OpenMP threads a shared 2-core VM showed 10x step
-# spikes (probe.md), which no interleaving can cancel.
+# spikes (docs/measurements.md §2), which no interleaving can cancel.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
@@ -203,7 +203,7 @@ def tensor_census() -> Callable[[], int]:
     """pytorch_memlab MemReporter's approach: every tensor ``gc`` knows, storage bytes summed.
 
     Types are checked once and cached (``isinstance`` costs twice as much and has side
-    effects on proxy objects, probe.md); storages are counted once however many views.
+    effects on proxy objects, docs/measurements.md §2); storages are counted once however many views.
     """
     tensor_base: type = getattr(torch._C, "TensorBase", torch.Tensor)
     is_tensor_type: dict[type, bool] = {}
@@ -670,7 +670,7 @@ def bench_leak(
         "detected_only_at_exit": at_exit,
         "steps_to_finding": leak_steps,
         "ms_to_finding": leak_ms,
-        "detectors": sorted(getattr(d, "__module__", repr(d)) for d in DETECTORS),
+        "detectors": sorted(d.kind for d in DETECTORS),
     }
     if found is not None:
         result["finding_first_step"] = found.first_step

@@ -1,4 +1,4 @@
-"""The ``memwatch`` command line: ``run``, ``report``, ``tui``, ``check`` (design section 4).
+"""The ``memwatch`` command line: ``run``, ``report``, ``tui``, ``check`` (the CLI table: README and docs/contracts.md).
 
 ``main(argv) -> int`` never lets a memwatch error escape as a traceback: bad input gets
 one ``memwatch: ...`` line and a non-zero exit.

@@ -152,7 +152,10 @@ class Holder:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A diagnosed problem: what, where, how much, and what to change (design section 5)."""
+    """A diagnosed problem: what, where, how much, and what to change.
+
+    Its ``to_dict`` is a finding of the ``memwatch.report/1`` JSON (README, docs/contracts.md).
+    """
 
     kind: str
     severity: Severity

@@ -36,6 +36,10 @@ def kinds(findings: list[Finding], at_least: str = "info") -> set[str]:
 
 
 def only(findings: list[Finding], kind: str) -> Finding:
+    """The one finding of ``kind``: fails when there is none, or more than one."""
     matches = [f for f in findings if f.kind == kind]
-    assert matches, f"no {kind} finding; got {[f.kind for f in findings]}"
+    assert len(matches) == 1, (
+        f"expected exactly one {kind} finding, got {len(matches)}: "
+        f"{[(f.kind, f.variable, str(f.location)) for f in findings]}"
+    )
     return matches[0]

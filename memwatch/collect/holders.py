@@ -15,7 +15,7 @@ what it finds the way a person would write it: ``loss``, ``meter.sum``, ``losses
 
 Every part is bounded (names per frame, attributes per object, modules per step,
 elements per container) because it runs at every step end; storages are counted once.
-A gc census would find more but costs tens of milliseconds (probe.md section 2).
+A gc census would find more but costs tens of milliseconds (docs/measurements.md §1).
 
 One CPython pitfall shapes ``read_locals``: on 3.11/3.12 ``frame.f_locals`` of a function
 frame is a dict cached *on the frame* that keeps strong references to the values it saw

@@ -83,7 +83,7 @@ class _Reach:
 
     def add(self, value: Any, depth: int = 0) -> None:
         # Types only (no isinstance/hasattr on the value): proxies run code on attribute
-        # access (probe.md: a scan tripped torch.distributed deprecation warnings).
+        # access (docs/measurements.md §2: a scan tripped torch.distributed deprecation warnings).
         kind = type(value)
         if issubclass(kind, _Tensor):
             self._tensor(value)

@@ -1,6 +1,6 @@
 """The tracker: installs memwatch's torch hooks, finds step boundaries, builds StepRecords.
 
-Hooks and their costs (probe.md):
+Hooks and their costs (docs/measurements.md §1):
 
 * global module forward pre/post hooks (~1.3 µs per module call), used only to count
   *root* forwards and to hand them to probes; they return at once while torch.compile

@@ -1,4 +1,4 @@
-"""``memwatch report --format json``: the ``memwatch.report/1`` object (design section 6)."""
+"""``memwatch report --format json``: the ``memwatch.report/1`` object (README, docs/contracts.md)."""
 
 from __future__ import annotations
 

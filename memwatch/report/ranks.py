@@ -5,7 +5,7 @@ loaded by ``memwatch.commands.ranks`` into a ``MergedRun``; this module only ren
 so the same views serve ``memwatch report RUN_DIR`` and the end-of-run report of rank 0.
 
 The JSON form is the ``memwatch.report/1`` object of one run with a ``"ranks"`` list added
-(design section 6): ``run`` describes the launch (``rank`` null, ``world_size`` set,
+(docs/distributed.md): ``run`` describes the launch (``rank`` null, ``world_size`` set,
 ``exit_status`` 0 only if every rank exited 0), ``steps`` holds the worst rank's numbers,
 and every finding carries ``"rank"``.
 """

@@ -22,7 +22,11 @@ def global_torch_state() -> dict[str, Any]:
         "active watch": memwatch.active_watch(),
         "forward hooks": len(torch_module._global_forward_hooks),
         "forward pre-hooks": len(torch_module._global_forward_pre_hooks),
+        "optimizer pre-hooks": len(torch_optimizer._global_optimizer_pre_hooks),
         "optimizer post-hooks": len(torch_optimizer._global_optimizer_post_hooks),
+        "Optimizer.zero_grad": torch.optim.Optimizer.zero_grad,
+        "Module.zero_grad": torch.nn.Module.zero_grad,
+        "GradScaler.update": torch.amp.GradScaler.update,
         "autograd.backward": torch.autograd.backward,
         "autograd.grad": torch.autograd.grad,
         "saved-tensor hooks": torch._C._autograd._top_saved_tensors_default_hooks(False),
@@ -77,4 +81,16 @@ def test_a_raising_step_function_leaves_nothing_behind() -> None:
     # WHEN assert_no_leaks runs it THEN the error propagates and the watch is gone
     with pytest.raises(ValueError, match="bad batch"):
         assert_no_leaks(step, steps=6, warmup=1)
+    assert global_torch_state() == before
+
+
+def test_the_hygiene_check_sees_every_patch_a_watch_installs() -> None:
+    # GIVEN the torch globals before a watch
+    before = global_torch_state()
+    # WHEN a watch is running THEN every hook and patch it installs shows as a difference
+    #      (so the checks above cannot pass by looking at the wrong things)
+    with memwatch.memwatch(store=False):
+        during = global_torch_state()
+    changed = {key for key in before if before[key] != during[key]}
+    assert changed == set(before)
     assert global_torch_state() == before
