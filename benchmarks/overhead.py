@@ -203,7 +203,8 @@ def tensor_census() -> Callable[[], int]:
     """pytorch_memlab MemReporter's approach: every tensor ``gc`` knows, storage bytes summed.
 
     Types are checked once and cached (``isinstance`` costs twice as much and has side
-    effects on proxy objects, docs/measurements.md §2); storages are counted once however many views.
+    effects on proxy objects, docs/measurements.md §2); storages are counted once however
+    many views.
     """
     tensor_base: type = getattr(torch._C, "TensorBase", torch.Tensor)
     is_tensor_type: dict[type, bool] = {}

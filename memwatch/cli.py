@@ -1,4 +1,6 @@
-"""The ``memwatch`` command line: ``run``, ``report``, ``tui``, ``check`` (the CLI table: README and docs/contracts.md).
+"""The ``memwatch`` command line: ``run``, ``report``, ``tui``, ``check``.
+
+The commands and exit codes are the README's CLI table (changes: docs/contracts.md).
 
 ``main(argv) -> int`` never lets a memwatch error escape as a traceback: bad input gets
 one ``memwatch: ...`` line and a non-zero exit.

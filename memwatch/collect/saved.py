@@ -134,7 +134,8 @@ class SavedTensorHooks:
 
     def pack(self, tensor: Any) -> Any:
         if not self.enabled:
-            # Never keep an output itself: with its grad_fn it would form a cycle (docs/measurements.md §2).
+            # Never keep an output itself: with its grad_fn it would form a cycle
+            # (docs/measurements.md §2).
             return tensor.detach() if tensor.grad_fn is not None else tensor
         counter = self.counter
         key: int | None = None

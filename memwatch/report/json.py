@@ -1,4 +1,4 @@
-"""``memwatch report --format json``: the ``memwatch.report/1`` object (README, docs/contracts.md)."""
+"""``memwatch report --format json``: the ``memwatch.report/1`` object (README, contracts)."""
 
 from __future__ import annotations
 
