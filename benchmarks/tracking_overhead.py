@@ -1,9 +1,9 @@
 """Cost of tensor tracking (``memwatch(track_tensors=True)`` / ``--budget`` on CPU).
 
 Tracking intercepts every aten op in a ``TorchDispatchMode`` (docs/measurements.md §1:
-2.8-4.6 µs per op on this VM class), so it is opt-in. This measures the time per training step of small
-MLPs under: no memwatch, memwatch default, memwatch with ``track_tensors=True``, and
-memwatch with a budget large enough never to trigger.
+2.8-4.6 µs per op on this VM class), so it is opt-in. This measures the time per training
+step of small MLPs under: no memwatch, memwatch default, memwatch with
+``track_tensors=True``, and memwatch with a budget large enough never to trigger.
 
 Method (as ``benchmarks/overhead.py``, docs/measurements.md §3): one torch thread; each
 configuration wraps a block of steps and is warmed up once; rounds run every
