@@ -38,6 +38,10 @@ def _label(finding: Finding) -> str:
     return f"{finding.severity.upper()} [{finding.kind}]"
 
 
+def _growth(finding: Finding) -> str:
+    return f"{format_size(finding.growth_per_step_bytes, signed=True)}/step"
+
+
 def finding_line(finding: Finding) -> str:
     """A finding in one line: kind, variable, file:line, growth, fix (a test's failure)."""
     facts = [_label(finding)]
@@ -46,7 +50,7 @@ def finding_line(finding: Finding) -> str:
     if finding.location is not None:
         facts.append(f"at {finding.location.file}:{finding.location.line}")
     if finding.growth_per_step_bytes:
-        facts.append(f"({format_size(finding.growth_per_step_bytes, signed=True)}/step)")
+        facts.append(f"({_growth(finding)})")
     text = " ".join(facts)
     return f"{text} - fix: {finding.fix}" if finding.fix else text
 
@@ -63,7 +67,7 @@ def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
     if finding.first_step is not None:
         facts.append(f"since step {finding.first_step}")
     if finding.growth_per_step_bytes:
-        facts.append(f"{format_size(finding.growth_per_step_bytes, signed=True)}/step")
+        facts.append(_growth(finding))
     if finding.bytes:
         facts.append(f"holds {format_size(finding.bytes)}")
     if finding.rank is not None:
