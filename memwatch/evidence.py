@@ -207,7 +207,7 @@ class RetainGraphBackward(Evidence):
 
 @dataclass(frozen=True, slots=True)
 class ForwardWithoutBackward(Evidence):
-    """Root forwards of a step whose graphs no backward used (``loop_probes``)."""
+    """Root forwards of a step whose graphs no backward used (``collect/loop/forwards.py``)."""
 
     KIND: ClassVar[str] = "forward-without-backward"
     forwards: int = 0

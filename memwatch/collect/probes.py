@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from memwatch.collect.holders_probe import HoldersProbe
-from memwatch.collect.loop_probes import LoopProbe
+from memwatch.collect.loop import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe
 

@@ -1,0 +1,86 @@
+"""Evidence for ``eval-mode-missing``: evaluation forwards with dropout/batch-norm training.
+
+Two ways a forward is evaluation: grad is disabled (``no_grad``: seen at the root forward
+pre-hook), or its graph was never used by a backward (``no_backward``: known at the step
+end from the forwards recorder). Either way, when the model still has Dropout/BatchNorm
+submodules with ``training=True``, ``EvalPassTrainMode`` is recorded with how many
+forwards and which modules.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from memwatch.collect.frames import first_user_frame
+from memwatch.collect.loop.common import Site, Thinning, call_at, location_of, site_of
+from memwatch.evidence import EvalPassTrainMode
+
+if TYPE_CHECKING:
+    from memwatch.collect.probe import ProbeHost
+    from memwatch.records import StepRecord
+
+
+class EvalModeRecorder:
+    """Counts no-grad root forwards of models with training-mode stochastic modules."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.no_grad_forwards = 0
+        self._site: Site | None = None
+        self._modules: tuple[str, ...] = ()
+        self._model = ""
+
+    def note_no_grad(self, model: str, training: tuple[str, ...]) -> None:
+        """A root forward under no_grad while ``training`` submodules were training."""
+        self.no_grad_forwards += 1
+        if self._site is None:
+            self._site = site_of(first_user_frame(sys._getframe(2)))
+            self._modules = training
+            self._model = model
+
+    def record_no_grad(
+        self, tracker: ProbeHost, record: StepRecord, forwards: int, thinning: Thinning
+    ) -> None:
+        if self.no_grad_forwards:
+            self.record(
+                tracker,
+                record,
+                "no_grad",
+                self.no_grad_forwards,
+                self._site,
+                self._modules,
+                self._model,
+                forwards,
+                thinning,
+            )
+
+    @staticmethod
+    def record(
+        tracker: ProbeHost,
+        record: StepRecord,
+        how: str,
+        count: int,
+        site: Site | None,
+        modules: tuple[str, ...],
+        model: str,
+        step_forwards: int,
+        thinning: Thinning,
+    ) -> None:
+        step = record.step
+        if count <= 0 or not thinning.allow(f"eval-pass-train-mode/{how}", step):
+            return
+        call = call_at(site)
+        evidence = EvalPassTrainMode(
+            how=how,  # "no_grad": grad disabled; "no_backward": graph never used
+            forwards=count,
+            training_modules=tuple(modules[:6]),
+            training_module_count=len(modules),
+            step_forwards=step_forwards,
+            step_backwards=record.backward_calls,
+            model=model,
+            variable=call.callee if call else None,
+        )
+        tracker.emit(evidence.event(step, location_of(site)))

@@ -1,0 +1,252 @@
+"""Evidence for ``graph-retained-in-inference``: root forwards whose graph no backward used.
+
+Whether a forward's graph was used by a backward is known exactly from a pre-hook on the
+output's ``grad_fn`` (it fires when backward reaches the output), but registering one
+costs a few µs, so the first forward after a backward in train mode (the training
+forward) is not hooked: a backward that follows is taken to have used it. Only further
+forwards before a backward, and forwards in eval mode, are hooked. Forwards a backward
+did not use by the step end are recorded as ``ForwardWithoutBackward`` (and, when the
+model still trains its dropout/batch-norm, as ``EvalPassTrainMode`` "no_backward").
+The forwards a backward did use are handed to the micro-batch recorder.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from memwatch.collect.frames import first_user_frame
+from memwatch.collect.loop.common import (
+    MAX_PENDING,
+    Site,
+    StochasticModules,
+    Thinning,
+    call_at,
+    location_of,
+    site_of,
+)
+from memwatch.collect.loop.eval_mode import EvalModeRecorder
+from memwatch.evidence import ForwardWithoutBackward
+
+if TYPE_CHECKING:
+    from memwatch.collect.probe import ProbeHost
+    from memwatch.records import StepRecord
+
+_Tensor = torch.Tensor
+CARRY_STEPS = 64  # forward-boundary steps a graph may wait for the run's first backward
+
+
+def graph_tensors(output: Any) -> list[Any]:
+    """Up to four tensors of a forward's output that carry autograd history."""
+    if isinstance(output, _Tensor):
+        return [output] if output.grad_fn is not None else []
+    if isinstance(output, dict):
+        items: Iterable[Any] = list(output.values())[:8]
+    elif isinstance(output, (tuple, list)):
+        items = output[:8]
+    else:
+        return []
+    return [t for t in items if isinstance(t, _Tensor) and t.grad_fn is not None][:4]
+
+
+class Forward:
+    """One root forward that built a graph, until a backward uses it or the step ends."""
+
+    __slots__ = (
+        "bytes",
+        "consumed",
+        "hooked",
+        "module",
+        "saved_after",
+        "site",
+        "training",
+        "unbatched",
+    )
+
+    def __init__(self, nbytes: int, saved_after: int, training: bool, unbatched: bool) -> None:
+        self.bytes = nbytes
+        self.saved_after = saved_after
+        self.training = training
+        self.unbatched = unbatched
+        self.consumed = False
+        self.hooked = False
+        self.module: weakref.ref[Any] | None = None
+        self.site: Site | None = None
+
+    def mark(self, grad_outputs: Any) -> None:
+        """grad_fn pre-hook: a backward reached this forward's output (changes nothing)."""
+        self.consumed = True
+
+
+class ForwardsRecorder:
+    """Root forwards with graphs, pending until a backward or the step end."""
+
+    def __init__(self) -> None:
+        self.pending: list[Forward] = []
+        self.last_out: weakref.ref[Any] | None = None
+        self._fast = Forward(0, 0, True, False)
+        self._carried = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.unconsumed: list[Forward] = []
+        self.overflow = [0, 0]  # forwards past MAX_PENDING: count, bytes
+
+    def after_forward(
+        self,
+        tracker: ProbeHost,
+        module: Any,
+        output: Any,
+        saved_delta: int,
+        continues: bool,
+        unbatched: bool,
+        any_backward: bool,
+    ) -> bool:
+        """A root forward with grad finished; True when it leaves something to record."""
+        if isinstance(output, _Tensor):  # the common case, without building a list
+            if output.grad_fn is None:
+                return False
+            tensors = [output]
+        else:
+            tensors = graph_tensors(output)
+            if not tensors:
+                return False
+        self.last_out = weakref.ref(tensors[0])
+        pending = self.pending
+        if continues and pending:
+            pending[-1].bytes += saved_delta
+            pending[-1].saved_after = tracker.saved.current
+            return False
+        training = module.training
+        if not pending and training and any_backward:
+            # The training forward (first since a backward, train mode, in a run that has
+            # backwards): the backward that follows is taken to use it. Nothing else is
+            # recorded, which keeps the hot path to a few attribute reads.
+            fast = self._fast  # reused: it never outlives the step (no hook holds it)
+            fast.bytes = saved_delta
+            fast.saved_after = tracker.saved.current
+            fast.unbatched = unbatched
+            pending.append(fast)
+            return False
+        if len(pending) >= MAX_PENDING:
+            self.overflow[0] += 1
+            self.overflow[1] += saved_delta
+            return True
+        entry = Forward(saved_delta, tracker.saved.current, bool(training), unbatched)
+        if pending or not training:
+            seen: list[Any] = []
+            try:
+                for t in tensors:
+                    fn = t.grad_fn
+                    if fn is not None and not any(fn is s for s in seen):
+                        seen.append(fn)
+                        fn.register_prehook(entry.mark)
+                entry.hooked = True
+            except Exception:  # an exotic node: judge this forward like an unhooked one
+                entry.consumed = entry.hooked = bool(seen)
+        try:
+            entry.module = weakref.ref(module)
+        except TypeError:
+            entry.module = None
+        entry.site = site_of(first_user_frame(sys._getframe(2)))
+        pending.append(entry)
+        return False
+
+    def on_backward(self) -> tuple[list[Forward], bool]:
+        """A backward ran: the forwards it used, and whether some were left unused."""
+        pending = self.pending
+        if not pending:
+            return [], False
+        if len(pending) == 1 and not pending[0].hooked:  # the usual training step
+            pending.clear()
+            return [], False
+        consumed = []
+        left = False
+        for e in pending:
+            if e.consumed or not e.hooked:
+                consumed.append(e)
+            elif len(self.unconsumed) < MAX_PENDING:
+                left = True
+                self.unconsumed.append(e)
+        pending.clear()
+        # Forwards past MAX_PENDING were not hooked: judge them like the ones we saw.
+        if self.overflow[0] and len(consumed) >= len(self.unconsumed):
+            self.overflow = [0, 0]
+        return consumed, left
+
+    def at_step_end(self, record: StepRecord, any_backward: bool) -> None:
+        """Pending forwards count as unused, unless they may still await a first backward."""
+        if not self.pending:
+            return
+        if record.boundary == "forward" and not any_backward and self._carried < CARRY_STEPS:
+            # No backward yet in the whole run, and the tracker cut a step at a forward:
+            # micro-batch forwards before the first backward look just like this, so the
+            # graphs wait a few steps for a backward before they count as inference.
+            self._carried += 1
+            return
+        if len(self.unconsumed) < MAX_PENDING:
+            self.unconsumed.extend(self.pending[: MAX_PENDING - len(self.unconsumed)])
+        self.pending.clear()
+
+    def record(
+        self,
+        tracker: ProbeHost,
+        record: StepRecord,
+        step_forwards: int,
+        modules: StochasticModules,
+        thinning: Thinning,
+    ) -> None:
+        if not self.unconsumed and not self.overflow[0]:
+            return
+        entries = self.unconsumed
+        count = len(entries) + self.overflow[0]
+        nbytes = sum(e.bytes for e in entries) + self.overflow[1]
+        peak = 0
+        if entries:
+            base = entries[0].saved_after - entries[0].bytes
+            peak = max(e.saved_after for e in entries) - base
+        # The first forward of a training step is recorded without its line or module (hot
+        # path); the next ones of an evaluation pass have them.
+        site = next((e.site for e in entries if e.site is not None), None)
+        module = next((m for m in (e.module() for e in entries if e.module) if m is not None), None)
+        model = type(module).__name__ if module is not None else None
+        eval_count = sum(1 for e in entries if not e.training)
+        train_count = count - eval_count
+        step = record.step
+        if module is not None and train_count > 0 and module.training:
+            # forgot model.eval() as well? (forwards without backward in train mode)
+            training = modules.training(module)
+            if training:
+                EvalModeRecorder.record(
+                    tracker,
+                    record,
+                    "no_backward",
+                    train_count,
+                    site,
+                    training,
+                    model or "",
+                    step_forwards,
+                    thinning,
+                )
+        if not thinning.allow("forward-without-backward", step):
+            return
+        call = call_at(site)
+        evidence = ForwardWithoutBackward(
+            forwards=count,
+            eval_mode_forwards=eval_count,
+            bytes=nbytes,
+            peak_alive_bytes=max(0, peak),
+            saved_at_end=record.saved_bytes,
+            stale_at_end=record.saved_stale_bytes,
+            step_backwards=record.backward_calls,
+            step_forwards=step_forwards,
+            boundary=record.boundary,
+            model=model,
+            variable=(call.holder or call.callee) if call else None,
+            callee=call.callee if call else None,
+        )
+        tracker.emit(evidence.event(step, location_of(site)))
