@@ -14,7 +14,7 @@ def run_dashboard(path: Path, follow: bool | None = None) -> int:
 
     Textual is imported here, not at package import, so ``import tui`` stays cheap.
     """
-    from tui.app import run_dashboard as run
+    from .app import run_dashboard as run
 
     return run(path, follow)
 

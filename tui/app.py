@@ -27,11 +27,12 @@ from textual.worker import Worker, get_current_worker
 from memwatch.errors import RunFileError
 from memwatch.records import Finding, RunInfo
 from memwatch.store.liveness import writer_alive
-from tui.logtail import read_tail
-from tui.model import ChartData, CursorData, RunModel, Snapshot
-from tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
-from tui.source import FileSource, RunSource, run_files
-from tui.view import (
+
+from .feed import FileFeed, RunFeed, run_files
+from .logtail import read_tail
+from .model import ChartData, CursorData, RunModel, Snapshot
+from .screens import ErrorScreen, HelpScreen, QuitLiveScreen
+from .view import (
     Excerpt,
     RunState,
     Viewport,
@@ -46,7 +47,7 @@ from tui.view import (
     whole_run,
     zoom,
 )
-from tui.widgets import (
+from .widgets import (
     CursorBar,
     FindingDetail,
     FindingsList,
@@ -96,7 +97,7 @@ class MemwatchApp(App[str | None]):
     """Shows one run; follows it while it records when ``follow`` is set.
 
     Args:
-        source: an open run (``FileSource``, or ``FakeSource`` in tests); or None with
+        source: an open run (``FileFeed``, or ``FakeFeed`` in tests); or None with
             ``path`` set, to open the file in a worker (errors show on an error screen).
         follow: poll for new steps while the writer is alive.
         clock: wall-clock time for the elapsed time of live runs (fixed in snapshots).
@@ -139,7 +140,7 @@ class MemwatchApp(App[str | None]):
 
     def __init__(
         self,
-        source: RunSource | None = None,
+        source: RunFeed | None = None,
         *,
         path: Path | None = None,
         follow: bool = False,
@@ -236,7 +237,7 @@ class MemwatchApp(App[str | None]):
         worker = get_current_worker()
         try:
             if self.model is None:
-                source = self._source if self._source is not None else FileSource(self._path())
+                source = self._source if self._source is not None else FileFeed(self._path())
                 self.model = RunModel(source, alive=self._alive)
             model = self.model
             started = _clocks()
@@ -627,7 +628,7 @@ def run_dashboard(path: Path, follow: bool | None = None) -> int:
     """
     try:
         ranks = run_files(Path(path))
-        source = FileSource(ranks[0])
+        source = FileFeed(ranks[0])
         info = source.info()
     except RunFileError as exc:
         print(f"memwatch: {exc}", file=sys.stderr)

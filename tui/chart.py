@@ -19,7 +19,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tui.view import ChartData, nice_ticks, short_count, short_size
+from .view import ChartData, nice_ticks, short_count, short_size
 
 #: Braille dot bit for (x within the cell 0..1, y within the cell 0..3).
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))

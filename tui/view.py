@@ -16,7 +16,8 @@ from typing import Any
 
 from memwatch.records import Finding, Holder, RunInfo, StepRecord
 from memwatch.units import format_size
-from tui.source import SERIES_COLUMNS, Block, Values
+
+from .feed import SERIES_COLUMNS, Block, Values
 
 #: Long and short names of each series (short ones fit the 80-column cursor bar).
 SERIES_NAMES: dict[str, tuple[str, str]] = {

@@ -7,6 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from memwatch_tui.app import MemwatchApp, run_dashboard
+from memwatch_tui.feed import FakeFeed, FileFeed
+from memwatch_tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
+from memwatch_tui.view import stride
+from memwatch_tui.widgets import FindingDetail, FindingsList, HoldersPanel, Timeline
 from textual.content import Content
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -15,7 +20,7 @@ from memwatch.errors import RunFileError
 from memwatch.records import RunInfo
 from tests.tui.runs import (
     drive,
-    fake_source,
+    fake_feed,
     fixed_clock,
     make_app,
     make_findings,
@@ -25,11 +30,6 @@ from tests.tui.runs import (
     settle,
     write_run,
 )
-from tui.app import MemwatchApp, run_dashboard
-from tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
-from tui.source import FakeSource, FileSource
-from tui.view import stride
-from tui.widgets import FindingDetail, FindingsList, HoldersPanel, Timeline
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,7 +53,7 @@ async def wait_for(pilot: Pilot[object], condition, timeout: float = 10.0) -> No
 @drive
 async def test_a_recorded_run_opens_with_header_timeline_and_findings(recorded_run: Path):
     # GIVEN a finished run file of 200 steps with three findings
-    app = MemwatchApp(FileSource(recorded_run), clock=fixed_clock)
+    app = MemwatchApp(FileFeed(recorded_run), clock=fixed_clock)
     async with app.run_test() as pilot:
         # WHEN the dashboard has read it
         await settle(pilot)
@@ -161,7 +161,7 @@ async def test_number_keys_hide_and_show_series():
 
 @drive
 async def test_a_cpu_run_leaves_out_the_cuda_series():
-    app = make_app(fake_source(cpu=True, device_type="cpu", device_name="cpu"))
+    app = make_app(fake_feed(cpu=True, device_type="cpu", device_name="cpu"))
     async with app.run_test() as pilot:
         await settle(pilot)
         timeline = app.query_one(Timeline)
@@ -179,7 +179,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
     writer = write_run(path, info, make_steps(20), close=False)
     alive = {"value": True}
     app = MemwatchApp(
-        FileSource(path),
+        FileFeed(path),
         follow=True,
         refresh_s=0.05,
         clock=fixed_clock,
@@ -230,7 +230,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
 
 @drive
 async def test_a_live_run_without_steps_yet_waits_for_them():
-    source = FakeSource(make_info(ended_at=None))
+    source = FakeFeed(make_info(ended_at=None))
     app = make_app(source, follow=True, refresh_s=0.05)
     async with app.run_test() as pilot:
         await settle(pilot)
@@ -344,7 +344,7 @@ async def test_r_switches_between_rank_files(tmp_path: Path):
         path = tmp_path / f"train-20240101-000000-rank{rank}.db"
         write_run(path, make_info(rank=rank, world_size=2), make_steps(10 + rank))
         ranks.append(path)
-    app = MemwatchApp(FileSource(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
+    app = MemwatchApp(FileFeed(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
     async with app.run_test() as pilot:
         await settle(pilot)
         assert "rank 0/2" in text(app, "#header-device")
@@ -355,7 +355,7 @@ async def test_r_switches_between_rank_files(tmp_path: Path):
         assert "file 2/2" in text(app, "#header-status")
 
 
-class VanishingSource(FakeSource):
+class VanishingSource(FakeFeed):
     """A run file that becomes unreadable after the first read (deleted, overwritten)."""
 
     def __init__(self) -> None:
@@ -386,7 +386,7 @@ async def test_a_file_that_breaks_while_followed_stops_following_with_a_message(
 @drive
 async def test_a_run_whose_writer_died_shows_as_stopped():
     # GIVEN a run without a recorded end whose process is gone (kill -9)
-    source = fake_source(ended_at=None, exit_status=None)
+    source = fake_feed(ended_at=None, exit_status=None)
     app = make_app(source, follow=True, alive=lambda info: False)
     async with app.run_test() as pilot:
         await settle(pilot)

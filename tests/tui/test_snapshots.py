@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui.runs import fake_source, make_app, settle
+from tests.tui.runs import fake_feed, make_app, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,7 +42,7 @@ def test_zoomed_cursor_and_finding_detail_at_120x40(snap_compare, source_dir: Pa
 
 def test_live_cpu_run_at_80x24(snap_compare, source_dir: Path):
     # GIVEN a CPU run still recording (no CUDA series), followed
-    source = fake_source(
+    source = fake_feed(
         cpu=True,
         device_type="cpu",
         device_name="cpu",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memwatch.records import Finding
-from tests.tui.runs import STARTED, GiB, MiB, make_info, make_step
-from tui.source import SERIES_COLUMNS, Block
-from tui.view import (
+from memwatch_tui.feed import SERIES_COLUMNS, Block
+from memwatch_tui.view import (
     Viewport,
     chart_from_blocks,
     cursor_values,
@@ -28,6 +26,9 @@ from tui.view import (
     short_size,
     zoom,
 )
+
+from memwatch.records import Finding
+from tests.tui.runs import STARTED, GiB, MiB, make_info, make_step
 
 
 def block(start: int, stop: int, low: int | None, high: int | None) -> Block:

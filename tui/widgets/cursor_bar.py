@@ -7,8 +7,9 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from memwatch.records import StepRecord
-from tui.view import SERIES_NAMES, Viewport, cursor_values
-from tui.widgets.timeline import series_color
+
+from ..view import SERIES_NAMES, Viewport, cursor_values
+from .timeline import series_color
 
 
 class CursorBar(Static):

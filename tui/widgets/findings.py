@@ -9,7 +9,8 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from memwatch.records import Finding
-from tui.view import SEVERITY_BADGE, Excerpt, evidence_rows, finding_facts, finding_summary
+
+from ..view import SEVERITY_BADGE, Excerpt, evidence_rows, finding_facts, finding_summary
 
 SEVERITY_STYLE = {"error": "$text-error", "warning": "$text-warning", "info": "$text-accent"}
 

@@ -8,7 +8,8 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from memwatch.records import RunInfo
-from tui.view import RunState, device_text, run_title
+
+from ..view import RunState, device_text, run_title
 
 _STATE_STYLE = {"live": "$text-success", "finished": "$text-muted", "stopped": "$text-warning"}
 

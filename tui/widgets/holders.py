@@ -9,7 +9,8 @@ from textual.events import Resize
 from textual.widgets import Static
 
 from memwatch.records import Holder
-from tui.view import holder_rows, holders_title
+
+from ..view import holder_rows, holders_title
 
 
 class HoldersPanel(VerticalScroll):

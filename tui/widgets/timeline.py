@@ -20,8 +20,8 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widget import Widget
 
-from tui.chart import draw
-from tui.view import ChartData
+from ..chart import draw
+from ..view import ChartData
 
 RGB = tuple[int, int, int]
 

@@ -2,9 +2,9 @@
 
 The dashboard never holds a whole run in memory: a run of a million steps is summarised
 by SQLite (min/max per block of steps, see ``tui.index``) and only the visible window is
-fetched. ``RunSource`` is the narrow set of queries the dashboard needs; ``FileSource``
+fetched. ``RunFeed`` is the narrow set of queries the dashboard needs; ``FileFeed``
 answers them from a run file opened read-only (so it costs the training process nothing),
-``FakeSource`` from lists in memory, so widget tests need no file and no threads racing a
+``FakeFeed`` from lists in memory, so widget tests need no file and no threads racing a
 writer.
 
 ``RunReader`` (``memwatch.store``) validates the file and reads runs, findings and
@@ -116,7 +116,7 @@ def group_rows(rows: Sequence[tuple[Any, ...]], start: int, stop: int, size: int
     return out
 
 
-class RunSource(Protocol):
+class RunFeed(Protocol):
     """The queries the dashboard makes; every call reads what is committed right now."""
 
     @property
@@ -169,7 +169,7 @@ _STEP_AT_SQL = (
 )
 
 
-class FileSource:
+class FileFeed:
     """A run file opened read-only; raises ``RunFileError`` for missing/corrupt/foreign files.
 
     Not thread-safe on its own: ``tui.model.RunModel`` serialises calls with a lock.
@@ -299,7 +299,7 @@ def record_values(record: StepRecord) -> Values:
     return tuple(getattr(record, c) for c in SERIES_COLUMNS)
 
 
-class FakeSource:
+class FakeFeed:
     """A run held in memory, for tests: ``append`` and ``set_info`` mimic a live writer."""
 
     def __init__(
