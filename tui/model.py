@@ -171,7 +171,7 @@ class RunModel:
     def cursor(self, step: int) -> CursorData:
         with self._reading():
             record = self.source.step_at(step)
-            holders = self.source.holders_at(step)
+            holders = self.source.holders_near(step)
         return CursorData(step, record, tuple(holders))
 
     def close(self) -> None:

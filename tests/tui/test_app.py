@@ -59,13 +59,13 @@ async def test_a_recorded_run_opens_with_header_timeline_and_findings(recorded_r
         await settle(pilot)
         # THEN the header names the command, the last step and how the run ended
         assert "train.py --lr 0.1" in text(app, "#header-title")
-        assert text(app, "#header-status").startswith("step 199")
+        assert text(app, "#header-status").startswith("200 steps")
         assert "finished in 2:05" in text(app, "#header-status")
         assert "NVIDIA H100" in text(app, "#header-device")
         # AND the timeline is drawn exactly with all five CUDA series
         timeline = app.query_one(Timeline)
         assert timeline.data is not None and timeline.data.exact
-        assert len(timeline.data.lines) == 5
+        assert len(timeline.data.lines) == 6
         assert timeline.draws
         # AND the findings are listed most severe first
         findings = app.query_one(FindingsList).findings
@@ -84,7 +84,7 @@ async def test_moving_the_cursor_updates_values_and_holders():
         await pilot.press("home")
         await settle(pilot)
         assert app.viewport is not None and app.viewport.cursor == 0
-        assert app.query_one(HoldersPanel).border_title == "holders · none up to step 0"
+        assert app.query_one(HoldersPanel).border_title == "holders at step 50 (nearest to 0) · 464.0 MiB"
         await pilot.press("right", "right", "right")
         await settle(pilot)
         # THEN it moved three columns (200 steps over 71 columns: 2 steps a column)
@@ -96,7 +96,7 @@ async def test_moving_the_cursor_updates_values_and_holders():
         # WHEN jumping to the newest step
         await pilot.press("end")
         await settle(pilot)
-        # THEN the holders are the last snapshot taken (step 150)
+        # THEN the holders are the snapshot nearest it (step 150)
         assert app.query_one(HoldersPanel).border_title.startswith("holders at step 150")
 
 
@@ -166,7 +166,7 @@ async def test_a_cpu_run_leaves_out_the_cuda_series():
         await settle(pilot)
         timeline = app.query_one(Timeline)
         assert timeline.data is not None
-        assert timeline.data.columns == ("saved_bytes", "rss_bytes")
+        assert timeline.data.columns == ("saved_peak_bytes", "saved_bytes", "rss_bytes")
         bar = text(app, "#cursor-bar")
         assert "saved" in bar and "alloc" not in bar
 
@@ -207,7 +207,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
                     and app.chart.hi == 49
                 ),
             )
-            assert text(app, "#header-status").startswith("step 49")
+            assert text(app, "#header-status").startswith("50 steps")
             assert [f.kind for f in app.query_one(FindingsList).findings] == ["graph-accumulation"]
             assert app.query_one(HoldersPanel).border_title.startswith("holders at step 40")
             # WHEN the run ends
@@ -223,7 +223,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
             )
             # THEN the header says so and the dashboard stops polling
             await wait_for(pilot, lambda: "finished" in text(app, "#header-status"))
-            assert app.refresh_timer is None
+            await wait_for(pilot, lambda: app.refresh_timer is None)
     finally:
         writer.close()
 
@@ -352,7 +352,7 @@ async def test_r_switches_between_rank_files(tmp_path: Path):
         await settle(pilot)
         assert "rank 1/2" in text(app, "#header-device")
         assert app.snapshot is not None and app.snapshot.last == 10
-        assert "file 2/2" in text(app, "#header-status")
+        assert "timeline: rank 1 of 2" in text(app, "#header-status")
 
 
 class VanishingSource(FakeFeed):

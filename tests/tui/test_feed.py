@@ -34,7 +34,10 @@ def test_file_and_fake_sources_answer_alike(recorded_run: Path):
     assert source.step_at(120) == fake.step_at(120)
     assert source.step_at(10_000) == fake.step_at(10_000)
     assert source.step_at(-1) is None
-    assert source.holders_at(149) == fake.holders_at(149)
+    for step in (0, 49, 100, 101, 149, 500):  # nearest snapshot: 50 or 150, earlier on a tie
+        assert source.holders_near(step) == fake.holders_near(step)
+    assert source.holders_near(101)[0].step == 150
+    assert source.holders_near(100)[0].step == 50
     assert {f.key for f in source.findings()} == {f.key for f in fake.findings()}
     source.close()
 

@@ -7,6 +7,7 @@ from .findings import FindingDetail, FindingsList
 from .header import RunHeader
 from .holders import HoldersPanel
 from .log import LogPane
+from .ranks import RanksPanel
 from .timeline import Timeline
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "FindingsList",
     "HoldersPanel",
     "LogPane",
+    "RanksPanel",
     "RunHeader",
     "Timeline",
 ]

@@ -1,0 +1,50 @@
+"""A run directory of several ranks, read as one run for the dashboard's merged view.
+
+The findings list of a multi-rank run shows every rank's findings (labelled by rank) and
+the cross-rank ones (``rank-imbalance``), and a small table gives each rank's peaks and
+growth: the same reading and judging as ``memwatch report RUN_DIR``
+(``memwatch.commands.ranks.load_rank_directory``), so the two views agree. The timeline
+shows one rank at a time (``r`` switches; choosing another rank's finding switches to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from memwatch.errors import RunFileError
+from memwatch.records import Finding
+from memwatch.store.paths import rank_of_file
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """Every rank's findings and the cross-rank ones, and the per-rank table's lines."""
+
+    findings: tuple[Finding, ...]
+    table: tuple[str, ...]
+
+
+def rank_numbers(files: Sequence[Path]) -> list[int | None]:
+    """The rank each file of a run directory records in its name."""
+    out: list[int | None] = []
+    for file in files:
+        found = rank_of_file(file)
+        out.append(None if found is None else found[0])
+    return out
+
+
+def load_merged(directory: Path) -> Merged:
+    """Read and judge every rank of ``directory`` (slow for long runs: call from a worker).
+
+    Raises ``RunFileError`` when no rank can be read; a bad value in a file counts as that.
+    """
+    from memwatch.commands.ranks import load_rank_directory
+    from memwatch.report.ranks import rank_table
+
+    try:
+        merged = load_rank_directory(directory)
+        return Merged(tuple(merged.findings), tuple(rank_table(merged)))
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise RunFileError(f"{directory} holds a bad value ({type(exc).__name__}: {exc})") from None
