@@ -72,7 +72,7 @@ async def test_a_recorded_run_opens_with_header_timeline_and_findings(recorded_r
         assert [f.severity for f in findings] == ["error", "warning", "info"]
         # AND the cursor starts on the newest step, whose holders are those of step 150
         assert app.viewport is not None and app.viewport.cursor == 199
-        assert app.query_one(HoldersPanel).border_title == "holders at step 150 · 864.0 MiB"
+        assert app.query_one(HoldersPanel).border_title == "holders at step 150 (nearest to 199) · 864.0 MiB"
 
 
 @drive
