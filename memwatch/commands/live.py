@@ -123,6 +123,9 @@ def wait_for_run(
 
 def open_dashboard(child: subprocess.Popen[bytes], run_path: Path, log_path: Path) -> str | None:
     """The dashboard in follow mode, with the script's output a key away."""
+    from memwatch_tui import prefer_fixed_colours
+
+    prefer_fixed_colours()
     from memwatch_tui.app import MemwatchApp
     from memwatch_tui.feed import FileFeed
 

@@ -72,7 +72,10 @@ async def test_a_recorded_run_opens_with_header_timeline_and_findings(recorded_r
         assert [f.severity for f in findings] == ["error", "warning", "info"]
         # AND the cursor starts on the newest step, whose holders are those of step 150
         assert app.viewport is not None and app.viewport.cursor == 199
-        assert app.query_one(HoldersPanel).border_title == "holders at step 150 (nearest to 199) · 864.0 MiB"
+        assert (
+            app.query_one(HoldersPanel).border_title
+            == "holders at step 150 (nearest to 199) · 864.0 MiB"
+        )
 
 
 @drive
@@ -84,7 +87,10 @@ async def test_moving_the_cursor_updates_values_and_holders():
         await pilot.press("home")
         await settle(pilot)
         assert app.viewport is not None and app.viewport.cursor == 0
-        assert app.query_one(HoldersPanel).border_title == "holders at step 50 (nearest to 0) · 464.0 MiB"
+        assert (
+            app.query_one(HoldersPanel).border_title
+            == "holders at step 50 (nearest to 0) · 464.0 MiB"
+        )
         await pilot.press("right", "right", "right")
         await settle(pilot)
         # THEN it moved three columns (200 steps over 71 columns: 2 steps a column)

@@ -93,9 +93,7 @@ class TestOnlySourceFiles:
         assert excerpt.lines == ()
         assert "larger than 4 MiB" in (excerpt.note or "")
 
-    def test_only_the_lines_shown_are_read(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ):
+    def test_only_the_lines_shown_are_read(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         # GIVEN a 200,000-line source file, and a count of the lines read from it
         path = tmp_path / "long.py"
         path.write_text("x = 1\n" * 200_000)
