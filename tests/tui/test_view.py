@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from memwatch_tui.feed import SERIES_COLUMNS, Block
 from memwatch_tui.view import (
     Viewport,
