@@ -107,12 +107,25 @@ def draw(
     out: list[Row] = []
     for (pane, lines), rows in zip(panes, pane_heights(len(panes), rows_left)):
         focused = pane.name == focus
-        out += _pane(lines, rows, cols, margin, px_of, cursor_col, mark_cols if focused else ())
+        marked = mark_cols if focused else ()
         title = f" {pane.title} ◀ finding " if focused else f" {pane.title} "
-        first = out[-rows]
-        if cols > len(title) + 4:
-            role = "focus" if focused else "label"
-            out[-rows] = (*first[:2], *_overlay(first[2:], cols - len(title), title, role))
+        role = "focus" if focused else "label"
+        if rows >= 3:
+            # A row of its own for the title: it never hides the top of a series.
+            blank = _cells([0] * cols, [""] * cols, 0, cols, cursor_col, marked)
+            out.append(
+                (
+                    Run(" " * (margin - 1), "label"),
+                    Run("╷", "axis"),
+                    *_label_blanks(tuple(blank), 0, title, role),
+                )
+            )
+            out += _pane(lines, rows - 1, cols, margin, px_of, cursor_col, marked)
+        else:
+            # Too short for that: the title goes where the series leave cells blank.
+            out += _pane(lines, rows, cols, margin, px_of, cursor_col, marked)
+            first = out[-rows]
+            out[-rows] = (*first[:2], *_label_blanks(first[2:], 0, title, role))
     if not data.exact:
         note = " preview: sampled steps "
         if cols > len(note) + 4 and len(out) > 1:
@@ -236,6 +249,19 @@ def _cells(
     if text:
         runs.append(Run("".join(text), role, on_cursor, marked))
     return runs
+
+
+def _label_blanks(runs: tuple[Run, ...], at: int, text: str, role: str) -> list[Run]:
+    """Write ``text`` from column ``at`` into the blank cells of ``runs`` only."""
+    cells = [(char, run.role, run.cursor, run.mark) for run in runs for char in run.text]
+    for i, char in enumerate(text, at):
+        if i < len(cells) and cells[i][0] == " ":
+            _, _, cursor, mark = cells[i]
+            cells[i] = (char, role, cursor, mark)
+    out: list[Run] = []
+    for (cell_role, cursor, mark), group in itertools.groupby(cells, key=lambda c: c[1:]):
+        out.append(Run("".join(c[0] for c in group), cell_role, cursor, mark))
+    return out
 
 
 def _overlay(runs: tuple[Run, ...], at: int, note: str, role: str = "label") -> list[Run]:

@@ -3,18 +3,19 @@
 The findings list of a multi-rank run shows every rank's findings (labelled by rank) and
 the cross-rank ones (``rank-imbalance``), and a small table gives each rank's peaks and
 growth: the same reading and judging as ``memwatch report RUN_DIR``
-(``memwatch.commands.ranks.load_rank_directory``), so the two views agree. The timeline
+(``memwatch.commands.ranks.load_rank_directory``), so the two views agree, plus what each
+rank's watched process found and stored. The timeline
 shows one rank at a time (``r`` switches; choosing another rank's finding switches to it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from memwatch.errors import RunFileError
-from memwatch.records import Finding
+from memwatch.records import Finding, sort_findings
 from memwatch.store.paths import rank_of_file
 
 
@@ -43,8 +44,21 @@ def load_merged(directory: Path) -> Merged:
     from memwatch.commands.ranks import load_rank_directory
     from memwatch.report.ranks import rank_table
 
+    from .feed import FileFeed
+
     try:
         merged = load_rank_directory(directory)
-        return Merged(tuple(merged.findings), tuple(rank_table(merged)))
+        findings = list(merged.findings)
+        keys = {f.key for f in findings}
+        for entry in merged.entries:
+            # What the watched process itself found (the rank's own view shows these too).
+            feed = FileFeed(entry.path)
+            try:
+                stored = [replace(f, rank=entry.rank) for f in feed.findings()]
+            finally:
+                feed.close()
+            findings += [f for f in stored if f.key not in keys]
+            keys.update(f.key for f in stored)
+        return Merged(tuple(sort_findings(findings)), tuple(rank_table(merged)))
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise RunFileError(f"{directory} holds a bad value ({type(exc).__name__}: {exc})") from None

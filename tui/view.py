@@ -46,7 +46,7 @@ class Pane:
 PANES: tuple[Pane, ...] = (
     Pane("device", "device memory", ("reserved_bytes", "allocated_bytes", "peak_allocated_bytes")),
     Pane("autograd", "autograd saved", ("saved_peak_bytes", "saved_bytes")),
-    Pane("host", "host memory (RSS)", ("rss_bytes",)),
+    Pane("host", "host RSS", ("rss_bytes",)),
 )
 
 PANE_OF: dict[str, str] = {c: pane.name for pane in PANES for c in pane.columns}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from memwatch_tui.app import MemwatchApp, run_dashboard
 from memwatch_tui.feed import FakeFeed, FileFeed
 from memwatch_tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
 from memwatch_tui.view import stride
-from memwatch_tui.widgets import FindingDetail, FindingsList, HoldersPanel, Timeline
+from memwatch_tui.widgets import FindingDetail, FindingsList, HoldersPanel, RanksPanel, Timeline
 from textual.content import Content
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -19,6 +20,8 @@ from textual.widgets import Static
 from memwatch.errors import RunFileError
 from memwatch.records import RunInfo
 from tests.tui.runs import (
+    GiB,
+    MiB,
     drive,
     fake_feed,
     fixed_clock,
@@ -399,3 +402,49 @@ async def test_a_run_whose_writer_died_shows_as_stopped():
         # THEN the header says so, timed to the last recorded step, and nothing is polled
         assert "◆ stopped after 1:40 (no end recorded)" in text(app, "#header-status")
         assert app.refresh_timer is None
+
+
+def two_rank_directory(tmp_path: Path) -> list[Path]:
+    """Rank 0 flat, rank 1 leaking 4 MiB of autograd graph a step (with its finding)."""
+    flat = [
+        replace(s, saved_bytes=200 * MiB, saved_stale_bytes=0, allocated_bytes=GiB)
+        for s in make_steps(60)
+    ]
+    leak = [replace(f, rank=1) for f in make_findings() if f.kind == "graph-accumulation"]
+    paths = [tmp_path / f"train-20240101-000000-rank{r}.db" for r in (0, 1)]
+    write_run(paths[0], make_info(rank=0, world_size=2), flat)
+    write_run(paths[1], make_info(rank=1, world_size=2), make_steps(60), (), leak)
+    return paths
+
+
+@drive
+async def test_a_run_directory_opens_on_every_ranks_findings(tmp_path: Path):
+    # GIVEN a two-rank run directory whose rank 1 leaks, rank 0 being clean
+    ranks = two_rank_directory(tmp_path)
+    app = MemwatchApp(FileFeed(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # WHEN the dashboard opens the directory (on rank 0's timeline)
+        await wait_for(pilot, lambda: app.merged is not None)
+        await settle(pilot)
+        # THEN the findings list holds rank 1's leak and the rank-imbalance finding,
+        # each labelled by rank, not rank 0's "no problems found"
+        findings = app.query_one(FindingsList).findings or ()
+        assert {(f.kind, f.rank) for f in findings} == {
+            ("graph-accumulation", 1),
+            ("rank-imbalance", 1),
+        }
+        assert "all ranks" in app.query_one(FindingsList).border_title
+        # AND a per-rank table gives each rank's peaks and growth
+        table = str(app.query_one(RanksPanel).render())
+        assert "+4.0 MiB" in table and "rank" in table
+        assert "timeline: rank 0 of 2" in text(app, "#header-status")
+        # WHEN the leak is chosen with Enter
+        keys = [f.kind for f in findings]
+        app.query_one(FindingsList).highlighted = keys.index("graph-accumulation")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        # THEN the timeline switches to rank 1 with the cursor on the finding's first step
+        assert "timeline: rank 1 of 2" in text(app, "#header-status")
+        assert app.viewport is not None and app.viewport.cursor == 3
+        assert app.query_one(Timeline).focus_pane == "autograd"
