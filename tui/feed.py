@@ -203,7 +203,11 @@ class FileFeed:
         # ~1 µs in Python). Large blocks: one range query per block (see the reader).
         if size <= SMALL_BLOCK:
             rows = self._reader.series_rows(SERIES_COLUMNS, start, stop)
-            return self._checked(lambda: group_rows(rows, start, stop, size))
+            return self._checked(
+                lambda: group_rows(
+                    [(int(r[0]), *(_size(v) for v in r[1:])) for r in rows], start, stop, size
+                )
+            )
         width = len(SERIES_COLUMNS)
         found = self._reader.series_blocks(SERIES_COLUMNS, start, stop, size)
 
