@@ -448,3 +448,23 @@ async def test_a_run_directory_opens_on_every_ranks_findings(tmp_path: Path):
         assert "timeline: rank 1 of 2" in text(app, "#header-status")
         assert app.viewport is not None and app.viewport.cursor == 3
         assert app.query_one(Timeline).focus_pane == "autograd"
+
+
+@drive
+async def test_a_run_opened_from_another_directory_shows_its_source(
+    tmp_path: Path, source_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN a run recorded in source_dir, its finding at the relative path "train.py",
+    # the run file kept elsewhere, and the dashboard started from a third directory
+    path = tmp_path / "artifacts" / "run.db"
+    write_run(path, make_info(cwd=str(source_dir)), make_steps(10), (), make_findings())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    app = MemwatchApp(FileFeed(path), path=path, clock=fixed_clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        # THEN the error's detail shows its source line, found through the run's cwd
+        detail = text(app, "#detail-body")
+        assert "source not found" not in detail
+        assert "total_loss += loss" in detail
