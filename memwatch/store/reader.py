@@ -183,7 +183,9 @@ class RunReader:
             raise RunFileError(f"{self.path} could not be read ({exc})") from None
         return out
 
-    def series_sample(self, columns: tuple[str, ...], steps: Sequence[int]) -> list[tuple[Any, ...]]:
+    def series_sample(
+        self, columns: tuple[str, ...], steps: Sequence[int]
+    ) -> list[tuple[Any, ...]]:
         """For each wanted step, ``(step, *columns)`` of the first recorded step at or after
         it (each found step once): a quick preview of a long run."""
         sql = f"SELECT step, {_columns(columns)} FROM steps WHERE step >= ? ORDER BY step LIMIT 1"

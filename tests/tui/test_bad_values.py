@@ -42,8 +42,8 @@ SHOWN_FIRST = {
         "UPDATE findings SET data = json_set(data, '$.first_step', 'soon')"
     ),
     "text as a location's line": (
-        "UPDATE findings SET data = json_set(data, '$.location', json('{\"file\": \"a.py\", "
-        "\"line\": \"x\", \"function\": \"f\"}')) WHERE kind = 'graph-accumulation'"
+        'UPDATE findings SET data = json_set(data, \'$.location\', json(\'{"file": "a.py", '
+        '"line": "x", "function": "f"}\')) WHERE kind = \'graph-accumulation\''
     ),
     "a list as the evidence": (
         "UPDATE findings SET data = json_set(data, '$.evidence', json('[1]'))"

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
-
 from rich.terminal_theme import MONOKAI
 from textual._ansi_theme import ALABASTER
+from textual.pilot import Pilot
 
 from tests.tui.runs import fake_feed, make_app, settle
 from tests.tui.test_visible import eval_spike_run, retain_graph_run
