@@ -468,3 +468,21 @@ async def test_a_run_opened_from_another_directory_shows_its_source(
         detail = text(app, "#detail-body")
         assert "source not found" not in detail
         assert "total_loss += loss" in detail
+
+
+@drive
+async def test_moving_the_cursor_keeps_the_values_until_the_new_ones_arrive():
+    app = make_app()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        before = text(app, "#cursor-bar")
+        assert "rss" in before and " - " not in before
+        # WHEN the cursor moves, before the worker has read the new step's values
+        app.action_cursor(-1)
+        shown = text(app, "#cursor-bar")
+        # THEN the bar names the new step and still shows the previous values (dimmed),
+        # never blanks
+        assert shown.startswith("▶ 197 ")
+        assert shown.split("  ", 1)[1] == before.split("  ", 1)[1]
+        await settle(pilot)
+        assert app.cursor_data is not None and app.cursor_data.step == 197
