@@ -203,11 +203,7 @@ class FileFeed:
         # ~1 µs in Python). Large blocks: one range query per block (see the reader).
         if size <= SMALL_BLOCK:
             rows = self._reader.series_rows(SERIES_COLUMNS, start, stop)
-            return self._checked(
-                lambda: group_rows(
-                    [(int(r[0]), *(_size(v) for v in r[1:])) for r in rows], start, stop, size
-                )
-            )
+            return self._checked(lambda: group_rows(_whole_numbers(rows), start, stop, size))
         width = len(SERIES_COLUMNS)
         found = self._reader.series_blocks(SERIES_COLUMNS, start, stop, size)
 
@@ -265,6 +261,16 @@ def _size(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected a whole number of bytes, found {value!r:.40}")
     return value
+
+
+def _whole_numbers(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` unchanged, once every value is checked to be an int or None (a tight loop:
+    a zoomed window reads thousands of rows)."""
+    for row in rows:
+        for value in row:
+            if value is not None and type(value) is not int:
+                raise TypeError(f"expected a whole number of bytes, found {value!r:.40}")
+    return rows
 
 
 def _number(value: Any, what: str, *, optional: bool = True) -> None:
