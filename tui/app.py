@@ -302,7 +302,7 @@ class MemwatchApp(App[str | None]):
             try:
                 merged = load_merged(directory)
             except RunFileError as exc:
-                self._post(self.query_one(RanksPanel).show, (), str(exc))
+                self._post(self.query_one(RanksPanel).show, (), (), str(exc))
                 return
             self._post(self._apply_merged, merged)
 
@@ -310,7 +310,7 @@ class MemwatchApp(App[str | None]):
 
     def _apply_merged(self, merged: Merged) -> None:
         self.merged = merged.findings
-        self.query_one(RanksPanel).show(merged.table)
+        self.query_one(RanksPanel).show(merged.table, merged.compact)
         self.query_one(FindingsList).show(merged.findings)
         if merged.findings:
             title = self.query_one(FindingsList).border_title

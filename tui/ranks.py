@@ -13,10 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memwatch.errors import RunFileError
 from memwatch.records import Finding, sort_findings
 from memwatch.store.paths import rank_of_file
+from memwatch.units import format_size
+
+if TYPE_CHECKING:
+    from memwatch.report.ranks import MergedRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,8 @@ class Merged:
 
     findings: tuple[Finding, ...]
     table: tuple[str, ...]
+    #: The same per rank in four columns (rank, growth, peak, status), for narrow panels.
+    compact: tuple[str, ...] = ()
 
 
 def rank_numbers(files: Sequence[Path]) -> list[int | None]:
@@ -59,6 +66,26 @@ def load_merged(directory: Path) -> Merged:
                 feed.close()
             findings += [f for f in stored if f.key not in keys]
             keys.update(f.key for f in stored)
-        return Merged(tuple(sort_findings(findings)), tuple(rank_table(merged)))
+        return Merged(
+            tuple(sort_findings(findings)), tuple(rank_table(merged)), compact_table(merged)
+        )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise RunFileError(f"{directory} holds a bad value ({type(exc).__name__}: {exc})") from None
+
+
+def compact_table(merged: MergedRun) -> tuple[str, ...]:
+    """Rank, growth per step, peak (device, else autograd-saved) and status: 40 columns."""
+    rows = [("rank", "growth/st", "peak", "status")]
+    for entry in merged.entries:
+        growth, _ = entry.growth
+        summary = entry.summary
+        peak = summary.peak_allocated_bytes or summary.peak_autograd_saved_bytes
+        rows.append(
+            (
+                str(entry.rank),
+                "-" if growth is None else format_size(growth, signed=True),
+                "-" if peak is None else format_size(peak),
+                entry.status,
+            )
+        )
+    return tuple(f"{r[0]:>4}  {r[1]:>10}  {r[2]:>10}  {r[3]}" for r in rows)

@@ -16,9 +16,10 @@ class CursorBar(Static):
     """Doubles as the chart's legend: a coloured swatch per series, then its value.
 
     Each series is numbered: its number key hides or shows it. When the long form does
-    not fit it uses short labels and sizes (``alloc 1.2G``), so every series and the zoom
-    factor fit in 80 columns. Hidden series show as an empty box. While the values of a
-    new cursor step are being read, the previous ones stay, dimmed (no flash of blanks).
+    not fit it uses short labels and sizes (``alloc 1.2G``), then numbers and values only
+    (``2■1.2G``), so every series fits in 80 columns. Hidden series show as an empty box.
+    While the values of a new cursor step are being read, the previous ones stay, dimmed
+    (no flash of blanks).
     """
 
     DEFAULT_CSS = """
@@ -40,9 +41,10 @@ class CursorBar(Static):
             self.update("")
             return
         room = self.size.width - 2
-        for wide in (True, False):
-            line = Content("  ").join(self._parts(vp, record, columns, hidden, wide, stale))
-            if not wide or len(line.plain) <= room:
+        for form in ("wide", "short", "tiny"):
+            parts = self._parts(vp, record, columns, hidden, form, stale)
+            line = Content(" " if form == "tiny" else "  ").join(parts)
+            if form == "tiny" or len(line.plain) <= room:
                 break
         self.update(line)
 
@@ -52,9 +54,12 @@ class CursorBar(Static):
         record: StepRecord | None,
         columns: tuple[str, ...],
         hidden: frozenset[str],
-        wide: bool,
+        form: str,
         stale: bool,
     ) -> list[Content]:
+        """The bar's parts in ``form``: ``wide`` (long names and sizes), ``short`` (short
+        ones), ``tiny`` (number, swatch and value only: six CUDA series in 80 columns)."""
+        wide = form == "wide"
         dark = self.app.current_theme.dark
         step = f"▶ step {vp.cursor:,}" if wide else f"▶ {vp.cursor:,}"
         parts = [styled("[b]$step[/b]", step=step)]
@@ -66,13 +71,17 @@ class CursorBar(Static):
         ):
             r, g, b = series_color(column, dark)
             label = SERIES_NAMES[column][0] if wide else short
+            if form == "tiny":
+                label = ""
             value = long_value if wide else short_value
             if column in hidden:
-                parts.append(styled("[$text-muted]$n□ $label[/]", n=n, label=label))
+                parts.append(styled("[$text-muted]$n□ $label[/]", n=n, label=label or short))
             else:
                 parts.append(
                     styled(
-                        f"[$text-muted]$n[/][rgb({r},{g},{b})]■[/] $label [{value_style}]$value[/]",
+                        f"[$text-muted]$n[/][rgb({r},{g},{b})]■[/]"
+                        + (" $label " if label else "")
+                        + f"[{value_style}]$value[/]",
                         n=n,
                         label=label,
                         value=value,

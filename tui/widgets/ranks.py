@@ -23,11 +23,23 @@ class RanksPanel(Static):
 
     def on_mount(self) -> None:
         self.border_title = "ranks · reading…"
+        self._tables: tuple[Sequence[str], Sequence[str]] = ((), ())
 
-    def show(self, table: Sequence[str], error: str | None = None) -> None:
+    def on_resize(self) -> None:
+        if self._tables[0]:
+            self.show(*self._tables)
+
+    def show(
+        self, table: Sequence[str], compact: Sequence[str] = (), error: str | None = None
+    ) -> None:
+        """The full table where it fits the panel, else the compact one."""
         if error is not None:
             self.border_title = "ranks"
             self.update(Text(plain(error)))
             return
+        self._tables = (table, compact)
+        room = self.size.width - 2
+        fits = not compact or max((len(line) for line in table), default=0) <= room
+        shown = table if fits else compact
         self.border_title = f"ranks · {max(0, len(table) - 1)}"
-        self.update(Text(plain("\n".join(table), multiline=True)))
+        self.update(Text(plain("\n".join(shown), multiline=True)))
