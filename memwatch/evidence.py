@@ -375,8 +375,8 @@ def upgrade(event: Event, version: int) -> Event:
     both now carry the measurements the detectors judge instead. Other kinds kept their
     keys.
     """
-    if version >= EVIDENCE_VERSION:
-        return event
+    if version >= EVIDENCE_VERSION or not isinstance(event.data, Mapping):
+        return event  # current, or not an object (read back as an EvidenceError)
     if event.kind == GraphAccumulation.KIND:
         data = dict(event.data)
         if data.pop("confirmed_step", None) is not None:  # proven by the old probe

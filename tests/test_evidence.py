@@ -194,3 +194,13 @@ def test_an_unversioned_graph_event_counts_as_proven() -> None:
     new = upgrade(old, 0)
     assert "confirmed_step" not in new.data and new.data["hit_streak"] == 2
     assert upgrade(old, EVIDENCE_VERSION) is old
+
+
+@pytest.mark.parametrize("data", [[1, 2], "text", 7, None])
+def test_event_data_that_is_not_an_object_is_refused_not_crashed_on(data: object) -> None:
+    # GIVEN an unversioned file whose holder-growth data is not a JSON object
+    event = Event("holder-growth", 3, 0.0, data)  # type: ignore[arg-type]
+    # WHEN it is upgraded and read THEN the upgrade leaves it and reading names the problem
+    assert upgrade(event, 0) is event
+    with pytest.raises(EvidenceError, match="not an object"):
+        AnalysisInput(steps=[], events=[event]).observed(HolderGrowth)
