@@ -1,6 +1,7 @@
-"""Epoch outputs hold `output['loss']` for the whole epoch (gathered across processes, not detached).
+"""Epoch outputs hold `output['loss']` for the whole epoch (gathered, not detached).
 
-Source: https://github.com/TRI-ML/packnet-sfm/issues/47  (gather per batch: https://github.com/CarperAI/trlx/pull/315)
+Source: https://github.com/TRI-ML/packnet-sfm/issues/47
+(gather per batch: https://github.com/CarperAI/trlx/pull/315)
 Reported: memory grew through every epoch and dropped after it; the trainer appended each
 batch's output dict, whose `loss` still carried its autograd graph, to an `outputs` list
 read at the epoch end. The maintainer confirmed: detach `output['loss']` before appending.
@@ -42,7 +43,8 @@ def main() -> None:
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-        outputs.append({"loss": accelerator.gather(loss), "logits": accelerator.gather(logits)})  # BUG: graph kept
+        # BUG: graph kept
+        outputs.append({"loss": accelerator.gather(loss), "logits": accelerator.gather(logits)})
         if (step + 1) % 25 == 0:
             mean_loss = torch.stack([o["loss"] for o in outputs]).mean()
             accelerator.print(f"step {step + 1}: mean loss {mean_loss.item():.4f}")

@@ -26,9 +26,15 @@ cudnn.benchmark = True  # BUG: benchmark mode with input sizes that change every
 def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 1, 1),
+    )
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    for i in range(30):
+    for _ in range(30):
         h = int(rng.integers(40, 60))
         w = int(rng.integers(40, 60))
         x = torch.randn(2, 3, h, w)

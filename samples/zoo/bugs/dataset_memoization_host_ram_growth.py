@@ -51,7 +51,9 @@ def main() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for step in range(40):
         images, labels = dataset[step]
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(labels))
+        loss = nn.functional.cross_entropy(
+            model(torch.from_numpy(images)), torch.from_numpy(labels)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

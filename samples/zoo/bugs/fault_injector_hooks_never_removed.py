@@ -27,7 +27,8 @@ class FaultInjector:
         self.observed: dict[str, torch.Tensor] = {}
         for name, module in model.named_modules():
             if isinstance(module, nn.Linear):
-                module.register_forward_hook(self._make_hook(name))  # BUG: handle discarded, hook never removed
+                # BUG: handle discarded, hook never removed
+                module.register_forward_hook(self._make_hook(name))
 
     def _make_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,9 @@ class FaultInjector:
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8))
+    model = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     injector = None
     for step in range(40):

@@ -23,13 +23,16 @@ ZOO = {
 class LeakyModule(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
+        self.backbone = nn.Sequential(
+            nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+        )
         self.last_norm = 0.0
 
         def fw_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             self.last_norm = float(output.detach().norm())
 
-        self.register_forward_hook(fw_hook)  # BUG: the hook closes over `self`: module -> hook -> module
+        # BUG: the hook closes over `self`: module -> hook -> module
+        self.register_forward_hook(fw_hook)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)

@@ -34,7 +34,8 @@ class XLoraLike(nn.Module):
             module.current_scalings = scalings
 
         for layer in self.layers:
-            handle = layer.register_forward_pre_hook(inject_scalings)  # BUG: a new hook every forward
+            # BUG: a new hook every forward
+            handle = layer.register_forward_pre_hook(inject_scalings)
         self._scalings_handle = handle
         for layer in self.layers:
             x = torch.relu(layer(x))

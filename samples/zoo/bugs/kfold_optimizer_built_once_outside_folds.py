@@ -32,7 +32,8 @@ def main() -> None:
     model = build_model()
     config = {"optimizer": torch.optim.Adam(model.parameters(), lr=1e-3), "epochs": 2}
     for k, val_idx in enumerate(folds):
-        model = build_model()  # BUG: new model per fold, but config["optimizer"] still holds the first one's parameters
+        # BUG: new model per fold, but config["optimizer"] still holds the first one's parameters
+        model = build_model()
         optimizer = config["optimizer"]
         train_idx = torch.cat([f for j, f in enumerate(folds) if j != k])
         for _ in range(config["epochs"]):

@@ -1,6 +1,7 @@
 """Lightning: OOM when collecting training_step outputs for the epoch end.
 
-Source: https://github.com/Lightning-AI/pytorch-lightning/issues/15514  (see also https://github.com/ashleve/lightning-hydra-template/issues/458)
+Source: https://github.com/Lightning-AI/pytorch-lightning/issues/15514
+(see also https://github.com/ashleve/lightning-hydra-template/issues/458)
 Reported: overriding `training_epoch_end` made Lightning keep every batch's output for the
 whole epoch and training ran out of memory; Lightning 2 removed the hook and asks users to
 keep what they need in an attribute themselves. Written that way with the loss itself
@@ -38,7 +39,8 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = nn.functional.cross_entropy(logits, y)
-        self.training_step_outputs.append({"loss": loss, "y": y})  # BUG: keeps the loss with its graph
+        # BUG: keeps the loss with its graph
+        self.training_step_outputs.append({"loss": loss, "y": y})
         return loss
 
     def on_train_epoch_end(self) -> None:

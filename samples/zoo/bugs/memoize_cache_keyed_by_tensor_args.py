@@ -38,14 +38,18 @@ def memoize(fn):
 def positional_table(x: torch.Tensor, dim: int = 256) -> torch.Tensor:
     pos = torch.arange(x.size(1), dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2) * (-9.21 / dim))
-    return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=1).expand(x.size(0), -1, -1).contiguous()
+    return (
+        torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=1)
+        .expand(x.size(0), -1, -1)
+        .contiguous()
+    )
 
 
 def main() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for step in range(40):
+    for _ in range(40):
         x = torch.randn(16, 64, 256)
         out = model(x + positional_table(x, dim=256))
         loss = out.pow(2).mean()

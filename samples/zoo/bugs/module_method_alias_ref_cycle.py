@@ -26,7 +26,8 @@ class Net(nn.Module):
         self.fc1 = nn.Linear(64, 256)
         self.fc2 = nn.Linear(256, 1)
         self.register_buffer("lookup", torch.randn(512, 1024))
-        self.which_act = self.relu_act if act == "relu" else self.tanh_act  # BUG: bound method -> cycle through self
+        # BUG: bound method -> cycle through self
+        self.which_act = self.relu_act if act == "relu" else self.tanh_act
 
     def relu_act(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)

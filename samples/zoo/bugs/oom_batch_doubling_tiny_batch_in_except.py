@@ -21,14 +21,16 @@ ZOO = {
 
 
 class MemTestCase:
-    capacity_bytes = 48 * 2**20
+    capacity_bytes = 12 * 2**20
 
     def __init__(self) -> None:
-        self.model = nn.Sequential(nn.Linear(128, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1))
+        self.model = nn.Sequential(
+            nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+        )
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4)
 
     def fwbw(self, bs: int) -> None:
-        x = torch.randn(bs, 128)
+        x = torch.randn(bs, 64)
         acts = [x]
         for layer in self.model:
             acts.append(layer(acts[-1]))

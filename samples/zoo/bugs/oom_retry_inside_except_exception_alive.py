@@ -19,7 +19,7 @@ ZOO = {
     "frameworks": [],
 }
 
-CAPACITY = 40 * 2**20  # bytes of activations the "device" can hold
+CAPACITY = 16 * 2**20  # bytes of activations the "device" can hold
 
 
 def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -37,7 +37,7 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     for step in range(30):
-        n = 512 if step % 3 == 0 else 256
+        n = 512 if step % 10 == 0 else 256
         x, y = torch.randn(n, 256), torch.randn(n, 1)
         optimizer.zero_grad()
         try:
@@ -45,7 +45,8 @@ def main() -> None:
         except torch.OutOfMemoryError as e:
             print(f"step {step}: {e}; retrying with half the batch")
             torch.cuda.empty_cache()
-            loss = forward_backward(model, x[: len(x) // 2], y[: len(y) // 2])  # BUG: `e` still holds the failed frames
+            # BUG: `e` still holds the failed frames
+            loss = forward_backward(model, x[: len(x) // 2], y[: len(y) // 2])
         optimizer.step()
         if step % 10 == 0:
             print(f"step {step}: loss {loss:.4f}")

@@ -50,7 +50,8 @@ def train(category_tensor: torch.Tensor, line_tensor: torch.Tensor) -> float:
     return loss.item()
 
 
-rnn = RNN(N_LETTERS, N_HIDDEN, N_CATEGORIES)  # BUG: a second model; the optimizer still holds the first
+# BUG: a second model; the optimizer still holds the first
+rnn = RNN(N_LETTERS, N_HIDDEN, N_CATEGORIES)
 
 
 def main() -> None:

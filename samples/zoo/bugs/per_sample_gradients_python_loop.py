@@ -19,10 +19,13 @@ ZOO = {
 }
 
 
-def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[list[torch.Tensor]]:
+def per_example_grads(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[list[torch.Tensor]]:
     grads = []
     for i in range(x.size(0)):
-        loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])  # BUG: one forward per example
+        # BUG: one forward per example
+        loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
         grads.append([g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))])
     return grads
 
@@ -31,7 +34,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    for step in range(30):
+    for _ in range(30):
         x, y = torch.randn(32, 20), torch.randint(0, 4, (32,))
         grads = per_example_grads(model, x, y)
         optimizer.zero_grad()

@@ -23,7 +23,9 @@ ZOO = {
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
+    model = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.randn(512, 64), torch.randn(512, 1)
     history = []
@@ -35,7 +37,8 @@ def main() -> None:
             optimizer.step()
         with torch.no_grad():
             val = nn.functional.mse_loss(model(x), y).item()
-        history.append({"epoch": epoch, "val": val, "weights": copy.deepcopy(model.state_dict())})  # BUG: a full copy per epoch
+        # BUG: a full copy per epoch
+        history.append({"epoch": epoch, "val": val, "weights": copy.deepcopy(model.state_dict())})
     best = min(history, key=lambda h: h["val"])
     model.load_state_dict(best["weights"])
     print(f"best epoch {best['epoch']}: {best['val']:.4f}")

@@ -1,6 +1,7 @@
 """transformers Trainer accumulates every evaluation batch's logits when `compute_metrics` is set.
 
-Source: https://github.com/huggingface/transformers/issues/12878  (see also https://github.com/huggingface/transformers/issues/15466)
+Source: https://github.com/huggingface/transformers/issues/12878
+(see also https://github.com/huggingface/transformers/issues/15466)
 Reported: with `compute_metrics`, `Trainer.evaluate` concatenates the logits of every
 evaluation batch (`preds_host = nested_concat(preds_host, logits)`) and keeps them until the
 evaluation ends: for a language model that is eval size x sequence length x vocabulary, which
@@ -68,7 +69,7 @@ def main() -> None:
             args=args,
             train_dataset=TokenDataset(240, 32, vocab, 0),
             eval_dataset=TokenDataset(96, 32, vocab, 1),
-            compute_metrics=compute_metrics,  # BUG: every eval batch's full logits are kept until evaluation ends
+            compute_metrics=compute_metrics,  # BUG: every eval batch's logits kept until the end
         )
         trainer.train()
         print(trainer.evaluate())

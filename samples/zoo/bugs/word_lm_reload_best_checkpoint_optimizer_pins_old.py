@@ -1,6 +1,8 @@
 """word_language_model: after `model = torch.load(f)` the optimizer still trains the old model.
 
-Source: https://github.com/pytorch/examples/pull/1345  (word_language_model/main.py: "# Load the best saved model. with open(args.save, 'rb') as f: model = torch.load(f)")
+Source: https://github.com/pytorch/examples/pull/1345
+(word_language_model/main.py: "# Load the best saved model."
+`with open(args.save, 'rb') as f: model = torch.load(f)`)
 Reported: issue 12 measured the word-language-model example: once it reloads its best
 checkpoint with `model = torch.load(f)`, the optimizer built on the first model keeps the
 old parameters, their gradients and Adam state alive (56 MiB on a 14 MiB model), and every
@@ -39,7 +41,9 @@ def evaluate(model: nn.Module, data: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
         logits = model(data[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), data[:, 1:].reshape(-1)
+        )
     model.train()
     return loss.item()
 
@@ -72,7 +76,8 @@ def main() -> None:
                 group["lr"] /= 4.0
             checkpoint.seek(0)
             f = checkpoint
-            model = torch.load(f, weights_only=False)  # BUG: new parameters; optimizer keeps the old ones
+            # BUG: new parameters; optimizer keeps the old ones
+            model = torch.load(f, weights_only=False)
         print(f"epoch {epoch}: val loss {val_loss:.4f}")
 
 

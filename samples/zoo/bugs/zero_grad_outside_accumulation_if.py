@@ -1,4 +1,4 @@
-"""VAE training: `.zero_grad()` is called outside the accumulation `if`, erasing accumulated gradients.
+"""VAE training: `.zero_grad()` outside the accumulation `if` erases the accumulated gradients.
 
 Source: https://github.com/gaozhihan/PreDiff/issues/32
 Reported: the optimizer step sat inside `if (batch_idx + 1) % accumulate == 0:` but
@@ -25,7 +25,9 @@ class VAETrainer:
         self.encoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 16))
         self.decoder = nn.Sequential(nn.Linear(8, 128), nn.ReLU(), nn.Linear(128, 64))
         self.disc = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
-        self.opt_ae = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=1e-3)
+        self.opt_ae = torch.optim.Adam(
+            [*self.encoder.parameters(), *self.decoder.parameters()], lr=1e-3
+        )
         self.opt_disc = torch.optim.Adam(self.disc.parameters(), lr=1e-3)
 
     def training_batch(self, batch_idx: int, x: torch.Tensor) -> float:
@@ -33,7 +35,9 @@ class VAETrainer:
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = self.decoder(z)
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).mean()
-        loss_ae = (nn.functional.mse_loss(recon, x) + 1e-3 * kl - 1e-2 * self.disc(recon).mean()) / self.accumulate
+        loss_ae = (
+            nn.functional.mse_loss(recon, x) + 1e-3 * kl - 1e-2 * self.disc(recon).mean()
+        ) / self.accumulate
         loss_ae.backward()
         if (batch_idx + 1) % self.accumulate == 0:
             self.opt_ae.step()

@@ -19,13 +19,16 @@ ZOO = {
 }
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, accum_steps: int) -> float:
+def train_one_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, accum_steps: int
+) -> float:
     micro_bs = 16
     last = 0.0
     for start in range(0, data.size(0), micro_bs * accum_steps):
         chunk = data[start : start + micro_bs * accum_steps]
         for micro in range(accum_steps):
-            optimizer.zero_grad(set_to_none=True)  # BUG: clears the previous micro-batches' gradients
+            # BUG: clears the previous micro-batches' gradients
+            optimizer.zero_grad(set_to_none=True)
             xb = chunk[micro * micro_bs : (micro + 1) * micro_bs]
             loss = nn.functional.mse_loss(model(xb), xb.sum(dim=1, keepdim=True)) / accum_steps
             loss.backward()

@@ -1,6 +1,7 @@
-"""Fixed: accelerate: `optimizer.zero_grad()` at the top of `accelerator.accumulate()` discards the accumulated gradients.
+"""accelerate: `zero_grad()` first inside `accelerator.accumulate()` discards accumulated gradients.
 
-Source: https://github.com/huggingface/accelerate/issues/1299  (fixed the same way in https://github.com/modelscope/DiffSynth-Studio/pull/1404)
+Source: https://github.com/huggingface/accelerate/issues/1299
+(fixed the same way in https://github.com/modelscope/DiffSynth-Studio/pull/1404)
 Reported: with gradient accumulation, calling `optimizer.zero_grad()` at the beginning of
 the iteration (as a docs page showed) discards the previously accumulated gradients: on the
 step where accelerate syncs, the wrapped optimizer really zeroes, so the update uses only the
@@ -27,7 +28,9 @@ def main() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x = torch.randn(2048, 32)
     data = TensorDataset(x, x.sum(dim=1, keepdim=True))
-    model, optimizer, loader = accelerator.prepare(model, optimizer, DataLoader(data, batch_size=16))
+    model, optimizer, loader = accelerator.prepare(
+        model, optimizer, DataLoader(data, batch_size=16)
+    )
     for i, (xb, yb) in enumerate(loader):
         with accelerator.accumulate(model):
             loss = nn.functional.mse_loss(model(xb), yb)

@@ -1,4 +1,4 @@
-"""Fixed: Variable input size training is slow (cudnn.benchmark = True with random image sizes).
+"""Variable input size training is slow (cudnn.benchmark = True with random image sizes).
 
 Source: https://github.com/pytorch/pytorch/issues/2759
 Reported: a ResNet-50-based network fed random 400-600 px inputs ran at 0.6-2.3 s per
@@ -21,9 +21,15 @@ cudnn.benchmark = False  # FIX: no per-shape autotuning for dynamic input sizes
 def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 1, 1),
+    )
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    for i in range(30):
+    for _ in range(30):
         h = int(rng.integers(40, 60))
         w = int(rng.integers(40, 60))
         x = torch.randn(2, 3, h, w)

@@ -1,4 +1,4 @@
-"""Fixed: Memory leak during data loading: a batch object's storage points back at its parent.
+"""Memory leak during data loading: a batch object's storage points back at its parent.
 
 Source: https://github.com/pyg-team/pytorch_geometric/issues/5839
 Reported: `Data` created a storage object holding the tensors with a `_parent` reference back
@@ -24,7 +24,10 @@ class Storage:
 
 class GraphBatch:
     def __init__(self, x: torch.Tensor, edge_index: torch.Tensor, y: torch.Tensor) -> None:
-        self.__dict__["_store"] = Storage(x=x, edge_index=edge_index, y=y, _parent=weakref.ref(self))  # FIX: weak back-reference
+        # FIX: weak back-reference
+        self.__dict__["_store"] = Storage(
+            x=x, edge_index=edge_index, y=y, _parent=weakref.ref(self)
+        )
 
     def __getattr__(self, key: str) -> torch.Tensor:
         return getattr(self.__dict__["_store"], key)
@@ -40,7 +43,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for step in range(40):
+    for _ in range(40):
         batch = collate(2048)
         h = model[0](batch.x)
         agg = torch.zeros_like(h).index_add_(0, batch.edge_index[1], h[batch.edge_index[0]])

@@ -1,4 +1,4 @@
-"""Fixed: RAM usage increases continuously as training progresses (dataset memoization).
+"""RAM usage increases continuously as training progresses (dataset memoization).
 
 Source: https://github.com/dvornikita/fewshot_ensemble/issues/4
 Reported: CPU RAM grew every iteration from 5 GB past 16 GB until the system crashed; the
@@ -40,12 +40,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
 def main() -> None:
     torch.manual_seed(0)
-    dataset = EpisodeDataset(10_000, memoize=False)  # FIX: episodes are never revisited, do not memoize
+    # FIX: episodes are never revisited, do not memoize
+    dataset = EpisodeDataset(10_000, memoize=False)
     model = nn.Sequential(nn.Linear(1024, 64), nn.ReLU(), nn.Linear(64, 5))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for step in range(40):
         images, labels = dataset[step]
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(labels))
+        loss = nn.functional.cross_entropy(
+            model(torch.from_numpy(images)), torch.from_numpy(labels)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,4 +1,4 @@
-"""Fixed: `mtt eval` does not detach: memory builds up during evaluation and it crashes on large datasets.
+"""`mtt eval` does not detach: memory builds up during evaluation and it crashes on large datasets.
 
 Source: https://github.com/metatensor/metatrain/issues/702
 Reported: the evaluation command ran the model with autograd on (it needs no gradients) and
@@ -28,7 +28,9 @@ def evaluate(model: nn.Module, batches: list[torch.Tensor]) -> bytes:
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 512), nn.Tanh(), nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 3))
+    model = nn.Sequential(
+        nn.Linear(32, 512), nn.Tanh(), nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 3)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     eval_batches = [torch.randn(128, 32) for _ in range(16)]
     for step in range(40):

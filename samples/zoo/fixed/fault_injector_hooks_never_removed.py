@@ -1,4 +1,4 @@
-"""Fixed: MRFI: every fault-injection object leaves its hooks on the model (handles discarded).
+"""MRFI: every fault-injection object leaves its hooks on the model (handles discarded).
 
 Source: https://github.com/fffasttime/MRFI/pull/5
 Reported: each `MRFI(...)` instantiation registered forward pre-hooks and forward hooks on
@@ -40,7 +40,9 @@ class FaultInjector:
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8))
+    model = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     injector = None
     for step in range(40):

@@ -1,4 +1,4 @@
-"""Fixed: GPU memory is not released when a module registers a forward hook that uses `self`.
+"""GPU memory is not released when a module registers a forward hook that uses `self`.
 
 Source: https://github.com/pytorch/pytorch/issues/46386
 Reported: instantiating a module in a loop whose `__init__` registers a forward hook
@@ -17,10 +17,13 @@ ZOO = {"expect": None}
 class LeakyModule(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
+        self.backbone = nn.Sequential(
+            nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+        )
         self.last_norm = 0.0
 
-        self.register_forward_hook(LeakyModule.fw_hook)  # FIX: the hook gets the module as an argument
+        # FIX: the hook gets the module as an argument
+        self.register_forward_hook(LeakyModule.fw_hook)
 
     @staticmethod
     def fw_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Fixed: X-LoRA: forward hooks accumulate, one registered per forward call, only the last removed.
+"""X-LoRA: forward hooks accumulate, one registered per forward call, only the last removed.
 
 Source: https://github.com/huggingface/peft/pull/2761
 Reported: a hook that injects the scalings was registered on every forward call, while only

@@ -1,4 +1,4 @@
-"""Fixed: k-fold cross-validation: from the second fold on the model does not train (optimizer built once).
+"""k-fold cross-validation: from the second fold on the model does not train (optimizer built once).
 
 Source: https://github.com/IoBT-VISTEC/MIN2Net/issues/1
 Reported: (a Keras report of the same mechanism) the second fold re-used the optimizer
@@ -28,7 +28,8 @@ def main() -> None:
     config = {"optimizer": torch.optim.Adam(model.parameters(), lr=1e-3), "epochs": 2}
     for k, val_idx in enumerate(folds):
         model = build_model()
-        config["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3)  # FIX: a fresh optimizer per fold
+        # FIX: a fresh optimizer per fold
+        config["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3)
         optimizer = config["optimizer"]
         train_idx = torch.cat([f for j, f in enumerate(folds) if j != k])
         for _ in range(config["epochs"]):

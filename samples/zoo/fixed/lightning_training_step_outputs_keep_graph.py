@@ -1,6 +1,7 @@
-"""Fixed: Lightning: OOM when collecting training_step outputs for the epoch end.
+"""Lightning: OOM when collecting training_step outputs for the epoch end.
 
-Source: https://github.com/Lightning-AI/pytorch-lightning/issues/15514  (see also https://github.com/ashleve/lightning-hydra-template/issues/458)
+Source: https://github.com/Lightning-AI/pytorch-lightning/issues/15514
+(see also https://github.com/ashleve/lightning-hydra-template/issues/458)
 Reported: overriding `training_epoch_end` made Lightning keep every batch's output for the
 whole epoch and training ran out of memory; Lightning 2 removed the hook and asks users to
 keep what they need in an attribute themselves. Written that way with the loss itself

@@ -1,4 +1,4 @@
-"""Fixed: Lightning 2: validation_step outputs kept in `self.validation_step_outputs` are never cleared.
+"""Lightning 2: validation_step outputs kept in `self.validation_step_outputs` are never cleared.
 
 Source: https://github.com/Lightning-AI/pytorch-lightning/discussions/17182
 Reported: after Lightning 2 removed the `outputs` argument of the epoch-end hooks, the

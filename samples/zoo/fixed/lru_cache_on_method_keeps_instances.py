@@ -1,6 +1,7 @@
-"""Fixed: `functools.cache` on a method keeps every instance (and its tensors) alive.
+"""`functools.cache` on a method keeps every instance (and its tensors) alive.
 
-Source: https://github.com/pytorch/pytorch/pull/149354  (also https://github.com/meta-pytorch/botorch/pull/1650)
+Source: https://github.com/pytorch/pytorch/pull/149354
+(also https://github.com/meta-pytorch/botorch/pull/1650)
 Reported: `@functools.cache` on a method keeps `self` in the cache, so a model that was
 deleted still occupied its memory (pytorch/pytorch#149100); botorch removed `lru_cache` from
 methods for the same leak.
@@ -36,7 +37,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for step in range(40):
+    for _ in range(40):
         x = torch.randn(256, 256)
         feats = BatchFeatures(x)
         target = feats.normalized().mean(dim=1, keepdim=True)

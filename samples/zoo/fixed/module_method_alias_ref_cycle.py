@@ -1,4 +1,4 @@
-"""Fixed: Memory leak when assigning a bound method to a module attribute (`self.which_foo = self.foo`).
+"""Memory leak when assigning a bound method to a module attribute (`self.which_foo = self.foo`).
 
 Source: https://github.com/pytorch/pytorch/issues/128211
 Reported: a module that stored one of its own bound methods on itself kept its buffer's

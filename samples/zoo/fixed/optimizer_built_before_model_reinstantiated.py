@@ -1,4 +1,4 @@
-"""Fixed: char-rnn-classification: loss stays big after switching to `optimizer.step()`.
+"""char-rnn-classification: loss stays big after switching to `optimizer.step()`.
 
 Source: https://github.com/spro/practical-pytorch/issues/9
 Reported: the loss did not go down once the manual update was replaced by an optimizer;
@@ -44,7 +44,8 @@ def train(category_tensor: torch.Tensor, line_tensor: torch.Tensor) -> float:
 
 
 rnn = RNN(N_LETTERS, N_HIDDEN, N_CATEGORIES)
-optimizer = torch.optim.SGD(rnn.parameters(), lr=learning_rate)  # FIX: built on the model that trains
+# FIX: built on the model that trains
+optimizer = torch.optim.SGD(rnn.parameters(), lr=learning_rate)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Fixed: Per-example gradients computed by a Python loop of single-example forward/backward passes.
+"""Per-example gradients computed by a Python loop of single-example forward/backward passes.
 
 Source: https://github.com/pytorch/pytorch/issues/7786
 Reported: to get the gradient of each element of a sum, users ran forward and backward once
@@ -14,14 +14,17 @@ from torch import nn
 ZOO = {"expect": None}
 
 
-def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[list[torch.Tensor]]:
+def per_example_grads(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[list[torch.Tensor]]:
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss_one(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = torch.func.functional_call(model, p, (xi.unsqueeze(0),))
         return nn.functional.cross_entropy(out, yi.unsqueeze(0))
 
-    batched = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))(params, x, y)  # FIX: one vectorised pass
+    # FIX: one vectorised pass
+    batched = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
     return [[batched[k][i] for k in params] for i in range(x.size(0))]
 
 
@@ -29,7 +32,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    for step in range(30):
+    for _ in range(30):
         x, y = torch.randn(32, 20), torch.randint(0, 4, (32,))
         grads = per_example_grads(model, x, y)
         optimizer.zero_grad()

@@ -1,4 +1,4 @@
-"""Fixed: Saving the weights of every epoch fills the memory for large networks.
+"""Saving the weights of every epoch fills the memory for large networks.
 
 Source: https://github.com/citoverse/cito/issues/45
 Reported: (cito, an R package on torch) with large networks the RAM filled up because the
@@ -18,7 +18,9 @@ ZOO = {"expect": None}
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
+    model = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.randn(512, 64), torch.randn(512, 1)
     history = []

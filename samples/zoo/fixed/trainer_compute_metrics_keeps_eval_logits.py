@@ -1,6 +1,7 @@
-"""Fixed: transformers Trainer accumulates every evaluation batch's logits when `compute_metrics` is set.
+"""transformers Trainer accumulates every evaluation batch's logits when `compute_metrics` is set.
 
-Source: https://github.com/huggingface/transformers/issues/12878  (see also https://github.com/huggingface/transformers/issues/15466)
+Source: https://github.com/huggingface/transformers/issues/12878
+(see also https://github.com/huggingface/transformers/issues/15466)
 Reported: with `compute_metrics`, `Trainer.evaluate` concatenates the logits of every
 evaluation batch (`preds_host = nested_concat(preds_host, logits)`) and keeps them until the
 evaluation ends: for a language model that is eval size x sequence length x vocabulary, which
@@ -65,7 +66,8 @@ def main() -> None:
             train_dataset=TokenDataset(240, 32, vocab, 0),
             eval_dataset=TokenDataset(96, 32, vocab, 1),
             compute_metrics=compute_metrics,
-            preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),  # FIX: cache token ids, not logits
+            # FIX: cache token ids, not logits
+            preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
         )
         trainer.train()
         print(trainer.evaluate())

@@ -1,6 +1,7 @@
-"""Fixed: Trainer: `zero_grad` was left out after each optimizer step (LoRA fine-tuning).
+"""Trainer: `zero_grad` was left out after each optimizer step (LoRA fine-tuning).
 
-Source: https://github.com/tenstorrent/tt-blacksmith/pull/711  (also https://github.com/IDEA-Research/DN-DETR/issues/19)
+Source: https://github.com/tenstorrent/tt-blacksmith/pull/711
+(also https://github.com/IDEA-Research/DN-DETR/issues/19)
 Reported: in the Trainer class used for LoRA LLM training, the optimizer's gradients were
 never zeroed after each optimizer step, so every step used the sum of all past gradients.
 Shape: a Trainer class with `train_step()` doing forward/backward/clip/step, the optimizer
@@ -28,7 +29,9 @@ class LoRALinear(nn.Module):
 class Trainer:
     def __init__(self, model: nn.Module, lr: float) -> None:
         self.model = model
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=lr
+        )
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         loss = nn.functional.cross_entropy(self.model(x), y)

@@ -1,4 +1,4 @@
-"""Fixed: `zero_grad()` called at the beginning of each epoch instead of each iteration.
+"""`zero_grad()` called at the beginning of each epoch instead of each iteration.
 
 Source: https://github.com/pytorch/pytorch/issues/47175
 Reported: a feature request describing "an extremely nasty bug": forgetting `zero_grad()`

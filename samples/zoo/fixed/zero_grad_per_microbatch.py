@@ -1,4 +1,4 @@
-"""Fixed: train.py: `zero_grad` is called per micro-batch, breaking gradient accumulation.
+"""train.py: `zero_grad` is called per micro-batch, breaking gradient accumulation.
 
 Source: https://github.com/bytetriper/RAE/issues/67
 Reported: `optimizer.zero_grad(set_to_none=True)` sat inside the inner micro-batch loop, so
@@ -14,7 +14,9 @@ from torch import nn
 ZOO = {"expect": None}
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, accum_steps: int) -> float:
+def train_one_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor, accum_steps: int
+) -> float:
     micro_bs = 16
     last = 0.0
     for start in range(0, data.size(0), micro_bs * accum_steps):
