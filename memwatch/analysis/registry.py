@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-holders.md
@@ -20,6 +19,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     unbatched_forward,
 )
 from memwatch.records import Finding, sort_findings
+from memwatch.notices import notice
 
 DETECTORS: list[Detector] = [
     graph_accumulation.detect,
@@ -52,5 +52,5 @@ def analyze(data: AnalysisInput) -> list[Finding]:
             name = getattr(detector, "__module__", repr(detector))
             if name not in _warned:
                 _warned.add(name)
-                warnings.warn(f"memwatch: detector {name} failed ({exc!r})", stacklevel=2)
+                notice(f"detector {name} failed ({exc!r}); the other checks still ran")
     return sort_findings(findings)
