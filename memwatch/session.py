@@ -25,7 +25,7 @@ from memwatch.notices import notice
 from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
 from memwatch.store.paths import run_file_plan
 from memwatch.store.writer import RunWriter, failure_reason
-from memwatch.units import parse_size
+from memwatch.units import parse_budget
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,7 +92,7 @@ class Watch:
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
-        self.budget_bytes = parse_size(budget) if budget is not None else None
+        self.budget_bytes = parse_budget(budget) if budget is not None else None
         self.track_tensors = bool(track_tensors) or self.budget_bytes is not None
         self.analysis_mode = analysis
         self.analyze_every = max(1, int(analyze_every))
@@ -203,9 +203,7 @@ class Watch:
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
             path, alternatives = run_file_plan(self._out, self._script, rank=self.info.rank)
-            self._writer = RunWriter(
-                path, self.info, alternatives=alternatives, force=self._force
-            )
+            self._writer = RunWriter(path, self.info, alternatives=alternatives, force=self._force)
             self.run_path = self._writer.path  # the name actually created
         device = None
         if self.track_tensors:

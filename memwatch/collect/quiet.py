@@ -26,7 +26,7 @@ def hide_global_hook_warning() -> Callable[[], None]:
 
     def restore() -> None:
         try:
-            warnings.filters.remove(entry)  # type: ignore[arg-type]
+            warnings.filters.remove(entry)  # type: ignore[attr-defined]
         except ValueError:
             pass  # a warnings.catch_warnings() block already restored an older list
         mutated = getattr(warnings, "_filters_mutated", None)  # resets the once-registry

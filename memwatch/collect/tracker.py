@@ -52,8 +52,8 @@ from memwatch.collect.saved import (
     SavedTensorHooks,
     ThreadSafeSavedTensorCounter,
 )
-from memwatch.records import Event, Holder, StepRecord
 from memwatch.notices import notice
+from memwatch.records import Event, Holder, StepRecord
 
 _is_compiling = torch.compiler.is_compiling
 

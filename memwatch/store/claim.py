@@ -92,7 +92,7 @@ def _replace_own_run(path: Path) -> None:
         raise RunFileExistsError(
             f"{plain(path)} is being written by a live run; memwatch does not replace it"
         )
-    for suffix in COMPANION_SUFFIXES + ("",):
+    for suffix in (*COMPANION_SUFFIXES, ""):
         try:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         except OSError as exc:
@@ -127,8 +127,7 @@ def claim_run_path(
             if not _taken(candidate) and _create_exclusively(candidate):
                 return candidate
         raise RunFileError(
-            f"cannot find a free run-file name near {plain(first)} "
-            f"({len(candidates)} names tried)"
+            f"cannot find a free run-file name near {plain(first)} ({len(candidates)} names tried)"
         )
     if not _taken(first) and _create_exclusively(first):
         return first
