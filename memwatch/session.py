@@ -120,6 +120,8 @@ class Watch:
         self._started = time.perf_counter()
         self._pid = os.getpid()
         self._store_failed = False
+        self.successors: list[Watch] = []
+        """Watches that started while this one yields (pytest --memwatch), in order."""
         self.recording_stopped: tuple[int, str] | None = None
         """(last step in the run file, why) once writing the run file failed."""
         self.active = False
@@ -177,7 +179,9 @@ class Watch:
         if _ACTIVE is not None:
             if not _ACTIVE.yields_to_nested:
                 raise MemwatchError("another memwatch watch is already active in this process")
-            _ACTIVE.stop()  # a background watch (pytest --memwatch) gives way to the user's
+            background = _ACTIVE
+            background.stop()  # a background watch (pytest --memwatch) gives way to the user's
+            background.successors.append(self)  # ...and can still say what that one recorded
         from memwatch.collect import environment
         from memwatch.collect.probes import default_probes
         from memwatch.collect.tracker import Tracker

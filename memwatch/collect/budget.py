@@ -66,10 +66,17 @@ def cuda_style_size(num_bytes: int) -> str:
     return f"{num_bytes / 1024**3:.2f} GiB"
 
 
+#: Said after the CUDA-style text (which retry code matches on): whose limit this is.
+SIMULATED_NOTE = (
+    "This limit is memwatch's simulated budget (--budget), not the device running out of memory."
+)
+
+
 def budget_oom_message(requested: int, in_use: int, budget: int) -> str:
     return (
         f"CUDA out of memory (memwatch budget). Tried to allocate {cuda_style_size(requested)}. "
-        f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}."
+        f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}. "
+        f"{SIMULATED_NOTE}"
     )
 
 
