@@ -25,8 +25,10 @@ def md_text(value: object) -> str:
 
 
 def md_code(value: object) -> str:
-    """``value`` as an inline code span (empty for an empty value)."""
-    text = plain(value).replace("`", "'")
+    """``value`` as an inline code span (empty for an empty value): its content is shown
+    literally; only a backtick (which would end it) and a pipe (which would end a table
+    cell, even inside a span) are changed."""
+    text = plain(value).replace("`", "'").replace("|", "\\|")
     return f"`{text}`" if text else ""
 
 
