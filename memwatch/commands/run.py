@@ -187,15 +187,13 @@ def _prepare(module: str | None, target: str) -> str | int:
     details = getattr(runpy, "_get_module_details", None)
     if details is None:
         return module
+    not_found: type[BaseException] = getattr(runpy, "_Error", ImportError)
     saved_path0 = sys.path[0] if sys.path else None
     _set_path0(os.getcwd())
     try:
-        details(module, getattr(runpy, "_Error", ImportError))
-    except ImportError as exc:
-        if type(exc).__name__ == "_Error":  # what python -m prints for a missing module
-            print(f"{sys.executable}: {exc}", file=sys.stderr)
-        else:
-            print_user_traceback(type(exc), exc, exc.__traceback__)
+        details(module, not_found)
+    except not_found as exc:  # what python -m prints for a module it cannot find
+        print(f"{sys.executable}: {exc}", file=sys.stderr)
         return 1
     except BaseException as exc:  # the package's own import failed: python's traceback
         print_user_traceback(type(exc), exc, exc.__traceback__)

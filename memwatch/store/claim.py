@@ -42,11 +42,32 @@ def is_run_file(path: str | os.PathLike[str]) -> bool:
             header = fh.read(100)
     except OSError:
         return False
-    return (
+    if (
         len(header) == 100
         and header.startswith(SQLITE_MAGIC)
         and int.from_bytes(header[68:72], "big") == APPLICATION_ID
-    )
+    ):
+        return True
+    # A live run in WAL mode may have its header only in the WAL so far: ask SQLite,
+    # read-only, but only for what is an SQLite file (or an empty one beside a WAL).
+    if header.startswith(SQLITE_MAGIC) or (not header and os.path.exists(f"{path}-wal")):
+        return _application_id(Path(path)) == APPLICATION_ID
+    return False
+
+
+def _application_id(path: Path) -> int | None:
+    import sqlite3
+
+    from memwatch.store.reader import read_only_uri
+
+    try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        try:
+            return int(conn.execute("PRAGMA application_id").fetchone()[0])
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
 
 
 def _taken(path: Path) -> bool:
@@ -78,20 +99,24 @@ def _make_parent(path: Path) -> None:
         ) from None
 
 
-def _replace_own_run(path: Path) -> None:
-    """Remove an earlier run file of memwatch's (``force``), unless a live run writes it."""
+def _refuse_if_live(path: Path) -> None:
+    """A run file another process is still writing is never replaced, not even with force."""
     from memwatch.store.liveness import writer_alive
     from memwatch.store.reader import RunReader
 
     try:
         with RunReader(path) as reader:
-            alive = writer_alive(reader.info())
+            info = reader.info()
     except RunFileError:
-        alive = None
-    if alive:
+        return
+    if writer_alive(info):
         raise RunFileExistsError(
-            f"{plain(path)} is being written by a live run; memwatch does not replace it"
+            f"{plain(path)} is being written by a live run (pid {info.pid}); choose another --out"
         )
+
+
+def _replace_own_run(path: Path) -> None:
+    """Remove an earlier run file of memwatch's and its SQLite companions (``force``)."""
     for suffix in (*COMPANION_SUFFIXES, ""):
         try:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -142,6 +167,7 @@ def claim_run_path(
             f"{plain(first)} exists and is not a memwatch run file; memwatch never replaces "
             "it: choose another --out"
         )
+    _refuse_if_live(first)
     if not force:
         raise RunFileExistsError(
             f"{plain(first)} holds an earlier memwatch run; pass --force (force=True) to "
