@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 f"memwatch check: {plain(path)}: {len(bad)} finding(s) at or above {args.fail_on}"
             )
         if state:
-            lines.append(f"  run {plain(state)}")
+            lines.append(f"  {plain(state)}")
         for i, finding in enumerate(bad, 1):
             lines.extend(finding_lines(finding, i))
     write_out("\n".join(lines) + "\n")

@@ -70,8 +70,8 @@ def split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
     Everything from SCRIPT (or from ``-m MODULE``) on belongs to the script, even
     options memwatch also has (``train.py --out x`` passes ``--out x`` to train.py). An
-    option memwatch does not know, before SCRIPT, stays with memwatch's options so that it
-    is reported as unknown (rather than taken for the script's name). A value is joined to
+    option memwatch does not know, before SCRIPT, is refused as unknown (rather than taken
+    for the script's name: ``MemwatchError``). A value is joined to
     its option (``--budget=-1GB``) so that one starting with ``-`` reaches the size check.
     """
     head: list[str] = []
@@ -92,8 +92,10 @@ def split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         elif token == "--":
             return head, argv[i + 1 :]
         elif token.startswith("-") and len(token) > 1:
-            head.append(token)  # unknown: argparse names it
-            i += 1
+            raise MemwatchError(
+                f"unknown option {token!r} for memwatch run (its options go before SCRIPT; "
+                "see memwatch run --help)"
+            )
         else:
             return head, argv[i:]
     return head, []
@@ -281,8 +283,11 @@ def _record_then_die_on_sigterm(
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return lambda: None
 
+    deferred = [0]
+
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if _inside_memwatch(frame):
+        if _inside_memwatch(frame) and deferred[0] < MAX_DEFERRALS:
+            deferred[0] += 1
             timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
             timer.daemon = True
             timer.start()
@@ -308,17 +313,22 @@ def _record_then_die_on_sigterm(
     return restore
 
 
+#: How often (every 10 ms) a SIGTERM landing in memwatch's own code is put off, at most.
+MAX_DEFERRALS = 200
 _MEMWATCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _inside_memwatch(frame: FrameType | None) -> bool:
-    """Whether the interrupted code is memwatch's own (somewhere on the stack above the
-    script: the run command's own frames at the bottom do not count)."""
+    """Whether the interrupted code is memwatch's own: walking out from the interrupted
+    frame, a memwatch frame comes before any frame of the user's (torch's and the standard
+    library's frames in between do not decide)."""
+    from memwatch.collect.frames import is_user_file
+
     while frame is not None:
         filename = frame.f_code.co_filename
-        if filename.startswith(_MEMWATCH_DIR) and not filename.startswith(_COMMANDS_DIR):
-            return True
-        if filename == __file__:
+        if filename.startswith(_MEMWATCH_DIR):
+            return not filename.startswith(_COMMANDS_DIR)
+        if is_user_file(filename):
             return False
         frame = frame.f_back
     return False

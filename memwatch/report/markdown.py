@@ -41,7 +41,7 @@ def render_markdown(
     title = md_text(headline(info, summary, findings).removeprefix("memwatch: "))
     lines = [f"## memwatch: {title}", ""]
     if state:
-        lines += [f"**run {md_text(state)}**", ""]
+        lines += [f"**{md_text(state)}**", ""]
     if findings:
         lines += [
             "| severity | kind | where | variable | per step | fix |",

@@ -122,7 +122,7 @@ def render_text(
 ) -> str:
     lines = [headline(info, summary, findings)]
     if state:
-        lines.append(f"  run {plain(state)}")
+        lines.append(f"  {plain(state)}")
     for i, finding in enumerate(findings, 1):
         lines.append("")
         lines.extend(finding_lines(finding, i))

@@ -93,6 +93,12 @@ def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise RunFileError(
+                f"cannot create the run file {plain(path)}: {plain(blocking)} is a file, "
+                "not a directory"
+            ) from None
         raise RunFileError(
             f"cannot create the run file {plain(path)}: cannot create its directory "
             f"({exc.strerror or exc})"

@@ -59,7 +59,7 @@ def run_state(info: RunInfo, last_step: int | None) -> str | None:
         return None
     alive = writer_alive(info)
     if alive:
-        return f"still running: the run is being recorded ({upto})"
+        return f"run still running: it is being recorded now ({upto})"
     if alive is False:
-        return f"killed or crashed: the run file has no end record ({upto})"
-    return f"unfinished: the run file has no end record ({upto}; written on another host)"
+        return f"run killed or crashed: the run file has no end record ({upto})"
+    return f"run unfinished: the run file has no end record ({upto}; written on another host)"

@@ -275,7 +275,7 @@ def test_ctrl_c_traceback_shows_the_users_frames_not_memwatchs(workdir: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--bogus", "train.py"], "unrecognized arguments: --bogus"),
+        (["run", "--bogus", "train.py"], "memwatch: unknown option '--bogus' for memwatch run"),
         (["run", "--budget", "0", "train.py"], "a budget must be more than 0 bytes"),
         (["run", "--budget", "-1GB", "train.py"], "a size cannot be negative"),
         (["run", "--budget=-5", "train.py"], "a size cannot be negative"),
@@ -283,7 +283,7 @@ def test_ctrl_c_traceback_shows_the_users_frames_not_memwatchs(workdir: Path) ->
 )
 def test_bad_run_options_get_one_clear_line(workdir: Path, args: list[str], message: str) -> None:
     status, _, err = cli(*args)
-    assert status == 2 and message in one_line(err)
+    assert status == 2 and one_line(err).startswith("memwatch: ") and message in err
     assert not (workdir / "ran.txt").exists()
 
 
