@@ -12,7 +12,7 @@ Hooks and their costs (probe.md):
 * ``OutOfMemoryError.__init__`` observes OOMs (see ``oom.py``).
 
 The tracker never raises into the user's program: a hook that fails switches its part
-off with one warning and the rest goes on.
+off with one notice (memwatch.notices) and the rest goes on.
 """
 
 from __future__ import annotations

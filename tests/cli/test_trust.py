@@ -395,3 +395,19 @@ def test_a_sqlite_error_message_on_rollback_no_longer_hides_the_cause(tmp_path: 
     # THEN the error is the real cause, not "cannot rollback - no transaction is active"
     with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
         writer.commit()
+
+
+def test_run_live_never_truncates_an_existing_log_file(tmp_path: Path) -> None:
+    # GIVEN a file of the user's where --live would put the script's output
+    from memwatch.commands.live import live_session
+
+    (tmp_path / "results.log").write_text("the user's own log\n")
+    out = io.StringIO()
+    command = [sys.executable, "-c", "import sys; print('script output'); sys.exit(3)"]
+    # WHEN a live run records beside it
+    status = live_session(command, tmp_path / "results.db", tmp_path / "results.log", out=out)
+    # THEN the user's file is untouched and the output went to a fresh name
+    assert status == 3
+    assert (tmp_path / "results.log").read_text() == "the user's own log\n"
+    assert (tmp_path / "results-2.log").read_text() == "script output\n"
+    assert "results-2.log" in out.getvalue()
