@@ -31,7 +31,7 @@ def notice(message: str, *, once: str | None = None) -> None:
                 return
             _said.add(once)
     text = plain(message, multiline=True)
-    if not text.startswith("memwatch"):
+    if not text.startswith(("memwatch: ", "memwatch [")):  # "memwatch [rank 1]: ..." stays
         text = f"memwatch: {text}"
     try:
         stream = sys.stderr

@@ -195,7 +195,7 @@ class Watch:
         except Exception as exc:
             # An internal failure must not stop the user's program: run it unwatched.
             self._abort_start()
-            notice(f"memwatch could not start ({exc!r}); the program runs without it")
+            notice(f"could not start ({exc!r}); the program runs without it")
         except BaseException:  # Ctrl-C while starting: a run that never started leaves no file
             self._abort_start(discard=True)
             raise

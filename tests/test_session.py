@@ -390,7 +390,7 @@ def test_a_watch_that_cannot_start_warns_once_and_the_program_runs_unwatched(
         warnings.simplefilter("error")
         with memwatch(out=tmp_path / "r.db", track_tensors=True) as mw:
             losses, _ = train(steps=3)
-    assert capsys.readouterr().err.count("memwatch could not start") == 1
+    assert capsys.readouterr().err.count("memwatch: could not start") == 1
     # THEN training ran normally, nothing was recorded, and no hook was left behind
     assert len(losses) == 3
     assert mw.step_count == 0 and not mw.active

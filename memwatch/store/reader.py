@@ -105,7 +105,15 @@ class RunReader:
         if limit is not None:
             sql += " LIMIT ?"
             args = (after, limit)
-        return self._checked(validate.step, self._query(sql, args))
+        bad = self._query(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? AND "
+            f"({validate.BAD_STEP_SQL}) LIMIT 1",
+            (after,),
+        )
+        if bad:
+            self._checked(validate.step, bad)  # raises, naming the bad value
+            raise validate.refuse(self.path, validate.BadValue("a step row is malformed"))
+        return [StepRecord(*row) for row in self._query(sql, args)]
 
     def step_columns(self, columns: tuple[str, ...], after: int = -1) -> list[tuple[Any, ...]]:
         """Chosen columns of every step after ``after``: cheaper than whole records for charts."""
