@@ -46,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
             "the dashboard needs a terminal, and stdin or stdout is not one; "
             f"read the run with `memwatch report {path}` instead"
         )
-    from tui import run_dashboard
+    from memwatch_tui import run_dashboard
 
     return run_dashboard(path, follow=args.follow)

@@ -120,6 +120,7 @@ def run_info(text: Any) -> RunInfo:
         recording_stopped_reason=_opt_str(
             data.get("recording_stopped_reason"), "why recording stopped"
         ),
+        cwd=_opt_str(data.get("cwd"), "the run's working directory"),
     )
 
 
