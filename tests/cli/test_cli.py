@@ -206,10 +206,15 @@ def test_sigterm_records_the_end_then_dies_of_sigterm_even_past_a_bare_except(
         env=env,
     )
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    # WHEN it is sent SIGTERM (as torchrun, Slurm or Kubernetes do)
-    child.send_signal(15)
-    child.wait(timeout=60)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        # WHEN it is sent SIGTERM (as torchrun, Slurm or Kubernetes do)
+        child.send_signal(15)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:  # never leave a training running behind a failed test
+            child.kill()
+            child.wait()
     # THEN it dies of SIGTERM as plain python would (no SystemExit for the except to eat)
     assert child.returncode == -15
     # AND the run file records the end (shell status 143) and every step taken
