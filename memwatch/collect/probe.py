@@ -3,7 +3,8 @@
 A probe looks at one thing (graphs held across steps, forwards without backward, OOM
 holders ...) and records what it measures as typed evidence (``memwatch.evidence``) for
 the pure detectors in ``memwatch.analysis``. Every method is optional; the tracker calls
-only the ones a probe overrides, and a probe that raises is switched off with one warning.
+only the ones a probe overrides, and a probe that raises is switched off with one notice
+(stderr, never a Python warning).
 
 Probes talk to the tracker only through ``ProbeHost``: what it offers them (the step, the
 saved-tensor counter, the device, a way to emit, to fail, and to install a hook or patch

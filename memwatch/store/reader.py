@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -11,12 +10,16 @@ from typing import Any
 
 from memwatch.errors import RunFileError
 from memwatch.evidence import check_version, upgrade
-from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
+from memwatch.plaintext import plain
+from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, RunInfo, StepRecord
+from memwatch.store import validate
 from memwatch.store.schema import APPLICATION_ID, SCHEMA_MAJOR
 
 
-def _loc(text: str | None) -> Location | None:
-    return Location.from_dict(json.loads(text)) if text else None
+def read_only_uri(path: Path) -> str:
+    """``file:`` URI opening ``path`` read-only; every character of the name quoted, so
+    that ``run#1.db``, ``a?b.db`` or ``%2F`` open that very file and nothing else."""
+    return f"{path.resolve().as_uri()}?mode=ro"
 
 
 class RunReader:
@@ -24,6 +27,9 @@ class RunReader:
 
     Every query reads what has been committed so far, so calling ``steps(after=n)`` again
     returns what the writer added since: that is how ``--follow`` tails a live run.
+
+    The file is untrusted: every value is checked on the way out (``memwatch.store.validate``)
+    and a bad one raises ``RunFileError`` with one line; the file is never written to.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -32,24 +38,26 @@ class RunReader:
             raise RunFileError(f"no run file at {self.path}")
         try:
             self._conn = sqlite3.connect(
-                f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False
+                read_only_uri(self.path), uri=True, check_same_thread=False
             )
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
             rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise RunFileError(f"{self.path} is not a memwatch run file ({exc})") from None
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise RunFileError(
+                f"{plain(self.path)} is not a memwatch run file ({plain(exc)})"
+            ) from None
         if app_id != APPLICATION_ID or "schema_version" not in rows:
-            raise RunFileError(f"{self.path} is not a memwatch run file")
-        version = str(rows["schema_version"])
+            raise RunFileError(f"{plain(self.path)} is not a memwatch run file")
+        version = plain(rows["schema_version"])
         try:
             major = int(version.split(".")[0])
         except ValueError:
             raise RunFileError(
-                f"{self.path} has an unreadable schema version {version!r}"
+                f"{plain(self.path)} has an unreadable schema version {version!r}"
             ) from None
         if major != SCHEMA_MAJOR:
             raise RunFileError(
-                f"{self.path} uses run-file schema {version}; this memwatch reads "
+                f"{plain(self.path)} uses run-file schema {version}; this memwatch reads "
                 f"{SCHEMA_MAJOR}.x (upgrade memwatch to read it)"
             )
         self.schema_version = version
@@ -73,15 +81,21 @@ class RunReader:
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise RunFileError(f"{self.path} could not be read ({exc})") from None
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            raise RunFileError(f"{plain(self.path)} could not be read ({plain(exc)})") from None
+
+    def _checked(self, convert: Any, rows: Any) -> list[Any]:
+        try:
+            return [convert(row) for row in rows]
+        except validate.BadValue as exc:
+            raise validate.refuse(self.path, exc) from None
 
     # -- the run -------------------------------------------------------------------------
     def info(self) -> RunInfo:
         rows = self._query("SELECT value FROM meta WHERE key = 'run'")
         if not rows:
-            raise RunFileError(f"{self.path} has no run description")
-        return RunInfo.from_dict(json.loads(rows[0][0]))
+            raise RunFileError(f"{plain(self.path)} has no run description")
+        return self._checked(validate.run_info, [rows[0][0]])[0]
 
     # -- steps ---------------------------------------------------------------------------
     def step_count(self) -> int:
@@ -89,7 +103,9 @@ class RunReader:
 
     def last_step(self) -> int | None:
         row = self._query("SELECT MAX(step) FROM steps")[0][0]
-        return None if row is None else int(row)
+        if row is None:
+            return None
+        return self._checked(lambda v: validate._int(v, "a step"), [row])[0]
 
     def steps(self, after: int = -1, limit: int | None = None) -> list[StepRecord]:
         """Steps with index > ``after``, in order (``limit`` caps how many)."""
@@ -98,6 +114,14 @@ class RunReader:
         if limit is not None:
             sql += " LIMIT ?"
             args = (after, limit)
+        bad = self._query(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? AND "
+            f"({validate.BAD_STEP_SQL}) LIMIT 1",
+            (after,),
+        )
+        if bad:
+            self._checked(validate.step, bad)  # raises, naming the bad value
+            raise validate.refuse(self.path, validate.BadValue("a step row is malformed"))
         return [StepRecord(*row) for row in self._query(sql, args)]
 
     def step_columns(self, columns: tuple[str, ...], after: int = -1) -> list[tuple[Any, ...]]:
@@ -122,26 +146,25 @@ class RunReader:
             args = (after_id, kind)
         rows = self._query(sql + " ORDER BY id", args)
         version = self.evidence_version
-        return [
-            (int(i), upgrade(Event(k, int(s), float(t), json.loads(d), _loc(loc)), version))
-            for i, k, s, t, loc, d in rows
-        ]
+        return [(i, upgrade(e, version)) for i, e in self._checked(validate.event, rows)]
 
     def holders_at(self, step: int) -> list[Holder]:
         """The latest holder snapshot taken at or before ``step`` (largest first)."""
         row = self._query("SELECT MAX(step) FROM holders WHERE step <= ?", (step,))[0][0]
         if row is None:
             return []
+        if isinstance(row, bool) or not isinstance(row, int):
+            raise validate.refuse(self.path, validate.BadValue("a holder's step is not a number"))
         rows = self._query(
             "SELECT step, name, bytes, tensors, location FROM holders WHERE step = ? "
             "ORDER BY bytes DESC",
             (row,),
         )
-        return [Holder(int(s), n, int(b), int(t), _loc(loc)) for s, n, b, t, loc in rows]
+        return self._checked(validate.holder, rows)
 
     def findings(self) -> list[Finding]:
         rows = self._query("SELECT data FROM findings ORDER BY found_at")
-        return [Finding.from_dict(json.loads(d)) for (d,) in rows]
+        return self._checked(lambda row: validate.finding(row[0]), rows)
 
     # -- windows over the steps (the dashboard's down-sampling queries) -------------------
     # Each answers from the ``steps`` primary key, so its cost depends on the window, not
