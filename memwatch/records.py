@@ -61,6 +61,8 @@ class RunInfo:
     local_rank: int | None = None
     ended_at: float | None = None
     exit_status: int | None = None
+    #: The CUDA device index the run used (None: not CUDA, or CUDA not initialised yet).
+    device_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

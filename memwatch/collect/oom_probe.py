@@ -39,6 +39,7 @@ import torch
 
 from memwatch.collect.frames import frame_location, is_user_file, user_frames
 from memwatch.collect.holders import read_locals
+from memwatch.collect.oom import is_oom_error
 from memwatch.collect.probe import Probe
 from memwatch.records import Event
 
@@ -358,7 +359,7 @@ class OomProbe(Probe):
         held = sum(alive.values())
         exceptions = [e for e in (ref() for ref in pending.exceptions) if e is not None]
         handling = sys.exc_info()[1]
-        in_except = isinstance(handling, torch.OutOfMemoryError)
+        in_except = is_oom_error(handling)
         stack = user_frames(frame, limit=_MAX_FRAMES) if frame is not None else []
         holders: list[dict[str, Any]] = []
         if alive and pending.index <= _MAX_DETAILED:
@@ -409,7 +410,7 @@ class OomProbe(Probe):
         holders: list[dict[str, Any]] = []
         exceptions: list[BaseException] = []
         for exc in (*recorded, handling):
-            if isinstance(exc, torch.OutOfMemoryError) and all(exc is not e for e in exceptions):
+            if exc is not None and is_oom_error(exc) and all(exc is not e for e in exceptions):
                 exceptions.append(exc)
         names: dict[int, str] = {}
         seen: set[int] = set()

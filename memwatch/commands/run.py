@@ -164,6 +164,7 @@ def _execute(watch: Any, module: str | None, target: str, script_args: list[str]
         traceback.print_exc()
         status = 130
     except BaseException as exc:  # the script's own error: shown as python shows it
+        watch.note_exception(exc)
         _print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 1
     finally:

@@ -44,7 +44,9 @@ def test_the_allocation_that_crosses_the_budget_raises_a_cuda_style_oom() -> Non
     # THEN the error reads like the allocator's, and the refused tensor was never counted
     assert str(raised.value) == (
         "CUDA out of memory (memwatch budget). Tried to allocate 1024.00 KiB. "
-        "1.50 MiB already allocated; budget 2.00 MiB."
+        "1.50 MiB already allocated; budget 2.00 MiB. (This budget counts live tensor "
+        "bytes; on a GPU the same budget caps reserved memory, rounded to 2 MiB blocks and "
+        "20 MiB segments, and can run out sooner.)"
     )
     assert live_after == 3 * MiB // 2
     # AND the OOM event says where, how much was asked and in use, and who held it
