@@ -253,15 +253,21 @@ def when_initialized(action: Callable[[], None]) -> Callable[[], None] | None:
     return cancel
 
 
-def attach_oom_observer(observer: Callable[[int, int, int, int], None]) -> bool:
-    """Attach the allocator's OOM observer (it cannot be detached). Attaching initialises
-    CUDA in torch 2.13, and before initialisation there are no device allocators to
-    attach to, so callers do this only once CUDA is initialised."""
-    attach = getattr(torch._C, "_cuda_attach_out_of_memory_observer", None)
+def oom_observer_binding() -> Any:
+    """The binding that attaches allocator OOM observers (None on CPU builds)."""
+    return getattr(torch._C, "_cuda_attach_out_of_memory_observer", None)
+
+
+def attach_oom_observer(observer: Callable[[int, int, int, int], None]) -> Any:
+    """Attach the allocator's OOM observer (it cannot be detached); returns the binding
+    used, or None. Attaching initialises CUDA in torch 2.13, and before initialisation
+    there are no device allocators to attach to, so callers do this only once CUDA is
+    initialised (or from inside its initialisation)."""
+    attach = oom_observer_binding()
     if attach is None:
-        return False
+        return None
     attach(observer)
-    return True
+    return attach
 
 
 # -- allocator statistics and the peaks the user sees -----------------------------------------

@@ -48,6 +48,7 @@ class CudaMemory:
 
     def __init__(self) -> None:
         self.device: int | None = None  # the device of the last step read
+        self.step_end_allocated: int | None = None  # allocated at the last step end
         self._touched: int | None = None
         self._looked = False
         self._usable = cuda.PEAKS.install()
@@ -78,6 +79,7 @@ class CudaMemory:
         self.device = device
         oom.ensure_cuda_observer()
         reading = cuda.PEAKS.read_step(device)
+        self.step_end_allocated = reading.allocated_bytes
         return DeviceReading(
             allocated_bytes=reading.allocated_bytes,
             reserved_bytes=reading.reserved_bytes,

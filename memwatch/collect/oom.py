@@ -27,13 +27,20 @@ import torch
 
 from memwatch.collect import cuda
 
-#: ``torch.OutOfMemoryError`` (torch >= 2.5), ``torch.cuda.OutOfMemoryError`` before; the
-#: fallback class only exists so that isinstance checks stay valid on a torch with neither.
-OutOfMemoryError: type[RuntimeError] = (
-    getattr(torch, "OutOfMemoryError", None)
-    or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    or type("OutOfMemoryError", (RuntimeError,), {})
-)
+
+def oom_error_class(module: Any = torch) -> type[RuntimeError]:
+    """``torch.OutOfMemoryError`` where torch has it (2.5+), else
+    ``torch.cuda.OutOfMemoryError`` (older torches); a private subclass of RuntimeError
+    where neither exists, so that ``isinstance`` checks and the CPU budget still work."""
+    found = getattr(module, "OutOfMemoryError", None)
+    if found is None:
+        found = getattr(getattr(module, "cuda", None), "OutOfMemoryError", None)
+    if isinstance(found, type) and issubclass(found, RuntimeError):
+        return found
+    return type("OutOfMemoryError", (RuntimeError,), {"__module__": __name__})
+
+
+OutOfMemoryError = oom_error_class()
 
 #: Messages of out-of-memory failures raised as plain RuntimeError. The first three are
 #: accelerate's ``should_reduce_batch_size`` list; the others are the same failure from
@@ -69,7 +76,7 @@ OomCallback = Callable[[dict[str, Any]], None]
 
 _callback: OomCallback | None = None
 _original_init: Any = None
-_cuda_observer_attached = False
+_attached_to: Any = None  # the binding our observer is attached through
 _cuda_pending: dict[str, Any] = {}
 _cancel_attach: Callable[[], None] | None = None
 
@@ -173,18 +180,22 @@ def _cuda_observer(device: int, alloc: int, limit: int, device_free: int) -> Non
     )
 
 
+def _observer_attached() -> bool:
+    return _attached_to is not None and _attached_to is cuda.oom_observer_binding()
+
+
 def _attach_cuda_observer() -> None:
-    global _cuda_observer_attached
-    if _cuda_observer_attached:
+    global _attached_to
+    if _observer_attached():
         return
-    if cuda.attach_oom_observer(_cuda_observer):  # it cannot be detached: checks _callback
-        _cuda_observer_attached = True
+    # It cannot be detached: it checks _callback instead.
+    _attached_to = cuda.attach_oom_observer(_cuda_observer)
 
 
 def ensure_cuda_observer() -> None:
     """Attach the allocator observer if CUDA is initialised and it is not yet attached
     (for torches without the lazy-call queue ``install`` uses)."""
-    if not _cuda_observer_attached and _callback is not None and cuda.initialized():
+    if _callback is not None and not _observer_attached() and cuda.initialized():
         try:
             _attach_cuda_observer()
         except Exception:
@@ -199,7 +210,7 @@ def install(callback: OomCallback) -> None:
     if _original_init is None:
         _original_init = oom_type.__init__
         oom_type.__init__ = _observing_init
-    if cuda.built() and not _cuda_observer_attached and _cancel_attach is None:
+    if cuda.built() and not _observer_attached():
         try:
             # Now if the program already uses CUDA, else inside its CUDA initialisation.
             _cancel_attach = cuda.when_initialized(_attach_cuda_observer)

@@ -147,6 +147,13 @@ def _tensors_of(tracker: Tracker) -> TensorTracker | None:
     return getattr(tracker.device, "tensors", None)
 
 
+def _step_end_level(tracker: Tracker) -> int | None:
+    """Bytes in use at the last step end: the level before the next attempt, without a
+    second allocator read per step on CUDA (the attempt's input batch is part of it)."""
+    level = getattr(tracker.device, "step_end_allocated", None)
+    return level if level is not None else _in_use(tracker)
+
+
 def _in_use(tracker: Tracker) -> int | None:
     tensors = _tensors_of(tracker)
     if tensors is not None:
@@ -176,6 +183,7 @@ class OomProbe(Probe):
 
     def __init__(self) -> None:
         self._attempt_open = False
+        self._oom_since_step = False
         self._attempt_seq = 0
         self._input_floor = 0  # inputs made before this seq belong to an earlier attempt
         self._attempt_start_bytes: int | None = None
@@ -187,6 +195,7 @@ class OomProbe(Probe):
     # -- attempts ---------------------------------------------------------------------------
     def on_step_end(self, tracker: Tracker, record: Any, frames: list[FrameType]) -> None:
         self._attempt_open = False
+        self._oom_since_step = False
 
     def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
         if self._pending is not None:
@@ -198,7 +207,11 @@ class OomProbe(Probe):
     def _open_attempt(self, tracker: Tracker, args: Any) -> None:
         self._attempt_open = True
         tensors = _tensors_of(tracker)
-        self._attempt_start_bytes = _in_use(tracker)
+        self._attempt_start_bytes = (
+            _in_use(tracker)
+            if tensors is not None or self._oom_since_step
+            else _step_end_level(tracker)
+        )
         self._attempt_saved = tracker.saved.current
         self._attempt_inputs = {}
         if tensors is None:
@@ -221,6 +234,7 @@ class OomProbe(Probe):
     # -- the OOM ------------------------------------------------------------------------------
     def on_oom(self, tracker: Tracker, info: dict[str, Any], frame: FrameType | None) -> None:
         self._count += 1
+        self._oom_since_step = True
         index = self._count
         info["oom_index"] = index
         in_use = info.get("in_use_bytes")
