@@ -1,0 +1,42 @@
+"""Private and newer torch APIs are feature-detected, and each fallback works."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from memwatch import memwatch
+from memwatch.collect.oom import oom_error_class
+
+_top = torch._C._autograd._top_saved_tensors_default_hooks
+
+
+def test_without_the_top_of_hooks_helper_the_saved_tensor_hooks_are_still_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a torch without _top_saved_tensors_default_hooks
+    monkeypatch.delattr(torch._C._autograd, "_top_saved_tensors_default_hooks")
+    model = nn.Linear(4, 4)
+    # WHEN a watch runs and ends
+    with memwatch(store=False) as mw:
+        model(torch.randn(2, 4)).sum().backward()
+        mw.step()
+    # THEN its saved-tensor hooks are gone, and the bytes were still counted
+    assert _top(False) is None
+    assert mw.steps[0].saved_peak_bytes > 0
+
+
+def test_the_out_of_memory_class_falls_back_to_older_names() -> None:
+    # GIVEN torches of different ages, WHEN the OOM class is looked up, THEN
+    class Older(RuntimeError):
+        pass
+
+    newest = types.SimpleNamespace(OutOfMemoryError=torch.OutOfMemoryError)
+    older = types.SimpleNamespace(cuda=types.SimpleNamespace(OutOfMemoryError=Older))
+    assert oom_error_class(newest) is torch.OutOfMemoryError  # 2.5+: torch.OutOfMemoryError
+    assert oom_error_class(older) is Older  # before: torch.cuda.OutOfMemoryError
+    neither = oom_error_class(types.SimpleNamespace())
+    assert issubclass(neither, RuntimeError)  # a private class: isinstance checks still work
