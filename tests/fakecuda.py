@@ -29,6 +29,8 @@ What it models (from c10/cuda/CUDACachingAllocator.cpp, torch 2.13):
 * the OOM: observers called with ``(device, alloc_size, allowed maximum or device total,
   device free)`` before ``torch.OutOfMemoryError`` is raised with the allocator's message
   format; attaching an observer initialises CUDA (as torch 2.13's binding does);
+* not modelled: fragmentation inside a segment, streams, CUDA graphs, expandable
+  segments, CUDA random generators (queued seeds are dropped);
 * other out-of-memory failures raised as plain ``RuntimeError`` (cuBLAS, "CUDA error: out
   of memory", MPS) with their real messages;
 * NVML (``FakeNvml``, installed as the ``pynvml`` module): devices by index and UUID, MIG
@@ -415,6 +417,9 @@ class FakeCuda:
         # torch.cuda's module state, as a fresh process has it.
         monkeypatch.setattr(torch.cuda, "_initialized", False)
         monkeypatch.setattr(torch.cuda, "_queued_calls", [])
+        # Seeds queued by earlier torch.manual_seed calls would seed CUDA generators the
+        # fake does not have: a fresh process's empty seed queue.
+        monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", type(torch.cuda._lazy_seed_tracker)())
         monkeypatch.setattr(torch.cuda, "_cudart", _Cudart(self))
         monkeypatch.setattr(torch.cuda, "_cached_device_count", None)
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
