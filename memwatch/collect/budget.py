@@ -424,7 +424,9 @@ class Budget:
             return
         # Not before the program initialises CUDA itself; then the fraction set before is
         # the default 1.0 (setting one initialises CUDA), whatever torch can report.
-        self._cancel_limit = cuda.when_initialized(lambda: self._limit(default_known=True))
+        self._cancel_limit = cuda.when_initialized(
+            lambda: self._limit(default_known=True), "the budget on the GPU"
+        )
         if self._cancel_limit is None and not self._limited:
             warnings.warn(
                 "memwatch: this torch cannot defer a call to CUDA's initialisation, so the "

@@ -29,6 +29,7 @@ wrong numbers.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -223,18 +224,22 @@ class FractionCalls:
 
 
 # -- deferring until the program initialises CUDA ------------------------------------------------
-def when_initialized(action: Callable[[], None]) -> Callable[[], None] | None:
+def when_initialized(action: Callable[[], None], what: str) -> Callable[[], None] | None:
     """Run ``action`` now if CUDA is initialised, else when the program initialises it
-    (torch's own queue of lazy calls, run inside its initialisation). ``action`` must not
-    raise: an exception there would fail the user's CUDA initialisation, so it is wrapped.
-    Returns a cancel function for a queued action; None when it ran now or cannot be
-    queued (this torch has no ``_lazy_call``)."""
+    (torch's own queue of lazy calls, run inside its initialisation). An exception there
+    would fail the user's CUDA initialisation, so a failing ``action`` is reported with
+    one line on stderr (``what`` is switched off), which no warning filter can turn into
+    an exception. Returns a cancel function for a queued action; None when it ran now or
+    cannot be queued (this torch has no ``_lazy_call``)."""
 
     def guarded() -> None:
         try:
             action()
-        except Exception:
-            pass
+        except Exception as exc:
+            try:
+                sys.stderr.write(f"memwatch: {what} switched off after an error ({exc!r})\n")
+            except Exception:
+                pass
 
     if initialized():
         guarded()
@@ -288,28 +293,37 @@ def _stat(stats: dict[str, Any], name: str, field: str) -> int:
         return 0
 
 
-def _peaks(stats: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
-    """(path, value) of every ``peak`` in a nested allocator stats dict."""
+def _peak_items(stats: Any) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(path, stat dict) of every stat with a ``peak`` in an allocator stats dict: the
+    dict is two levels deep (``allocated_bytes.all.peak``), some stats one
+    (``oversize_allocations.peak``). A plain loop: this runs at every step end."""
     if not isinstance(stats, dict):
         return
-    for key, value in stats.items():
-        if isinstance(value, dict):
-            yield from _peaks(value, (*path, str(key)))
-        elif key == "peak" and isinstance(value, int):
-            yield path, value
+    for name, value in stats.items():
+        if type(value) is not dict:
+            continue
+        if "peak" in value:
+            yield (name,), value
+            continue
+        for pool, stat in value.items():
+            if type(stat) is dict and "peak" in stat:
+                yield (name, pool), stat
 
 
-def _raise_peaks(stats: Any, kept: dict[tuple[str, ...], int], path: tuple[str, ...] = ()) -> None:
+def _fold_peaks(stats: Any, kept: dict[tuple[str, ...], int]) -> None:
+    """Raise ``kept`` to every peak in ``stats``."""
+    for path, stat in _peak_items(stats):
+        peak = stat["peak"]
+        if isinstance(peak, int) and peak > kept.get(path, -1):
+            kept[path] = peak
+
+
+def _raise_peaks(stats: Any, kept: dict[tuple[str, ...], int]) -> None:
     """Raise every ``peak`` in ``stats`` (in place) to at least what ``kept`` holds."""
-    if not isinstance(stats, dict):
-        return
-    for key, value in stats.items():
-        if isinstance(value, dict):
-            _raise_peaks(value, kept, (*path, str(key)))
-        elif key == "peak" and isinstance(value, int):
-            floor = kept.get(path)
-            if floor is not None and floor > value:
-                stats[key] = floor
+    for path, stat in _peak_items(stats):
+        floor = kept.get(path)
+        if floor is not None and isinstance(stat["peak"], int) and floor > stat["peak"]:
+            stat["peak"] = floor
 
 
 class PeakLedger:
@@ -476,10 +490,7 @@ class PeakLedger:
 
     def _reset(self, device: int, stats: dict[str, Any]) -> None:
         """Fold every peak into the user's view and the open window, then reset."""
-        kept = self._user.setdefault(device, {})
-        for path, value in _peaks(stats):
-            if value > kept.get(path, -1):
-                kept[path] = value
+        _fold_peaks(stats, self._user.setdefault(device, {}))
         if device in self._windows:
             peak = _stat(stats, "allocated_bytes", "peak")
             self._windows[device] = max(self._windows[device], peak)

@@ -213,7 +213,9 @@ def install(callback: OomCallback) -> None:
     if cuda.built() and not _observer_attached():
         try:
             # Now if the program already uses CUDA, else inside its CUDA initialisation.
-            _cancel_attach = cuda.when_initialized(_attach_cuda_observer)
+            _cancel_attach = cuda.when_initialized(
+                _attach_cuda_observer, "the allocator's OOM observer"
+            )
         except Exception:
             pass
 

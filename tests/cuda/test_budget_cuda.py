@@ -88,3 +88,22 @@ def test_the_budget_caps_reserved_memory_not_live_tensor_bytes(fake_cuda: FakeCu
     assert torch.cuda.memory_allocated(0) == 27 * MiB
     assert torch.cuda.memory_reserved(0) == 44 * MiB
     fake_cuda.free(*blocks)
+
+
+def test_a_budget_failing_inside_cuda_initialisation_never_fails_the_program(
+    fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a budget whose application fails (here: the device cannot be described)
+    from memwatch.collect import cuda
+
+    def broken(device: int) -> object:
+        raise RuntimeError("no properties")
+
+    monkeypatch.setattr(cuda, "device_facts", broken)
+    with memwatch(budget="8GiB", store=False):
+        # WHEN the program initialises CUDA, THEN it succeeds, with one line from memwatch
+        torch.cuda.set_device(0)
+        fake_cuda.free(fake_cuda.alloc(1024))
+    assert torch.cuda.is_initialized()
+    assert "memwatch: the budget on the GPU switched off" in capsys.readouterr().err
+    assert fractions(fake_cuda) == [None, None]
