@@ -163,7 +163,8 @@ def _cuda_observer(device: int, alloc: int, limit: int, device_free: int) -> Non
     ``__init__`` then picks these numbers up.
 
     The arguments, from c10/cuda/CUDACachingAllocator.cpp (torch 2.13): the device, the
-    size asked (rounded as the allocator rounds it), ``set_fraction ?
+    size it tried to obtain (the request rounded to the allocator's block or segment
+    size, as its message's "Tried to allocate" prints it), ``set_fraction ?
     allowed_memory_maximum : device_total`` (the limit the allocator enforced: the
     per-process fraction's bytes when one is set, else the device's total memory; the
     binding in torch/csrc/cuda/Module.cpp misnames it ``device_allocated``), and the
