@@ -69,6 +69,11 @@ class CudaMemory:
             return None
         return cuda.PEAKS.allocated(device)
 
+    def close(self) -> None:
+        """The watch ends: the peak wrappers go if memwatch never reset a peak."""
+        if self._usable:
+            cuda.PEAKS.uninstall_if_unused()
+
     def read_and_reset_peak(self) -> DeviceReading:
         touched, self._touched, self._looked = self._touched, None, False
         if not self._usable:

@@ -209,6 +209,12 @@ class Tracker:
         self._undo.clear()
         self.rss.close()
         self.nvml.close()
+        close_device = getattr(self.device, "close", None)
+        if close_device is not None:
+            try:
+                close_device()
+            except Exception:
+                pass
 
     def after_fork_in_child(self) -> None:
         """A forked child (DataLoader worker) must not run hooks or count anything."""

@@ -92,3 +92,5 @@ def test_a_cpu_program_on_a_gpu_host_never_initialises_cuda(
     assert all(s.allocated_bytes is None and s.peak_allocated_bytes is None for s in mw.steps)
     assert mw.info is not None and mw.info.device_type == "cpu"
     assert mw.info.device_index is None
+    # AND torch's allocator bindings are back as they were
+    assert torch._C._cuda_memoryStats.__self__ is fake_cuda  # type: ignore[attr-defined]
