@@ -411,6 +411,10 @@ class FakeCuda:
             "_cuda_getMemoryFraction": self._get_fraction,
             "_cuda_attach_out_of_memory_observer": self._attach_observer,
         }
+        # The device-generic twins behind torch.accelerator.memory_stats & co.
+        bindings["_accelerator_isAllocatorInitialized"] = lambda: self.inits > 0
+        bindings["_accelerator_getDeviceStats"] = self._memory_stats
+        bindings["_accelerator_resetPeakStats"] = self._reset_peaks
         for name, binding in bindings.items():
             monkeypatch.setattr(torch._C, name, binding, raising=False)
         monkeypatch.setattr(torch._C, "_has_cuda", True)

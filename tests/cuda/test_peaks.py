@@ -71,3 +71,29 @@ def test_the_users_reset_inside_a_step_keeps_both_views_exact(fake_cuda: FakeCud
     assert [s.peak_allocated_bytes for s in mw.steps] == [8 * MiB, 64 * MiB]
     # AND after the watch the user's statistics stay as if memwatch had never run
     assert torch.cuda.max_memory_allocated() == 8 * MiB
+
+
+def accelerator_epoch_log(fake: FakeCuda) -> list[int]:
+    """The same log through the device-generic API (torch.accelerator)."""
+    loop = Loop(fake)
+    torch.cuda.set_device(0)
+    log = []
+    for _epoch in range(2):
+        torch.accelerator.reset_peak_memory_stats(0)
+        for size in SIZES:
+            loop.step(size)
+        log.append(torch.accelerator.max_memory_allocated(0))
+    return log
+
+
+def test_the_accelerator_apis_peaks_read_the_same_with_and_without_memwatch(
+    fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN torch.accelerator's peak log without memwatch
+    without = accelerator_epoch_log(fake_cuda)
+    # WHEN the same runs under memwatch on a fresh device
+    fresh = FakeCuda().install(monkeypatch)
+    with memwatch(store=False):
+        with_memwatch = accelerator_epoch_log(fresh)
+    # THEN it reads the same: each epoch's largest step
+    assert with_memwatch == without == [64 * MiB, 64 * MiB]
