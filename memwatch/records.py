@@ -67,6 +67,8 @@ class RunInfo:
     #: Set when writing the run file failed (a full disk): the last step it holds, and why.
     recording_stopped_at_step: int | None = None
     recording_stopped_reason: str | None = None
+    #: The CUDA device index the run used (None: not CUDA, or CUDA not initialised yet).
+    device_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

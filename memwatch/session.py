@@ -166,7 +166,22 @@ class Watch:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self.note_exception(exc)
         self.stop(exit_status=None if exc_type is None else 1)
+
+    def note_exception(self, exc: BaseException) -> None:
+        """The error that ended the watched code: an out-of-memory failure that is not
+        ``torch.OutOfMemoryError`` (cuBLAS, cuDNN, MPS, "CUDA error: out of memory") is
+        recorded as an ``oom`` event (``OutOfMemoryError`` records itself when raised)."""
+        if not self.active or self._tracker is None or os.getpid() != self._pid:
+            return
+        try:
+            from memwatch.collect import oom
+
+            oom.observe_exception(exc)
+        except Exception:
+            pass
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
@@ -344,6 +359,24 @@ class Watch:
         thinned = list(itertools.islice(steps, 0, older, stride))
         thinned.extend(itertools.islice(steps, older, None))
         return tuple(thinned)
+
+    def on_device(self, facts: Any) -> None:
+        """The tracker saw the run's CUDA device (its first CUDA step, or a new device):
+        the run is described by it from now on (memwatch never initialises CUDA to learn
+        this at the start)."""
+        if self.info is None:
+            return
+        from dataclasses import replace
+
+        info = replace(
+            self.info,
+            device_type="cuda",
+            device_name=facts.name,
+            device_total_bytes=facts.total_bytes,
+            device_index=facts.index,
+        )
+        self.info = info
+        self._write(lambda w: w.update_run(info))
 
     def on_event(self, event: Event) -> None:
         self._events.append(event)

@@ -251,6 +251,7 @@ def _execute(
         print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 130
     except BaseException as exc:  # the script's own error: shown as python shows it
+        watch.note_exception(exc)
         print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 1
     finally:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 2  # 1.1: RunInfo.cwd, run keys recording_stopped_at_step/_reason;
-#                  1.2: meta key evidence_version (memwatch.evidence)
+# 1.1: RunInfo.cwd, run info keys recording_stopped_at_step/_reason; 1.2: RunInfo.device_index;
+# 1.3: meta key evidence_version (memwatch.evidence)
+SCHEMA_MINOR = 3
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
 

@@ -185,6 +185,9 @@ def test_a_full_disk_mid_run_is_reported_with_the_step_and_the_cause(workdir: Pa
         assert mw._writer is not None
         pages = mw._writer._conn.execute("PRAGMA page_count").fetchone()[0]
         mw._writer._conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+        # commits of 8 steps: the first fits in the page left, whatever the machine's speed
+        # (with torch warm, 256 steps could land in the first commit and fill it at once)
+        mw._writer._commit_every_rows = 8
         # WHEN training goes on past the point where the file is full
         train(steps=400)
     # THEN training finished, and the watch knows where recording stopped and why
