@@ -67,6 +67,8 @@ class Watch:
         manual_steps: only ``mw.step()`` ends steps (otherwise the first ``mw.step()`` call
             switches automatic detection off from then on).
         store: write a run file at all (pytest helpers keep everything in memory).
+        rank, world_size: the process's rank as a framework knows it (Lightning, the
+            transformers Trainer), for launchers that do not set torchrun's ``RANK``.
     """
 
     #: A background watch (pytest's ``--memwatch``) stops when the user starts their own.
@@ -87,6 +89,8 @@ class Watch:
         window: int = 4096,
         manual_steps: bool = False,
         track_tensors: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
@@ -101,6 +105,7 @@ class Watch:
         self._out = Path(out) if out is not None else None
         self._use_store = store
         self._manual_steps = manual_steps
+        self._rank = (rank, world_size)
         self.run_path: Path | None = None
         self.info: RunInfo | None = None
         self._writer: RunWriter | None = None
@@ -145,6 +150,15 @@ class Watch:
                 self._tracker.mark_step(sys._getframe(1))
             except Exception as exc:
                 self._tracker.fail("manual step marking", exc)
+
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """Record an observation made outside torch (a framework's phase change) as an
+        event of the current step; detectors and views read it like any other event."""
+        if self.active and self._tracker is not None and os.getpid() == self._pid:
+            try:
+                self._tracker.emit(Event(kind, self._tracker.step, time.time(), data))
+            except Exception as exc:
+                self._tracker.fail("event recording", exc)
 
     def report(self, format: str = "text") -> str:
         """The report of this watch as text, markdown or JSON."""
@@ -195,6 +209,10 @@ class Watch:
     def _start_recording(self, environment: Any, default_probes: Any, tracker_cls: Any) -> None:
         global _ACTIVE, _FORK_HANDLER_REGISTERED
         self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
+        if self._rank[0] is not None and self.info.rank is None:
+            from dataclasses import replace
+
+            self.info = replace(self.info, rank=self._rank[0], world_size=self._rank[1])
         self._started = time.perf_counter()  # the analysis budget counts from here
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
