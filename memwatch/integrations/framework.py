@@ -13,11 +13,10 @@ Nothing here imports torch or a framework: the framework modules pass in what th
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from memwatch.plaintext import plain
 from memwatch.records import Finding
@@ -26,6 +25,13 @@ from memwatch.records import Finding
 #: "global_step": n}``.
 PHASE_EVENT = "phase"
 PHASES = ("train", "validation", "test", "predict", "sanity_check")
+
+
+class Logger(Protocol):
+    """What a framework's logger offers (``logging.Logger`` and its look-alikes)."""
+
+    def warning(self, msg: str, *args: Any) -> Any: ...
+    def info(self, msg: str, *args: Any) -> Any: ...
 
 
 class FrameworkWatch:
@@ -44,7 +50,7 @@ class FrameworkWatch:
     def __init__(
         self,
         framework: str,
-        logger: logging.Logger,
+        logger: Logger,
         out: str | os.PathLike[str] | None = None,
         report: bool = True,
         **watch_options: Any,
@@ -175,7 +181,9 @@ class FrameworkWatch:
                 continue
             self._announced.add(finding.key)
             log: Callable[..., None] = (
-                self.logger.warning if finding.severity in ("error", "warning") else self.logger.info
+                self.logger.warning
+                if finding.severity in ("error", "warning")
+                else self.logger.info
             )
             rank = f" [rank {self._rank}]" if self._rank is not None else ""
             where = f" at {finding.location}" if finding.location is not None else ""
@@ -188,4 +196,3 @@ class FrameworkWatch:
                 plain(where),
                 plain(finding.fix),
             )
-

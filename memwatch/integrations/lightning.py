@@ -24,7 +24,7 @@ try:
     from lightning.pytorch.callbacks import Callback
 except ImportError:  # pragma: no cover - only the older package is installed
     try:
-        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef,assignment,unused-ignore]
     except ImportError as exc:
         raise ImportError(
             "memwatch.integrations.lightning needs Lightning: pip install 'memwatch[frameworks]'"
@@ -67,7 +67,9 @@ class MemwatchCallback(Callback):
         self.run.stop(failed=True)
 
     # -- steps ----------------------------------------------------------------------------
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Training resumes after a validation pass inside the epoch (a no-op otherwise).
         self.run.phase("train", "start", trainer.global_step)
 

@@ -25,14 +25,13 @@ try:
     from transformers.utils import logging as hf_logging
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
-        "memwatch.integrations.transformers needs transformers: "
-        "pip install 'memwatch[frameworks]'"
+        "memwatch.integrations.transformers needs transformers: pip install 'memwatch[frameworks]'"
     ) from exc
 
 _LOGGER = hf_logging.get_logger("transformers.trainer.memwatch")
 
 
-class MemwatchCallback(TrainerCallback):  # type: ignore[misc]
+class MemwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
     """Watch ``Trainer.train()`` with memwatch (see the module docstring).
 
     Args:
@@ -67,7 +66,9 @@ class MemwatchCallback(TrainerCallback):  # type: ignore[misc]
         self.run.phase("validation", "end", state.global_step)
         self.run.phase("train", "start", state.global_step)
 
-    def on_predict(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_predict(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> None:
         self.run.phase("validation", "end", state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

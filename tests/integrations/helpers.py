@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from memwatch.records import Event, Finding
 from memwatch.store import RunReader
-from pathlib import Path
 
 
 class Lines(logging.Handler):
@@ -26,11 +26,14 @@ class Lines(logging.Handler):
 def logged(name: str) -> Iterator[list[str]]:
     logger = logging.getLogger(name)
     handler = Lines()
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
         yield handler.lines
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def above_info(findings: list[Finding]) -> list[str]:

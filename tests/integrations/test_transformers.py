@@ -39,7 +39,12 @@ class Tokens(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
 def _trainer(tmp_path: Path, callback: MemwatchCallback, **kw: Any) -> Any:
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0,
+        vocab_size=64,
+        n_positions=16,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=0,
         eos_token_id=0,
     )
     args = transformers.TrainingArguments(
