@@ -22,7 +22,15 @@ from typing import Any, TypeVar
 
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.errors import MemwatchError
-from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
+from memwatch.records import (
+    Event,
+    Finding,
+    Holder,
+    MemoryCategories,
+    RunInfo,
+    StepRecord,
+    sort_findings,
+)
 from memwatch.store.paths import run_file_path
 from memwatch.store.writer import RunWriter
 from memwatch.units import parse_size
@@ -113,6 +121,7 @@ class Watch:
         self._budget: Any = None
         self._steps: deque[StepRecord] = deque(maxlen=window)
         self._events: deque[Event] = deque(maxlen=window)
+        self._categories: deque[MemoryCategories] = deque(maxlen=window)
         self._findings: dict[str, Finding] = {}
         self._step_count = 0
         self._events_seen = 0
@@ -140,6 +149,11 @@ class Watch:
         return list(self._events)
 
     @property
+    def categories(self) -> list[MemoryCategories]:
+        """Memory by category of the recorded steps still in memory."""
+        return list(self._categories)
+
+    @property
     def step_count(self) -> int:
         return self._step_count
 
@@ -164,7 +178,7 @@ class Watch:
         """The report of this watch as text, markdown or JSON."""
         from memwatch.report import render
 
-        return render(format, self.info, self.steps, self.findings)
+        return render(format, self.info, self.steps, self.findings, categories=self.categories)
 
     # -- context manager / decorator ---------------------------------------------------------
     def __enter__(self) -> Watch:
@@ -342,6 +356,10 @@ class Watch:
 
     def on_holders(self, holders: list[Holder]) -> None:
         self._write(lambda w: w.add_holders(holders))
+
+    def on_categories(self, categories: MemoryCategories) -> None:
+        self._categories.append(categories)
+        self._write(lambda w: w.add_categories(categories))
 
     def _write(self, action: Callable[[RunWriter], object]) -> None:
         if self._writer is None or self._store_failed or os.getpid() != self._pid:

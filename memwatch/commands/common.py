@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memwatch.analysis import AnalysisInput, analyze
-from memwatch.records import Finding, RunInfo, StepRecord
+from memwatch.records import Finding, MemoryCategories, RunInfo, StepRecord
 from memwatch.store import RunReader
 
 
@@ -16,6 +16,7 @@ class LoadedRun:
     info: RunInfo
     steps: list[StepRecord]
     findings: list[Finding]
+    categories: list[MemoryCategories] = field(default_factory=list)
 
 
 def load_run(path: Path) -> LoadedRun:
@@ -28,9 +29,10 @@ def load_run(path: Path) -> LoadedRun:
         info = reader.info()
         steps = reader.steps()
         events = reader.events()
+        categories = reader.categories()
     findings = analyze(AnalysisInput(steps=steps, events=events, info=info, final=True))
     if info.rank is not None:
         from dataclasses import replace
 
         findings = [replace(f, rank=info.rank) for f in findings]
-    return LoadedRun(path, info, steps, findings)
+    return LoadedRun(path, info, steps, findings, categories)

@@ -31,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from memwatch.commands.common import load_run
 
     loaded = load_run(path)
-    sys.stdout.write(render(args.format, loaded.info, loaded.steps, loaded.findings))
+    sys.stdout.write(
+        render(
+            args.format, loaded.info, loaded.steps, loaded.findings, categories=loaded.categories
+        )
+    )
     if args.format == "json":
         sys.stdout.write("\n")
     return 0

@@ -235,7 +235,9 @@ def _print_report(watch: Any) -> None:
             loaded = load_run(Path(watch.run_path))
             from memwatch.report import render
 
-            text = render("text", loaded.info, loaded.steps, loaded.findings)
+            text = render(
+                "text", loaded.info, loaded.steps, loaded.findings, categories=loaded.categories
+            )
         else:
             text = watch.report()
     except MemwatchError as exc:

@@ -10,7 +10,7 @@ import os
 import textwrap
 from collections.abc import Sequence
 
-from memwatch.records import Finding, RunInfo
+from memwatch.records import Finding, MemoryCategories, RunInfo
 from memwatch.report.summary import StepSummary
 from memwatch.units import format_size
 
@@ -108,7 +108,12 @@ def memory_lines(info: RunInfo | None, summary: StepSummary) -> list[str]:
     return [f"  {name:<17}{value}" for name, value in rows]
 
 
-def render_text(info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]) -> str:
+def render_text(
+    info: RunInfo | None,
+    summary: StepSummary,
+    findings: Sequence[Finding],
+    categories: Sequence[MemoryCategories] = (),
+) -> str:
     lines = [headline(info, summary, findings)]
     for i, finding in enumerate(findings, 1):
         lines.append("")
@@ -119,6 +124,10 @@ def render_text(info: RunInfo | None, summary: StepSummary, findings: Sequence[F
         where = f" ({info.device_type}: {info.device_name}, torch {info.torch})"
     lines.append(f"Memory over {_plural(summary.count, 'step')}{where}")
     lines.extend(memory_lines(info, summary))
+    if categories:
+        from memwatch.report.categories import category_lines
+
+        lines.extend(category_lines(categories))
     if info is not None and info.device_type == "cpu" and summary.peak_allocated_bytes is None:
         lines.append("  (CPU run: no allocator statistics; --track-tensors records tensor bytes)")
     return "\n".join(lines) + "\n"
