@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from memwatch.analysis.categories import peak_categories, step_total
 from memwatch.records import CATEGORY_FIELDS, MemoryCategories
 from memwatch.units import format_size
 
@@ -16,22 +17,6 @@ BASIS_LABELS = {
     "tracked-tensors": "of the tracked tensor peak",
     "estimated": "estimated: CPU run without a total, the rest unknown",
 }
-
-
-def counted_bytes(c: MemoryCategories) -> int:
-    """The four counted categories (what a CPU run without a total knows)."""
-    return c.parameters_bytes + c.gradients_bytes + c.optimizer_bytes + c.activations_bytes
-
-
-def step_total(c: MemoryCategories) -> int:
-    return c.total_bytes if c.total_bytes is not None else counted_bytes(c)
-
-
-def peak_categories(categories: Sequence[MemoryCategories]) -> MemoryCategories | None:
-    """The step whose total (or counted bytes) is highest: the breakdown worth showing."""
-    if not categories:
-        return None
-    return max(categories, key=lambda c: (step_total(c), c.step))
 
 
 def categories_dict(categories: Sequence[MemoryCategories]) -> dict[str, Any] | None:
