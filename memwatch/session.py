@@ -386,6 +386,7 @@ class Watch:
                     info=self.info,
                     warmup=self.warmup,
                     final=final,
+                    categories=tuple(self._categories),
                 )
             )
         except Exception as exc:

@@ -30,7 +30,9 @@ def load_run(path: Path) -> LoadedRun:
         steps = reader.steps()
         events = reader.events()
         categories = reader.categories()
-    findings = analyze(AnalysisInput(steps=steps, events=events, info=info, final=True))
+    findings = analyze(
+        AnalysisInput(steps=steps, events=events, info=info, final=True, categories=categories)
+    )
     if info.rank is not None:
         from dataclasses import replace
 
