@@ -77,6 +77,8 @@ class Watch:
         store: write a run file at all (pytest helpers keep everything in memory).
         rank, world_size: the process's rank as a framework knows it (Lightning, the
             transformers Trainer), for launchers that do not set torchrun's ``RANK``.
+        snapshot_at_step, snapshot_on_oom: on CUDA, write a PyTorch memory snapshot (for
+            memory_viz) beside the run file at the end of that step / at the first OOM.
     """
 
     #: A background watch (pytest's ``--memwatch``) stops when the user starts their own.
@@ -99,6 +101,8 @@ class Watch:
         track_tensors: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        snapshot_at_step: int | None = None,
+        snapshot_on_oom: bool = False,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
@@ -114,6 +118,8 @@ class Watch:
         self._use_store = store
         self._manual_steps = manual_steps
         self._rank = (rank, world_size)
+        self.snapshot_at_step = snapshot_at_step
+        self.snapshot_on_oom = snapshot_on_oom
         self.run_path: Path | None = None
         self.info: RunInfo | None = None
         self._writer: RunWriter | None = None

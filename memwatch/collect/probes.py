@@ -21,4 +21,12 @@ def default_probes(watch: Watch) -> list[Probe]:
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
     probes.append(HoldersProbe.for_watch(watch))  # holders, graphs: detectors-holders.md
     probes.append(CategoriesProbe())  # memory by category per step (docs/compare.md)
+    if watch.snapshot_at_step is not None or watch.snapshot_on_oom:
+        from pathlib import Path
+
+        from memwatch.collect.snapshot import SnapshotProbe
+
+        run = watch.run_path if watch.run_path is not None else Path("memwatch-snapshot.db")
+        base = run.with_suffix("")
+        probes.append(SnapshotProbe(base, watch.snapshot_at_step, watch.snapshot_on_oom))
     return probes

@@ -19,10 +19,10 @@ from memwatch.units import parse_size
 
 USAGE = (
     "memwatch run [--out PATH] [--budget SIZE] [--track-tensors] [--live] [--no-report] [--deep] "
-    "(SCRIPT | -m MODULE) [ARGS...]"
+    "[--snapshot-on-oom] [--snapshot-at-step N] (SCRIPT | -m MODULE) [ARGS...]"
 )
-_FLAGS = {"--live", "--no-report", "--deep", "--track-tensors"}
-_VALUED = {"--out", "--budget"}
+_FLAGS = {"--live", "--no-report", "--deep", "--track-tensors", "--snapshot-on-oom"}
+_VALUED = {"--out", "--budget", "--snapshot-at-step"}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -51,6 +51,17 @@ def add_parser(subparsers: Any) -> None:
         "--track-tensors",
         action="store_true",
         help="on CPU, record live tensor bytes per step (per-op tracking: slower)",
+    )
+    parser.add_argument(
+        "--snapshot-on-oom",
+        action="store_true",
+        help="on CUDA, write a PyTorch memory snapshot (memory_viz) at the first OOM",
+    )
+    parser.add_argument(
+        "--snapshot-at-step",
+        type=int,
+        metavar="N",
+        help="on CUDA, write a PyTorch memory snapshot at the end of step N",
     )
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module as a script")
     parser.add_argument("target", nargs="?", metavar="SCRIPT")
@@ -113,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         analysis="deep" if args.deep else "default",
         track_tensors=args.track_tensors,
         live_warnings=True,
+        snapshot_at_step=args.snapshot_at_step,
+        snapshot_on_oom=args.snapshot_on_oom,
     )
     status = _execute(watch, args.module, target_name, script_args)
     if not args.no_report:
@@ -133,6 +146,10 @@ def _run_live(args: argparse.Namespace, target_name: str, script_args: list[str]
         child.append("--deep")
     if args.track_tensors:
         child.append("--track-tensors")
+    if args.snapshot_on_oom:
+        child.append("--snapshot-on-oom")
+    if args.snapshot_at_step is not None:
+        child += ["--snapshot-at-step", str(args.snapshot_at_step)]
     child += ["-m", args.module] if args.module else [target_name]
     return run_live([*child, *script_args], run_path, log_path)
 
