@@ -100,3 +100,25 @@ def test_real_snapshot_on_cuda(tmp_path: Path) -> None:
             model(torch.randn(64, 256, device="cuda")).sum().backward()
             opt.step()
     assert (tmp_path / "run-step1.pickle").stat().st_size > 0
+
+
+def test_the_end_of_run_report_names_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN `memwatch run --snapshot-at-step 1` (API faked) on a small script
+    api = FakeApi()
+    monkeypatch.setattr(snapshot, "snapshot_api", lambda: (api.record, api.dump))
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "m = torch.nn.Linear(4, 4); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "for _ in range(3):\n"
+        "    o.zero_grad(); m(torch.randn(2, 4)).sum().backward(); o.step()\n"
+    )
+    from memwatch.cli import main
+
+    status = main(["run", "--snapshot-at-step", "1", "--out", str(tmp_path / "r.db"), str(script)])
+    # THEN the report at the end lists the snapshot file
+    err = capsys.readouterr().err
+    assert status == 0
+    assert f"memory snapshot  {tmp_path / 'r-step1.pickle'} (step 1" in err

@@ -266,3 +266,19 @@ def _print_report(watch: Any) -> None:
             f"  run file         {watch.run_path}\n"
             f"                   (memwatch report / memwatch tui to look again)\n"
         )
+        _print_snapshots(Path(watch.run_path))
+
+
+def _print_snapshots(path: Path) -> None:
+    """The CUDA memory snapshots the run wrote (--snapshot-*), for memory_viz."""
+    from memwatch.plaintext import plain
+    from memwatch.store import RunReader
+
+    try:
+        with RunReader(path) as reader:
+            events = reader.events("snapshot")
+    except MemwatchError:
+        return
+    for event in events:
+        where = plain(event.data.get("path", "?"))
+        sys.stderr.write(f"  memory snapshot  {where} (step {event.step}; open in memory_viz)\n")
