@@ -133,3 +133,15 @@ def test_report_comes_out_at_the_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert str(out) in err
     with RunReader(out) as reader:
         assert reader.info().ended_at is not None
+
+
+def test_validation_inside_the_epoch_is_no_grad_reset(tmp_path: Path) -> None:
+    # GIVEN automatic optimization without accumulation and a validation pass every 6
+    #       batches: Lightning zeroes the gradients before validating
+    #       (on_validation_model_zero_grad), after the step that used them (issue 12: this
+    #       was reported as an ERROR grad-reset-before-step)
+    out = tmp_path / "val.db"
+    trainer = _trainer(MemwatchCallback(out=out, report=False), val_check_interval=6)
+    trainer.fit(TinyModule(), _loader(), _loader())
+    # THEN no finding above info
+    assert above_info(load_run(out).findings) == []
