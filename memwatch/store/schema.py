@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1  # 1.1: categories (memory by category per step)
+SCHEMA_MINOR = 2  # 1.1: RunInfo.cwd; 1.2: categories (memory by category per step)
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
 
