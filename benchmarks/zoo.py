@@ -377,7 +377,9 @@ def render_table(outcomes: Sequence[Outcome], summary: dict[str, Any]) -> str:
         else:
             found, named = "-", "-"
             reported = f"FALSE ALARM: {reported}" if o.false_alarm else "clean"
-        rows.append((o.key, o.expect or "-", found, named, reported or "nothing", f"{o.seconds:.1f}"))
+        rows.append(
+            (o.key, o.expect or "-", found, named, reported or "nothing", f"{o.seconds:.1f}")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row)).rstrip()

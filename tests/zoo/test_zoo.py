@@ -65,7 +65,9 @@ def test_zoo_case(case):
     outcome = zoo.run_case(case)
 
     if case.group == "bugs":
-        assert outcome.found, f"{case.key}: no {case.expect}; reported: {_describe(outcome) or 'nothing'}"
+        assert outcome.found, (
+            f"{case.key}: no {case.expect}; reported: {_describe(outcome) or 'nothing'}"
+        )
         assert outcome.named, (
             f"{case.key}: {case.expect} found but the culprit "
             f"({case.culprit or case.line!r}) is not named: {_describe(outcome)}"
