@@ -10,8 +10,10 @@ that look risky (``healthy/``). Every file carries a literal ``ZOO = {...}`` dic
 with ``ast.literal_eval`` (never imported), saying which finding kind it should raise
 (``expect``; ``None`` for fixed and healthy files) and how the culprit is named.
 
-Each file runs in this process under ``with memwatch(store=False) as mw:`` via
-``runpy.run_path(path, run_name="__main__")``; then ``mw.findings`` is judged:
+Each file runs under ``with memwatch(store=False) as mw:`` via
+``runpy.run_path(path, run_name="__main__")``, in a child forked from this process (torch
+already imported, so no start-up cost; no case sees what an earlier one left behind), and
+``mw.findings`` is judged:
 
 * found: a finding of kind ``expect`` (or one of ``also_ok``) with severity warning or error;
 * named: found, and ``culprit`` appears in that finding's variable, title or detail, or the
@@ -302,17 +304,15 @@ def judge(
     )
 
 
-def run_case(case: Case) -> Outcome:
-    """Run the case's program in this process under memwatch and judge what it found.
+def _run_here(case: Case) -> dict[str, Any]:
+    """Run the case's program in this process under memwatch: its findings as JSON dicts.
 
     Raises ``CaseCrashed`` when the program itself fails (a broken case is not a miss).
     Its stdout, stderr and warnings are swallowed (they are the program's, not the
-    benchmark's); memwatch's own warnings (an internal error switching a part off) are
-    kept in the outcome.
+    benchmark's); memwatch's own warnings (an internal error switching a part off) are kept.
     """
     from memwatch import memwatch
 
-    start = time.perf_counter()
     sink = io.StringIO()
     with (
         _isolated(case.path),
@@ -329,9 +329,96 @@ def run_case(case: Case) -> Outcome:
                 raise CaseCrashed(f"{case.key} exited {exc.code}\n{sink.getvalue()}") from None
         except Exception as exc:
             raise CaseCrashed(f"{case.key} raised {exc!r}\n{sink.getvalue()}") from exc
-        findings = mw.findings
+        findings = [f.to_dict() for f in mw.findings]
     own = sorted({str(w.message) for w in caught if str(w.message).startswith("memwatch")})
-    return judge(case, findings, time.perf_counter() - start, own)
+    return {"findings": findings, "memwatch_warnings": own}
+
+
+_warmed_up = False
+
+
+def _warm_up() -> None:
+    """Import and exercise memwatch once in this process before the first fork: what is
+    loaded lazily (collection, detectors, source parsing) is then inherited by every child
+    instead of being loaded again in each (seconds per case otherwise)."""
+    global _warmed_up
+    if _warmed_up:
+        return
+    _warmed_up = True
+    import torch
+
+    from memwatch import memwatch
+
+    sink = io.StringIO()
+    with (
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with memwatch(store=False, script="zoo-warm-up") as mw:
+            for _ in range(6):
+                loss = model(torch.randn(3, 4)).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    model(torch.randn(3, 4))
+        mw.findings  # noqa: B018  (the final analysis pass ran on exit; touch the result)
+
+
+def _run_forked(case: Case) -> dict[str, Any]:
+    """``_run_here`` in a child forked from this process, so every case starts from the same
+    state: nothing one case leaves behind (freed heap, RSS, torch globals, gc garbage)
+    changes what memwatch sees in the next one, whatever order the cases run in."""
+    _warm_up()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, report, and leave without running the parent's exit hooks
+        status = 0
+        try:
+            os.close(read_fd)
+            try:
+                payload: dict[str, Any] = _run_here(case)
+            except CaseCrashed as exc:
+                payload = {"crashed": str(exc)}
+            except BaseException as exc:
+                payload = {"crashed": f"{case.key}: the harness failed: {exc!r}"}
+            with os.fdopen(write_fd, "w", encoding="utf-8") as out:
+                json.dump(payload, out, default=str)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, encoding="utf-8") as inp:
+        text = inp.read()
+    _, wait_status = os.waitpid(pid, 0)
+    if not text:
+        raise CaseCrashed(f"{case.key}: the case's process died (wait status {wait_status})")
+    payload = json.loads(text)
+    if "crashed" in payload:
+        raise CaseCrashed(payload["crashed"])
+    return payload
+
+
+def run_case(case: Case, isolate: bool = True) -> Outcome:
+    """Run the case under memwatch and judge what it found.
+
+    ``isolate`` (the default where ``os.fork`` exists) runs each case in a forked child of
+    this process: torch stays imported (no start-up cost per case), and no case sees
+    another's leftovers. ``isolate=False`` runs it in this very process.
+    Raises ``CaseCrashed`` when the program itself fails.
+    """
+    from memwatch.records import Finding
+
+    start = time.perf_counter()
+    forked = isolate and hasattr(os, "fork")
+    payload = _run_forked(case) if forked else _run_here(case)
+    findings = [Finding.from_dict(f) for f in payload["findings"]]
+    return judge(case, findings, time.perf_counter() - start, payload["memwatch_warnings"])
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -405,6 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("words", nargs="*", help="only cases whose group/slug contains a word")
     parser.add_argument("--zoo", type=Path, default=ZOO_DIR, help="the zoo directory")
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every case in this process (default: each in a forked child)",
+    )
+    parser.add_argument(
         "--json",
         nargs="?",
         const="-",
@@ -426,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped.append(case.key)
             continue
         try:
-            outcomes.append(run_case(case))
+            outcomes.append(run_case(case, isolate=not args.in_process))
         except CaseCrashed as exc:
             crashed.append(case.key)
             print(f"zoo: {exc}", file=sys.stderr)
