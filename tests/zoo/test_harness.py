@@ -23,7 +23,7 @@ def finding(kind: str, severity: str = "error", **kw: object) -> Finding:
         first_step=0,
         fix="",
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def write_case(tmp_path: Path, group: str, body: str, slug: str = "case") -> Path:

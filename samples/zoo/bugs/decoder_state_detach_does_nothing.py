@@ -54,11 +54,15 @@ def main():
     model = Decoder()
     batch, dim, trunc_size = 4, 32, 5
     tgt = torch.randint(0, 50, (5 * 30 + 1, batch))
-    state = RNNDecoderState((torch.zeros(1, batch, dim), torch.zeros(1, batch, dim)), torch.zeros(batch, dim))
+    state = RNNDecoderState(
+        (torch.zeros(1, batch, dim), torch.zeros(1, batch, dim)), torch.zeros(batch, dim)
+    )
     for j in range(0, 5 * 30, trunc_size):
         state.detach()
         logits = model(tgt[j : j + trunc_size], state)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), tgt[j + 1 : j + 1 + trunc_size].flatten())
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), tgt[j + 1 : j + 1 + trunc_size].flatten()
+        )
         model.zero_grad()
         loss.backward(retain_graph=True)  # BUG: needed only because the state keeps its history
         for p in model.parameters():

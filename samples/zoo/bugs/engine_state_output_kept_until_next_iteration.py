@@ -30,7 +30,9 @@ class Engine:
     def run(self, data):
         for batch in data:
             self.state.iteration += 1
-            self.state.output = self._process_function(self, batch)  # BUG: old output alive during the call
+            self.state.output = self._process_function(
+                self, batch
+            )  # BUG: old output alive during the call
             for handler in self._handlers:
                 handler(self)
 

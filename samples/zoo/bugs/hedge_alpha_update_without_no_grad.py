@@ -43,7 +43,7 @@ def main():
     for _ in range(60):
         x, y = torch.randn(16, 10), torch.randint(0, 2, (16,))
         losses = [nn.functional.cross_entropy(out, y) for out in model(x)]
-        loss = sum(a * l for a, l in zip(model.alpha.detach(), losses))
+        loss = sum(a * part for a, part in zip(model.alpha.detach(), losses))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

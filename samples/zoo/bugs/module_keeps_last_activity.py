@@ -28,7 +28,9 @@ class MergeModule(nn.Module):
 def main():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(64, 512), MergeModule(nn.Sequential(nn.Linear(512, 512), nn.GELU())), nn.Linear(512, 4)
+        nn.Linear(64, 512),
+        MergeModule(nn.Sequential(nn.Linear(512, 512), nn.GELU())),
+        nn.Linear(512, 4),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for step in range(40):

@@ -53,8 +53,10 @@ def main():
         optimizer.step()
         optimizer.zero_grad()
         if step % logging_step == 0:
-            print(f"step {step}: loss {float(train_loss) / logging_step:.3f}, "
-                  f"acc {float(train_acc) / logging_step:.3f}")
+            print(
+                f"step {step}: loss {float(train_loss) / logging_step:.3f}, "
+                f"acc {float(train_acc) / logging_step:.3f}"
+            )
             train_loss = train_acc = 0
 
 

@@ -56,7 +56,10 @@ class Trainer:
             self.optim.step()
             if step % self.valid_steps == 0:
                 stats = self.validate(valid_iter)
-                print(f"step {step}: valid ppl {torch.exp(torch.tensor(stats.loss / stats.n_words)):.2f}")
+                print(
+                    f"step {step}: valid ppl",
+                    f"{torch.exp(torch.tensor(stats.loss / stats.n_words)):.2f}",
+                )
 
 
 def main():

@@ -43,11 +43,18 @@ class UNet3DTrainer:
 def main():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv3d(1, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.Dropout3d(0.2),
+        nn.Conv3d(1, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Dropout3d(0.2),
         nn.Conv3d(8, 2, 1),
     )
-    trainer = UNet3DTrainer(model, torch.optim.Adam(model.parameters(), lr=1e-3),
-                            nn.CrossEntropyLoss(), validate_after_iters=10)
+    trainer = UNet3DTrainer(
+        model,
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        nn.CrossEntropyLoss(),
+        validate_after_iters=10,
+    )
     batch = lambda: (torch.randn(2, 1, 8, 8, 8), torch.randint(0, 2, (2, 8, 8, 8)))  # noqa: E731
     trainer.train([batch() for _ in range(40)], [batch() for _ in range(4)])
 

@@ -49,8 +49,14 @@ def main():
     torch.manual_seed(0)
     net = HamidaEtAl()
     batch = lambda: (torch.randn(16, 1, 20), torch.randint(0, 6, (16,)))  # noqa: E731
-    train(net, torch.optim.Adam(net.parameters(), lr=1e-3), nn.CrossEntropyLoss(),
-          [batch() for _ in range(15)], [batch() for _ in range(5)], epochs=3)
+    train(
+        net,
+        torch.optim.Adam(net.parameters(), lr=1e-3),
+        nn.CrossEntropyLoss(),
+        [batch() for _ in range(15)],
+        [batch() for _ in range(5)],
+        epochs=3,
+    )
 
 
 ZOO = {

@@ -48,9 +48,13 @@ class ChexnetTrainer:
 
 def main():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 14))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 14)
+    )
     batch = lambda: (torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8, 14)).float())  # noqa: E731
-    ChexnetTrainer.train(model, [batch() for _ in range(12)], [batch() for _ in range(10)], epochs=3)
+    ChexnetTrainer.train(
+        model, [batch() for _ in range(12)], [batch() for _ in range(10)], epochs=3
+    )
 
 
 ZOO = {

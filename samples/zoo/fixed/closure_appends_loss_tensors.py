@@ -13,14 +13,19 @@ from torch import nn
 
 
 def train_lyapunov(relu, x_samples, max_iterations):
-    optimizer = torch.optim.LBFGS(relu.parameters(), lr=0.5, max_iter=3, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        relu.parameters(), lr=0.5, max_iter=3, line_search_fn="strong_wolfe"
+    )
     losses = []
 
     def closure():
         optimizer.zero_grad()
         v = relu(x_samples)
         v_next = relu(0.9 * x_samples)
-        loss = torch.relu(v_next - v + 0.01 * x_samples.norm(dim=1, keepdim=True)).mean() + 1e-3 * v.pow(2).mean()
+        loss = (
+            torch.relu(v_next - v + 0.01 * x_samples.norm(dim=1, keepdim=True)).mean()
+            + 1e-3 * v.pow(2).mean()
+        )
         loss.backward()
         losses.append(loss.item())
         return loss
@@ -32,7 +37,9 @@ def train_lyapunov(relu, x_samples, max_iterations):
 
 def main():
     torch.manual_seed(0)
-    relu = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+    relu = nn.Sequential(
+        nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)
+    )
     losses = train_lyapunov(relu, torch.randn(256, 2), max_iterations=20)
     print(len(losses), f"{float(losses[-1]):.5f}")
 

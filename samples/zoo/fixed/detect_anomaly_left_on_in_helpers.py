@@ -17,7 +17,9 @@ def get_embedder(multires):
     freqs = 2.0 ** torch.arange(multires)
 
     def embed(x):
-        return torch.cat([x, *(torch.sin(x * f) for f in freqs), *(torch.cos(x * f) for f in freqs)], -1)
+        return torch.cat(
+            [x, *(torch.sin(x * f) for f in freqs), *(torch.cos(x * f) for f in freqs)], -1
+        )
 
     return embed, 3 + 6 * multires
 

@@ -52,7 +52,10 @@ def main():
     ]
     for epoch in range(2):
         total, part_mse, part_ce = train_epoch(model, optimizer, batches)
-        print(f"epoch {epoch}: {float(total):.3f} (mse {float(part_mse):.3f}, ce {float(part_ce):.3f})")
+        print(
+            f"epoch {epoch}: {float(total):.3f}",
+            f"(mse {float(part_mse):.3f}, ce {float(part_ce):.3f})",
+        )
 
 
 ZOO = {"expect": None}

@@ -35,7 +35,9 @@ class GrowingLinear(nn.Linear):
 
 def main():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 24), nn.ReLU(), GrowingLinear(24, 24), nn.ReLU(), nn.Linear(24, 1))
+    model = nn.Sequential(
+        nn.Linear(8, 24), nn.ReLU(), GrowingLinear(24, 24), nn.ReLU(), nn.Linear(24, 1)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(50):
         x, y = torch.randn(64, 8), torch.randn(64, 1)

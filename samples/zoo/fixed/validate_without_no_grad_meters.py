@@ -26,8 +26,12 @@ class AverageMeter:
 
 def make_model():
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 5, 1),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 5, 1),
     )
 
 
@@ -56,7 +60,9 @@ def main():
     model = make_model()
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    train_loader = [(torch.randn(4, 3, 24, 24), torch.randint(0, 5, (4, 24, 24))) for _ in range(10)]
+    train_loader = [
+        (torch.randn(4, 3, 24, 24), torch.randint(0, 5, (4, 24, 24))) for _ in range(10)
+    ]
     val_loader = [(torch.randn(4, 3, 24, 24), torch.randint(0, 5, (4, 24, 24))) for _ in range(8)]
     for epoch in range(4):
         train(train_loader, model, criterion, optimizer)

@@ -18,8 +18,11 @@ def calculate_gradient_penalty(critic, real_images, fake_images):
     interpolated = (eta * real_images + (1 - eta) * fake_images).requires_grad_(True)
     prob_interpolated = critic(interpolated)
     gradients = torch.autograd.grad(
-        outputs=prob_interpolated, inputs=interpolated,
-        grad_outputs=torch.ones_like(prob_interpolated), create_graph=True, retain_graph=True,
+        outputs=prob_interpolated,
+        inputs=interpolated,
+        grad_outputs=torch.ones_like(prob_interpolated),
+        create_graph=True,
+        retain_graph=True,
     )[0]
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * 10
 

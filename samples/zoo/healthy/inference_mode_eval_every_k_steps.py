@@ -20,7 +20,9 @@ def evaluate(model, batches):
 
 def main():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(20, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 4))
+    model = nn.Sequential(
+        nn.Linear(20, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 4)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     val = [(torch.randn(256, 20), torch.randint(0, 4, (256,))) for _ in range(4)]
     model.train()

@@ -17,7 +17,7 @@ def main():
     model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 1))
     optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5, history_size=10)
     history = []
-    for step in range(20):
+    for _ in range(20):
 
         def closure():
             optimizer.zero_grad()

@@ -27,7 +27,9 @@ def predict_with_mc_dropout(model, x, n_times=10):
 
 def main():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 3))
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 3)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step in range(1, 51):
         x, y = torch.randn(32, 16), torch.randint(0, 3, (32,))
@@ -36,7 +38,7 @@ def main():
         loss.backward()
         optimizer.step()
         if step % 10 == 0:
-            mean, var = predict_with_mc_dropout(model, torch.randn(64, 16))
+            _, var = predict_with_mc_dropout(model, torch.randn(64, 16))
             print(step, f"uncertainty {var.sum(1).mean().item():.4f}")
 
 

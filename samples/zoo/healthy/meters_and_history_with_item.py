@@ -30,7 +30,7 @@ def main():
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     history = {"loss": [], "acc": []}
-    for epoch in range(3):
+    for _epoch in range(3):
         losses, top1 = AverageMeter(), AverageMeter()
         for _ in range(20):
             x, y = torch.randn(32, 20), torch.randint(0, 5, (32,))

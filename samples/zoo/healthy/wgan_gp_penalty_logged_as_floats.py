@@ -16,8 +16,10 @@ def calc_gradient_penalty(netD, real_data, fake_data):
     interpolates = (alpha * real_data + (1 - alpha) * fake_data).requires_grad_(True)
     disc_interpolates = netD(interpolates)
     gradients = torch.autograd.grad(
-        outputs=disc_interpolates, inputs=interpolates,
-        grad_outputs=torch.ones_like(disc_interpolates), create_graph=True,
+        outputs=disc_interpolates,
+        inputs=interpolates,
+        grad_outputs=torch.ones_like(disc_interpolates),
+        create_graph=True,
     )[0]
     return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * 10
 
