@@ -123,11 +123,14 @@ def wait_for_run(
 
 def open_dashboard(child: subprocess.Popen[bytes], run_path: Path, log_path: Path) -> str | None:
     """The dashboard in follow mode, with the script's output a key away."""
-    from tui.app import MemwatchApp
-    from tui.source import FileSource
+    from memwatch_tui import prefer_fixed_colours
+
+    prefer_fixed_colours()
+    from memwatch_tui.app import MemwatchApp
+    from memwatch_tui.feed import FileFeed
 
     try:
-        source = FileSource(run_path)
+        source = FileFeed(run_path)
     except RunFileError:
         return None
     app = MemwatchApp(source, path=run_path, follow=True, log_path=log_path, child=child)
@@ -187,6 +190,6 @@ def _status(returncode: int) -> int:
 
 
 def _tail(path: Path, lines: int = 20) -> str:
-    from tui.logtail import read_tail
+    from memwatch_tui.logtail import read_tail
 
     return read_tail(path, lines=lines) or "(no output)"

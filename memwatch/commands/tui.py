@@ -26,6 +26,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = resolve_run(args.run)
-    from tui import run_dashboard
+    from memwatch_tui import run_dashboard
 
     return run_dashboard(path, follow=args.follow)
