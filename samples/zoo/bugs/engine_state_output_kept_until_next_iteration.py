@@ -30,9 +30,8 @@ class Engine:
     def run(self, data):
         for batch in data:
             self.state.iteration += 1
-            self.state.output = self._process_function(
-                self, batch
-            )  # BUG: old output alive during the call
+            # BUG: the previous output stays alive while the next process_function runs
+            self.state.output = self._process_function(self, batch)
             for handler in self._handlers:
                 handler(self)
 
