@@ -133,6 +133,43 @@ STEP_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryCategories:
+    """What the memory of one step is made of, in bytes.
+
+    ``parameters_bytes`` (parameters and buffers of the modules that ran),
+    ``gradients_bytes`` and ``optimizer_bytes`` (optimizer state) are counted at the step
+    end, each storage once; ``activations_bytes`` is what autograd saved for backward at
+    its peak in the step; ``other_bytes`` is the rest of the step's peak ``total_bytes``
+    (inputs, outputs, temporaries, caches). ``basis`` says where the total comes from:
+    ``"cuda-allocator"``, ``"tracked-tensors"`` (CPU with tensor tracking), or
+    ``"estimated"`` (CPU without a total: ``total_bytes``/``other_bytes`` are None and
+    the four counted categories are all that is known).
+    """
+
+    step: int
+    parameters_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    other_bytes: int | None
+    total_bytes: int | None
+    basis: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Category names in display order, with their ``MemoryCategories`` field.
+CATEGORY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("parameters", "parameters_bytes"),
+    ("gradients", "gradients_bytes"),
+    ("optimizer", "optimizer_bytes"),
+    ("activations", "activations_bytes"),
+    ("other", "other_bytes"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something a collector observed, with the numbers a detector needs.
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from memwatch.collect.device import DeviceMemory
     from memwatch.collect.saved import SavedTensorCounter
-    from memwatch.records import Event, Holder, StepRecord
+    from memwatch.records import Event, Holder, MemoryCategories, StepRecord
 
 
 class ProbeHost(Protocol):
@@ -38,6 +38,9 @@ class ProbeHost(Protocol):
 
     def emit_holders(self, holders: list[Holder]) -> None:
         """Record what holds memory at this step end (the dashboard's holders panel)."""
+
+    def emit_categories(self, categories: MemoryCategories) -> None:
+        """Record this step's memory by category (parameters, gradients, optimizer ...)."""
 
     def fail(self, part: str, exc: BaseException) -> None:
         """Report an internal error once; the caller switches ``part`` off."""

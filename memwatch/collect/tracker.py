@@ -48,7 +48,7 @@ from memwatch.collect.saved import (
     ThreadSafeSavedTensorCounter,
 )
 from memwatch.notices import notice
-from memwatch.records import Event, Holder, StepRecord
+from memwatch.records import Event, Holder, MemoryCategories, StepRecord
 
 _is_compiling = torch.compiler.is_compiling
 
@@ -59,6 +59,7 @@ class Sink(Protocol):
     def on_step(self, record: StepRecord) -> None: ...
     def on_event(self, event: Event) -> None: ...
     def on_holders(self, holders: list[Holder]) -> None: ...
+    def on_categories(self, categories: MemoryCategories) -> None: ...
 
 
 class Tracker:
@@ -148,6 +149,9 @@ class Tracker:
 
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
+
+    def emit_categories(self, categories: MemoryCategories) -> None:
+        self.sink.on_categories(categories)
 
     def fail(self, part: str, exc: BaseException) -> None:
         """Report an internal error once per part; the caller switches that part off."""

@@ -1,6 +1,7 @@
 """Evidence for ``grad-reset-before-step``: ``zero_grad`` between backward and step.
 
-Installed besides the tracker's hooks: a global optimizer step *pre*-hook and wrappers
+Installed besides the tracker's hooks: global optimizer step pre- and post-hooks (a
+backward run by a closure inside ``step()`` is consumed by that step) and wrappers
 around ``Optimizer.zero_grad`` / ``Module.zero_grad`` (one comparison per call when the
 order is right), both removed when the watch stops (``ProbeHost.add_handle``/``patch``).
 A ``zero_grad`` after a backward is remembered (at most 8); at the next optimizer step,
@@ -18,7 +19,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from memwatch.collect.frames import first_user_frame
 from memwatch.collect.loop.common import LoopOrder, Site, Thinning, call_at, location_of, site_of
@@ -42,6 +46,7 @@ class GradResetRecorder:
     def install(self, tracker: ProbeHost) -> None:
         self._tracker = tracker
         tracker.add_handle(register_optimizer_step_pre_hook(self._optimizer_pre))
+        tracker.add_handle(register_optimizer_step_post_hook(self._optimizer_post))
         for owner, kind in ((torch.optim.Optimizer, "optimizer"), (torch.nn.Module, "module")):
             tracker.patch(owner, "zero_grad", self._wrap_zero_grad(owner.zero_grad, kind))
 
@@ -74,6 +79,16 @@ class GradResetRecorder:
             tracker.fail("the loop probe (zero_grad)", exc)
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._at_step(optimizer)
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The step has used every gradient computed so far, including those its closure
+        computed inside ``step()`` (LBFGS, Lightning's automatic optimization): a zero_grad
+        after this point prepares the next step. A zero_grad that came after the closure's
+        backward, inside this step, is judged now."""
+        self._at_step(optimizer)
+
+    def _at_step(self, optimizer: Any) -> None:
         tracker = self._tracker
         if tracker is None or tracker.off or _is_compiling():
             return
