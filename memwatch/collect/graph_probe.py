@@ -5,15 +5,18 @@
 step's graph alive through one name. The check must be cheap enough for every step and
 must not keep anything alive itself, so it rests on three facts measured in probe.md:
 
-* Autograd nodes are not weakref-able and their ``id`` is reused, but each node has a
-  persistent ``metadata`` dict. We store a tiny weakref-able *token* in the root node's
-  metadata at each step end; the token dies with the node, so ``token_ref() is None``
-  tells us, for free, that last step's graph of that name is gone (the healthy case:
-  ``loss`` rebound, old graph freed). Only while it is still alive do we look further.
+* Nothing of ours is attached to the user's graph. A leaked graph keeps whatever hangs
+  on its nodes for as long as the leak lasts, so an object in a node's ``metadata`` (or a
+  hook) would grow with the user's leak; worse, merely reading ``metadata`` makes torch
+  build per-node metadata, which took a ``total += loss`` leak from ~6 to ~16 KiB of RSS
+  per step (issue 11). Nodes are not weakref-able and their ``id`` is reused, so we
+  remember only a node's sequence number and search for it (next point).
 * Every node has a ``_sequence_nr()`` from a per-thread counter that only grows, and a
   node's inputs are always older than the node. So "does this step's graph of ``x``
   contain last step's root of ``x``?" is a BFS that prunes every node older than that
-  root — a few nodes for ``total += loss`` — bounded at ``BFS_CAP`` anyway.
+  root: it visits the nodes made since (one step's graph), bounded at ``BFS_CAP``. The
+  only trace it leaves on a leaked graph is torch's own Python wrapper of each node
+  visited (~50 B; torch keeps a node's wrapper alive as long as the node).
 * ``torch._C._autograd._get_sequence_nr()`` read at each step end gives watermarks that map
   any node to the step in which it was created; the bounded confirmation walk uses them
   to prove the history spans several steps (not one carried-over graph, as in truncated
@@ -23,8 +26,8 @@ Containers (``losses.append(loss)``) are judged by identity: the same container 
 holds last step's last element and gained a new one with a ``grad_fn``. A list rebuilt
 each step — e.g. an episode that is longer every step — is never confused with it.
 
-Nothing here keeps a tensor or node alive across steps: only ints, weakrefs to our own
-tokens and to tensors.
+Nothing here keeps a tensor or node alive across steps (only ints and weakrefs to
+tensors), and nothing here is kept alive by one.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ from memwatch.records import Event, Location
 if TYPE_CHECKING:
     from memwatch.collect.tracker import Tracker
 
-TAG = "memwatch_token"
 MAX_SEQ = 1 << 62  # AccumulateGrad / GraphRoot nodes carry UINT64_MAX
 BFS_CAP = 512
 WALK_CAP = 4096
@@ -66,18 +68,11 @@ NODE_BYTES_ESTIMATE = 700
 _peek_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
 
 
-class _Token:
-    """Stored in a root node's metadata; dies with the node (nodes can't be weakref'd)."""
-
-    __slots__ = ("__weakref__",)
-
-
 @dataclass(slots=True)
 class _Track:
     """What we remember of one name between steps (never the tensor itself)."""
 
     seq: int
-    token: Any  # weakref to a _Token, or None when the node has no metadata
     last_seen: int
     first_seen: int
     first_bytes: int
@@ -189,18 +184,15 @@ class GraphChecker:
         hit = False
         new_nodes = 0
         capped = False
-        if track is not None and (track.token is None or track.token() is not None):
-            hit, new_nodes, capped = _reaches(root, track.seq)
-        token = _tag(root)
         if track is None:
             if len(self._tracks) >= MAX_TRACKS:
                 return
-            track = _Track(seq, token, step, step, entry.bytes)
+            track = _Track(seq, step, step, entry.bytes)
             self._tracks[key] = track
             self.eager = True
             return
+        hit, new_nodes, capped = _reaches(root, track.seq)
         track.seq = seq
-        track.token = token
         track.last_seen = step
         if not hit:
             track.hit_streak = 0
@@ -280,7 +272,6 @@ class GraphChecker:
                 return
             track = _Track(
                 -1,
-                None,
                 step,
                 step,
                 entry.bytes,
@@ -496,19 +487,6 @@ def _class_file(owner: type) -> str | None:
     try:
         return inspect.getsourcefile(owner)
     except (TypeError, OSError):
-        return None
-
-
-def _tag(root: Any) -> Any:
-    """Put (or find) our token in the node's metadata; a weakref to it, or None."""
-    try:
-        metadata = root.metadata
-        token = metadata.get(TAG)
-        if not isinstance(token, _Token):
-            token = _Token()
-            metadata[TAG] = token
-        return weakref.ref(token)
-    except Exception:
         return None
 
 
