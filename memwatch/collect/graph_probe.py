@@ -58,6 +58,8 @@ MAX_SEQ = 1 << 62  # AccumulateGrad / GraphRoot nodes carry UINT64_MAX
 BFS_CAP = 512
 WALK_CAP = 4096
 REEMIT_EVERY = 8
+#: Searches in a row without a hit after which a name is searched every other step only.
+QUIET_MISSES = 8
 FORGET_AFTER = 8
 MAX_TRACKS = 512
 MAX_MARKS = 4096
@@ -83,6 +85,9 @@ class _Track:
     last_emit: int = -1
     nodes_per_step: int = 0
     nodes_capped: bool = False
+    walked: tuple[int, bool, int] = (0, False, 0)  # the walk at confirmation: nodes, capped, step
+    misses: int = 0  # searches in a row that did not reach the previous root
+    searched_at: int = -1
     length: int = 0  # containers
     start_length: int = 0  # containers: the length before the growing streak
     last_ref: Any = None  # containers: weakref to the last element's tensor
@@ -181,9 +186,6 @@ class GraphChecker:
         if track is not None and track.seq == seq:
             track.last_seen = step  # the same graph as last step: held, not extended
             return
-        hit = False
-        new_nodes = 0
-        capped = False
         if track is None:
             if len(self._tracks) >= MAX_TRACKS:
                 return
@@ -191,19 +193,37 @@ class GraphChecker:
             self._tracks[key] = track
             self.eager = True
             return
-        hit, new_nodes, capped = _reaches(root, track.seq)
+        if track.hits == 0 and track.misses >= QUIET_MISSES and step - track.searched_at < 2:
+            # A name that never reached its previous graph (``loss``, rebound every step)
+            # is searched at most every other step: a search that finds nothing visits the
+            # whole new graph, and when a leak elsewhere keeps that graph, the wrappers
+            # torch makes for what we visit stay with it. A leak starting later on this
+            # name is seen one step later at most.
+            track.seq = seq
+            track.last_seen = step
+            return
+        # The nodes added this step are counted only when they are reported: a search that
+        # stops at the old root wraps (and so keeps, see above) far fewer nodes.
+        due = track.confirmed_at is None or step - track.last_emit >= REEMIT_EVERY
+        hit, new_nodes, capped = _reaches(root, track.seq, count=due)
         track.seq = seq
         track.last_seen = step
+        track.searched_at = step
         if not hit:
             track.hit_streak = 0
+            track.misses += 1
             return
+        track.misses = 0
         track.hit_streak += 1
         track.hits += 1
         self.eager = True
+        if not due:
+            return
         track.nodes_per_step = new_nodes
         track.nodes_capped = capped
         if track.confirmed_at is None:
             nodes, steps, walk_capped = self._walk(root, step)
+            track.walked = (nodes, walk_capped, step)
             earlier = sorted(s for s in steps if s < step)
             if len(earlier) >= 2 or track.hit_streak >= 2:
                 track.confirmed_at = step
@@ -223,8 +243,12 @@ class GraphChecker:
                     walk_capped,
                     grad_names,
                 )
-        elif step - track.last_emit >= REEMIT_EVERY:
-            nodes, _steps, walk_capped = self._walk(root, step)
+        else:
+            # Not walked again: the graph has grown by ``nodes_per_step`` a step since the
+            # walk at confirmation, and walking would make torch wrap (and the leak keep)
+            # every node added since.
+            walked, walk_capped, walked_at = track.walked
+            nodes = walked + track.nodes_per_step * (step - walked_at)
             self._emit(
                 tracker, scan, entry, track, name, variable, step, nodes, walk_capped, grad_names
             )
@@ -490,12 +514,13 @@ def _class_file(owner: type) -> str | None:
         return None
 
 
-def _reaches(root: Any, target: int) -> tuple[bool, int, bool]:
+def _reaches(root: Any, target: int, count: bool = True) -> tuple[bool, int, bool]:
     """Whether ``root``'s graph contains the node numbered ``target``; the nodes added.
 
     Nodes older than ``target`` are pruned (a node's inputs are always older than the
     node, so they cannot lead to it) and the old graph below ``target`` is all older: the
-    nodes visited are exactly the ones added since, i.e. the growth of this step.
+    nodes visited are exactly the ones added since, i.e. the growth of this step. Without
+    ``count`` the search stops at ``target`` (the count returned is then a lower bound).
     """
     queue = [root]
     seen = {id(root)}
@@ -514,6 +539,8 @@ def _reaches(root: Any, target: int) -> tuple[bool, int, bool]:
             seq = child._sequence_nr()
             if seq == target:
                 found = True
+                if not count:
+                    return True, len(queue), False
                 continue
             if seq >= MAX_SEQ or seq < target:
                 continue

@@ -386,7 +386,7 @@ class LoopProbe(Probe):
         if self._skip or saved_delta <= 0 or not _grad_enabled():
             return
         if isinstance(output, _Tensor):  # the common case, without building a list
-            if output.grad_fn is None:
+            if output.is_leaf:  # no grad_fn (read without making its Python wrapper)
                 return
             tensors = [output]
         else:
