@@ -61,7 +61,13 @@ REPO = Path(__file__).resolve().parents[1]
 MEMWATCH_DIR = Path(memwatch_pkg.__file__).resolve().parent
 
 #: Targets for memwatch's default mode, as ratios against no tool (issue 7).
-TARGETS: dict[str, float] = {"tiny-mlp": 1.10, "mlp-1024": 1.03, "convnet": 1.03}
+TARGETS: dict[str, float] = {
+    "tiny-mlp": 1.10,
+    "mlp-1024": 1.03,
+    "convnet": 1.03,
+    "many-forwards": 1.10,  # issue 15
+    "bptt": 1.05,  # issue 15
+}
 TARGET_CONFIG = "memwatch"
 LEAK_KIND = "graph-accumulation"
 
@@ -133,6 +139,61 @@ def _convnet(quick: bool, device: torch.device) -> Step:
     return step
 
 
+def _many_forwards(quick: bool, device: torch.device) -> Step:
+    """REINFORCE-style: an episode of batch-1 policy forwards, one optimizer step.
+
+    pytorch/examples ``reinforcement_learning/reinforce.py`` makes ~140,000 such forwards;
+    memwatch's per-forward cost (module hooks) shows here, not its per-step cost.
+    """
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(4, 128), nn.Dropout(0.6), nn.ReLU(), nn.Linear(128, 2)).to(
+        device
+    )
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    forwards = 10 if quick else 200
+    states = torch.randn(forwards, 1, 4, device=device)
+
+    def step() -> None:
+        log_probs = []
+        for t in range(forwards):
+            probs = F.softmax(policy(states[t]), dim=1)
+            log_probs.append(torch.log(probs[0, t % 2]))
+        loss = -torch.stack(log_probs).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _bptt(quick: bool, device: torch.device) -> Step:
+    """time_sequence_prediction-style: two LSTMCells unrolled over a long sequence.
+
+    Thousands of small tensors are saved for backward per step: memwatch's saved-tensor
+    hooks run once for each.
+    """
+    torch.manual_seed(0)
+    cell1, cell2, head = nn.LSTMCell(1, 51), nn.LSTMCell(51, 51), nn.Linear(51, 1)
+    model = nn.ModuleList([cell1, cell2, head]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    length = 20 if quick else 300
+    series = torch.sin(torch.arange(length + 1, dtype=torch.float32) / 8).repeat(3, 1).to(device)
+
+    def step() -> None:
+        h1 = c1 = h2 = c2 = torch.zeros(3, 51, device=device)
+        outputs = []
+        for t in range(length):
+            h1, c1 = cell1(series[:, t : t + 1], (h1, c1))
+            h2, c2 = cell2(h1, (h2, c2))
+            outputs.append(head(h2))
+        loss = F.mse_loss(torch.cat(outputs, dim=1), series[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -144,6 +205,20 @@ WORKLOADS: dict[str, Workload] = {
             15,
             8,
             _convnet,
+        ),
+        Workload(
+            "many-forwards",
+            "episode of 200 batch-1 forwards of a 4-128-2 policy per Adam step (REINFORCE)",
+            6,
+            2,
+            _many_forwards,
+        ),
+        Workload(
+            "bptt",
+            "2 LSTMCell(51) + Linear unrolled over 300 steps, batch 3, SGD (~5,000 saved tensors)",
+            4,
+            2,
+            _bptt,
         ),
     )
 }

@@ -19,6 +19,9 @@ from typing import Any
 from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
+#: The writer's SQLite page cache, KiB (64 pages of 4 KiB: the right edge of every table).
+WRITER_CACHE_KIB = 256
+
 _INSERT_STEP = (
     f"INSERT OR REPLACE INTO steps ({', '.join(STEP_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)})"
@@ -47,6 +50,9 @@ class RunWriter:
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        # Appends touch only the last pages of each table: SQLite's default 2 MB page cache
+        # would fill over thousands of steps as part of memwatch's own growth (issue 15).
+        self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         self._conn.executescript(DDL)
         self._steps: list[tuple[Any, ...]] = []
