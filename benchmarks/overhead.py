@@ -314,13 +314,13 @@ def make_configs(device: torch.device) -> dict[str, Config]:
             "memwatch",
             "memwatch",
             "`with memwatch(out=FILE):` around the block (default analysis)",
-            lambda path: memwatch(out=path),
+            lambda path: memwatch(out=path, force=True),
         ),
         Config(
             "memwatch-deep",
             "memwatch deep",
             f"`{DEEP_USED}` around the block",
-            lambda path: memwatch(out=path, **DEEP_OPTIONS),
+            lambda path: memwatch(out=path, force=True, **DEEP_OPTIONS),
         ),
         Config(
             "profiler",
@@ -507,13 +507,13 @@ def bench_run_file(n_steps: int, quick: bool, device: torch.device, tmp: Path) -
     for _ in range(3):
         step()
     empty = tmp / "empty.db"
-    with memwatch(out=empty):
+    with memwatch(out=empty, force=True):
         pass
     empty_bytes = _file_bytes(empty)
     result: dict[str, Any] = {"workload": "tiny-mlp", "steps": n_steps, "empty_bytes": empty_bytes}
     for mode, options in (("default", {}), ("deep", DEEP_OPTIONS)):
         path = tmp / f"size-{mode}.db"
-        with memwatch(out=path, **options):
+        with memwatch(out=path, force=True, **options):
             for _ in range(n_steps):
                 step()
         size = _file_bytes(path)

@@ -35,11 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _t_import = time.perf_counter()
+from memwatch_tui.app import MemwatchApp  # noqa: E402
+from memwatch_tui.feed import FileFeed  # noqa: E402
+from memwatch_tui.widgets import Timeline  # noqa: E402
+
 from memwatch.records import STEP_COLUMNS, RunInfo  # noqa: E402
 from memwatch.store import RunWriter  # noqa: E402
-from tui.app import MemwatchApp  # noqa: E402
-from tui.source import FileSource  # noqa: E402
-from tui.widgets import Timeline  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _t_import
 MiB = 1 << 20
@@ -104,7 +105,7 @@ def drawn_more(timeline: Timeline, count: int) -> bool:
 async def measure(path: Path, refreshes: int) -> dict[str, float]:
     results: dict[str, float] = {}
     t0 = time.perf_counter()
-    app = MemwatchApp(FileSource(path), follow=True, refresh_s=0.1, alive=lambda info: True)
+    app = MemwatchApp(FileFeed(path), follow=True, refresh_s=0.1, alive=lambda info: True)
     async with app.run_test(size=(160, 50)) as pilot:
         timeline = app.query_one(Timeline)
         first = await wait_until(lambda: bool(timeline.draws))

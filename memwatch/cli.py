@@ -45,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     tail: list[str] = []
     if args_list and args_list[0] == "run":
-        head, tail = run.split_run_argv(args_list[1:])
+        try:
+            head, tail = run.split_run_argv(args_list[1:])
+        except MemwatchError as exc:
+            print(f"memwatch: {exc}", file=sys.stderr)
+            return exc.exit_code
         args_list = ["run", *head]
     args = parser.parse_args(args_list)
     if getattr(args, "command", None) is None:

@@ -12,6 +12,7 @@ for every test to be watched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import re
 from collections.abc import Generator, Iterator
@@ -206,8 +207,15 @@ class _Runner:
         out = None
         if self.settings.directory is not None:
             out = self.settings.directory / (_slug(item.nodeid) + ".db")
+        # force: the file at a test's name is this suite's own run of that test, from an
+        # earlier session (memwatch still never replaces a file that is not a run file).
         return CheckedWatch(
-            out, script=item.nodeid, argv=(), warmup=spec.warmup, store=out is not None
+            out,
+            script=item.nodeid,
+            argv=(),
+            warmup=spec.warmup,
+            store=out is not None,
+            force=True,
         )
 
     @pytest.hookimpl(wrapper=True)
@@ -250,6 +258,10 @@ class _Runner:
         if watch is None:
             return None
         watch.stop(exit_status=1 if failed else None)
+        if watch.yields_to_nested and not watch.steps:
+            # --memwatch alone: the test's own watch (assert_no_leaks, memwatch()) took over;
+            # its steps and findings are what this test did.
+            watch = _recorded_successor(watch) or watch
         if marker is not None and not failed:
             growth = spec.max_step_growth
             judged = checks.measure(watch.steps, spec.warmup).growth_per_step is not None
@@ -350,13 +362,26 @@ def _with_findings(head: str, findings: list[Finding]) -> str:
     return "\n".join(lines)
 
 
+def _recorded_successor(watch: CheckedWatch) -> CheckedWatch | None:
+    """The last watch the test opened itself that recorded steps, as a ``CheckedWatch``."""
+    from memwatch.testing import CheckedWatch
+
+    for successor in reversed(watch.successors):
+        if successor.steps and isinstance(successor, CheckedWatch):
+            return successor
+    return None
+
+
 def _spec(item: pytest.Item) -> MarkerSpec:
     """The test's thresholds; a bad marker fails this test alone, with the reason only."""
     __tracebackhide__ = True
     try:
         return MarkerSpec.from_marker(item.get_closest_marker(MARKER))
     except MarkerError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    # Failing outside the except block: inside it, pytest would print the MarkerError as
+    # the Failed's context ("During handling of the above exception"), the message twice.
+    pytest.fail(message, pytrace=False)
 
 
 def _runner(config: pytest.Config) -> _Runner:
@@ -395,4 +420,8 @@ def _settings(config: pytest.Config) -> Settings:
 
 
 def _slug(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150] or "test"
+    """A file name for a test's run: readable, and unique per node id (parametrized ids
+    that differ only in characters a file name cannot hold get different hashes)."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120] or "test"
+    digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}"

@@ -61,6 +61,12 @@ class RunInfo:
     local_rank: int | None = None
     ended_at: float | None = None
     exit_status: int | None = None
+    #: The working directory the script ran in: relative source paths in findings and
+    #: holders are relative to it (schema 1.1; None in older run files).
+    cwd: str | None = None
+    #: Set when writing the run file failed (a full disk): the last step it holds, and why.
+    recording_stopped_at_step: int | None = None
+    recording_stopped_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 import uuid
-import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any, TypeVar
 
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.errors import MemwatchError
+from memwatch.notices import notice
 from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
-from memwatch.store.paths import run_file_path
-from memwatch.store.writer import RunWriter
-from memwatch.units import parse_size
+from memwatch.store.paths import run_file_plan
+from memwatch.store.writer import RunWriter, failure_reason
+from memwatch.units import parse_budget
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +67,7 @@ class Watch:
         manual_steps: only ``mw.step()`` ends steps (otherwise the first ``mw.step()`` call
             switches automatic detection off from then on).
         store: write a run file at all (pytest helpers keep everything in memory).
+        force: replace an earlier memwatch run file at ``out`` (never any other file).
     """
 
     #: A background watch (pytest's ``--memwatch``) stops when the user starts their own.
@@ -87,10 +88,11 @@ class Watch:
         window: int = 4096,
         manual_steps: bool = False,
         track_tensors: bool = False,
+        force: bool = False,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
-        self.budget_bytes = parse_size(budget) if budget is not None else None
+        self.budget_bytes = parse_budget(budget) if budget is not None else None
         self.track_tensors = bool(track_tensors) or self.budget_bytes is not None
         self.analysis_mode = analysis
         self.analyze_every = max(1, int(analyze_every))
@@ -100,6 +102,7 @@ class Watch:
         self._argv = tuple(argv if argv is not None else sys.argv)
         self._out = Path(out) if out is not None else None
         self._use_store = store
+        self._force = force
         self._manual_steps = manual_steps
         self.run_path: Path | None = None
         self.info: RunInfo | None = None
@@ -117,6 +120,10 @@ class Watch:
         self._started = time.perf_counter()
         self._pid = os.getpid()
         self._store_failed = False
+        self.successors: list[Watch] = []
+        """Watches that started while this one yields (pytest --memwatch), in order."""
+        self.recording_stopped: tuple[int, str] | None = None
+        """(last step in the run file, why) once writing the run file failed."""
         self.active = False
 
     # -- public API ---------------------------------------------------------------------------
@@ -172,7 +179,9 @@ class Watch:
         if _ACTIVE is not None:
             if not _ACTIVE.yields_to_nested:
                 raise MemwatchError("another memwatch watch is already active in this process")
-            _ACTIVE.stop()  # a background watch (pytest --memwatch) gives way to the user's
+            background = _ACTIVE
+            background.stop()  # a background watch (pytest --memwatch) gives way to the user's
+            background.successors.append(self)  # ...and can still say what that one recorded
         from memwatch.collect import environment
         from memwatch.collect.probes import default_probes
         from memwatch.collect.tracker import Tracker
@@ -186,11 +195,10 @@ class Watch:
         except Exception as exc:
             # An internal failure must not stop the user's program: run it unwatched.
             self._abort_start()
-            warnings.warn(
-                f"memwatch could not start ({exc!r}); the program runs without it",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            notice(f"could not start ({exc!r}); the program runs without it")
+        except BaseException:  # Ctrl-C while starting: a run that never started leaves no file
+            self._abort_start(discard=True)
+            raise
 
     def _start_recording(self, environment: Any, default_probes: Any, tracker_cls: Any) -> None:
         global _ACTIVE, _FORK_HANDLER_REGISTERED
@@ -198,8 +206,9 @@ class Watch:
         self._started = time.perf_counter()  # the analysis budget counts from here
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
-            self.run_path = run_file_path(self._out, self._script, rank=self.info.rank)
-            self._writer = RunWriter(self.run_path, self.info)
+            path, alternatives = run_file_plan(self._out, self._script, rank=self.info.rank)
+            self._writer = RunWriter(path, self.info, alternatives=alternatives, force=self._force)
+            self.run_path = self._writer.path  # the name actually created
         device = None
         if self.track_tensors:
             from memwatch.collect.budget import install_budget
@@ -215,8 +224,9 @@ class Watch:
         self.active = True
         self._tracker.start()
 
-    def _abort_start(self) -> None:
-        """Undo whatever a failed start installed, so the process is as before."""
+    def _abort_start(self, discard: bool = False) -> None:
+        """Undo whatever a failed start installed, so the process is as before (``discard``:
+        also remove the run file this watch just created, for a run that never started)."""
         global _ACTIVE
         self.active = False
         if _ACTIVE is self:
@@ -238,6 +248,11 @@ class Watch:
                 self._writer.close(self.info)
             except Exception:
                 pass
+            if discard:
+                from memwatch.store.claim import discard_claimed
+
+                discard_claimed(self._writer.path)
+                self.run_path = None
             self._writer = None
 
     def stop(self, exit_status: int | None = None) -> None:
@@ -260,11 +275,18 @@ class Watch:
             from dataclasses import replace
 
             self.info = replace(self.info, ended_at=time.time(), exit_status=exit_status)
-        if self._writer is not None and not self._store_failed:
+            if self.recording_stopped is not None:
+                step, reason = self.recording_stopped
+                self.info = replace(
+                    self.info, recording_stopped_at_step=step, recording_stopped_reason=reason
+                )
+        if self._writer is not None and self._store_failed:
+            self._writer.close_after_failure(self.info)
+        elif self._writer is not None:
             try:
                 self._writer.close(self.info)
             except Exception as exc:
-                warnings.warn(f"memwatch: could not finish the run file ({exc!r})", stacklevel=2)
+                notice(f"could not finish the run file ({failure_reason(exc)})")
 
     def _after_fork_in_child(self) -> None:
         if self._tracker is not None:
@@ -332,11 +354,14 @@ class Watch:
             action(self._writer)
         except Exception as exc:
             self._store_failed = True
-            warnings.warn(
-                f"memwatch: writing the run file failed ({exc!r}); recording to it stops, "
-                "training continues and findings stay available in memory",
-                RuntimeWarning,
-                stacklevel=3,
+            # Steps before the failed commit are in the file; the batch that failed is not.
+            last = self._writer.last_committed_step
+            reason = failure_reason(exc)
+            self.recording_stopped = (last if last is not None else -1, reason)
+            where = f"after step {last}" if last is not None else "before its first step"
+            notice(
+                f"recording to {self._writer.path} stopped {where}: {reason}; training "
+                "continues and findings stay available in memory"
             )
 
     def _analyze(self, final: bool) -> None:

@@ -38,6 +38,8 @@ def parse_size(text: str | int) -> int:
         if text < 0:
             raise MemwatchError(f"invalid size {text!r}: a size cannot be negative")
         return text
+    if str(text).strip().startswith("-"):
+        raise MemwatchError(f"invalid size {text!r}: a size cannot be negative")
     match = _SIZE_RE.match(str(text))
     if match is None or match.group(2).lower() not in _UNITS:
         raise MemwatchError(
@@ -46,6 +48,16 @@ def parse_size(text: str | int) -> int:
         )
     number, unit = match.groups()
     return int(float(number) * _UNITS[unit.lower()])
+
+
+def parse_budget(text: str | int) -> int:
+    """A device budget: a size of at least one byte (a budget of 0 could run nothing)."""
+    size = parse_size(text)
+    if size <= 0:
+        raise MemwatchError(
+            f"invalid budget {text!r}: a budget must be more than 0 bytes, e.g. 512MiB"
+        )
+    return size
 
 
 def format_size(num_bytes: float | None, signed: bool = False) -> str:

@@ -178,3 +178,20 @@ def test_resolve_run_defaults_to_the_newest_run(
         p.unlink()
     with pytest.raises(RunFileError, match="no run given"):
         resolve_run(None)
+
+
+def test_the_runs_working_directory_is_recorded_and_read_back(tmp_path, monkeypatch):
+    # GIVEN a run started in some directory (schema 1.1 records it)
+    from memwatch.collect.environment import run_info
+
+    monkeypatch.chdir(tmp_path)
+    info = run_info("run-1", "train.py", ["train.py"])
+    assert info.cwd == str(tmp_path)
+    # WHEN it is written and read back
+    path = tmp_path / "run.db"
+    RunWriter(path, info).close(info)
+    with RunReader(path) as reader:
+        # THEN the reader returns it; a run file from before 1.1 reads as None
+        assert reader.info().cwd == str(tmp_path)
+    old = {k: v for k, v in info.to_dict().items() if k != "cwd"}
+    assert RunInfo.from_dict(old).cwd is None

@@ -25,33 +25,40 @@ from textual.widgets import Footer, OptionList
 from textual.worker import Worker, get_current_worker
 
 from memwatch.errors import RunFileError
+from memwatch.plaintext import plain
 from memwatch.records import Finding, RunInfo
 from memwatch.store.liveness import writer_alive
-from tui.logtail import read_tail
-from tui.model import ChartData, CursorData, RunModel, Snapshot
-from tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
-from tui.source import FileSource, RunSource, run_files
-from tui.view import (
-    Excerpt,
+
+from .feed import FileFeed, RunFeed, run_files
+from .logtail import read_tail
+from .model import ChartData, CursorData, RunModel, Snapshot
+from .ranks import Merged, load_merged, rank_numbers
+from .screens import DetailScreen, ErrorScreen, HelpScreen, QuitLiveScreen
+from .user_source import Excerpt, read_excerpt, search_dirs
+from .view import (
+    PANE_OF,
     RunState,
     Viewport,
+    finding_pane,
+    finding_steps,
     grow,
     initial_viewport,
     jump,
     move_cursor,
     pan,
-    read_excerpt,
     run_state,
+    step_count,
     stride,
     whole_run,
     zoom,
 )
-from tui.widgets import (
+from .widgets import (
     CursorBar,
     FindingDetail,
     FindingsList,
     HoldersPanel,
     LogPane,
+    RanksPanel,
     RunHeader,
     Timeline,
 )
@@ -96,12 +103,13 @@ class MemwatchApp(App[str | None]):
     """Shows one run; follows it while it records when ``follow`` is set.
 
     Args:
-        source: an open run (``FileSource``, or ``FakeSource`` in tests); or None with
+        source: an open run (``FileFeed``, or ``FakeFeed`` in tests); or None with
             ``path`` set, to open the file in a worker (errors show on an error screen).
         follow: poll for new steps while the writer is alive.
         clock: wall-clock time for the elapsed time of live runs (fixed in snapshots).
         alive: whether the writer still runs (``memwatch.store.liveness.writer_alive``).
-        ranks: the rank files of a run directory; ``r`` switches between them.
+        ranks: the rank files of a run directory: the findings list merges every rank's
+            findings and the cross-rank ones; ``r`` switches the timeline between ranks.
         log_path / child: the script's output and process, for ``memwatch run --live``.
         search_dirs: where to look for source files named by relative locations.
 
@@ -133,13 +141,14 @@ class MemwatchApp(App[str | None]):
         Binding("f", "follow", "Follow"),
         Binding("r", "next_rank", "Rank"),
         Binding("l", "toggle_log", "Output"),
+        Binding("d", "detail_full", "Detail"),
         Binding("t", "toggle_dark", "Light/dark", show=False),
-        *(Binding(str(n), f"toggle_series({n})", show=False) for n in range(1, 6)),
+        *(Binding(str(n), f"toggle_series({n})", show=False) for n in range(1, 7)),
     ]
 
     def __init__(
         self,
-        source: RunSource | None = None,
+        source: RunFeed | None = None,
         *,
         path: Path | None = None,
         follow: bool = False,
@@ -181,6 +190,10 @@ class MemwatchApp(App[str | None]):
         self.refresh_count = 0
         self._refreshing = False
         self._log_tail = ""
+        #: Every rank's findings and the cross-rank ones (run directories), else None.
+        self.merged: tuple[Finding, ...] | None = None
+        #: A step to put the cursor on once the rank being loaded is shown.
+        self._pending_jump: int | None = None
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -189,6 +202,8 @@ class MemwatchApp(App[str | None]):
         yield CursorBar(id="cursor-bar")
         with Horizontal(id="lower"):
             with Vertical(id="left"):
+                if len(self.ranks) > 1:
+                    yield RanksPanel(id="ranks")
                 yield FindingsList(id="findings")
                 yield HoldersPanel(id="holders")
             yield FindingDetail(id="detail")
@@ -200,6 +215,8 @@ class MemwatchApp(App[str | None]):
         self._timeline = self.query_one(Timeline)
         self.query_one(FindingsList).focus()
         self._start_loading()
+        if len(self.ranks) > 1:
+            self._load_merged()
         self.set_interval(1.0, self._tick_clock)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -236,7 +253,7 @@ class MemwatchApp(App[str | None]):
         worker = get_current_worker()
         try:
             if self.model is None:
-                source = self._source if self._source is not None else FileSource(self._path())
+                source = self._source if self._source is not None else FileFeed(self._path())
                 self.model = RunModel(source, alive=self._alive)
             model = self.model
             started = _clocks()
@@ -277,6 +294,28 @@ class MemwatchApp(App[str | None]):
         if self.follow_run and self.refresh_timer is None and self._state().state == "live":
             self.refresh_timer = self.set_interval(self.refresh_s, self._tick_refresh)
 
+    def _load_merged(self) -> None:
+        """Read every rank of the run directory and judge them together (a worker)."""
+        directory = self.ranks[0].parent
+
+        def work() -> None:
+            try:
+                merged = load_merged(directory)
+            except RunFileError as exc:
+                self._post(self.query_one(RanksPanel).show, (), (), str(exc))
+                return
+            self._post(self._apply_merged, merged)
+
+        self.run_worker(work, thread=True, group="merged", exclusive=True)
+
+    def _apply_merged(self, merged: Merged) -> None:
+        self.merged = merged.findings
+        self.query_one(RanksPanel).show(merged.table, merged.compact)
+        self.query_one(FindingsList).show(merged.findings)
+        if merged.findings:
+            title = self.query_one(FindingsList).border_title
+            self.query_one(FindingsList).border_title = f"{title} · all ranks"
+
     # -- reading in workers, applying on the UI thread ---------------------------------------
     def _next_viewport(self, basis: Viewport | None, snapshot: Snapshot) -> Viewport | None:
         """The window after ``snapshot``: the whole run at first, then grown (pure)."""
@@ -316,15 +355,20 @@ class MemwatchApp(App[str | None]):
             if update.chart is not None:
                 self.chart = update.chart
                 self._timeline.show(update.chart, self.viewport.cursor if self.viewport else None)
+                self._highlight()
             if update.cursor is not None:
                 self._apply_cursor(update.cursor)
         if self.viewport is None:
             self._timeline.message = "no steps recorded yet"
             self._timeline.show(None, None)
             self.query_one(HoldersPanel).show(None, ())
-        self.query_one(FindingsList).show(update.snapshot.findings)
-        if not update.snapshot.findings:
+        findings = self.merged if self.merged is not None else update.snapshot.findings
+        self.query_one(FindingsList).show(findings)
+        if not findings:
             self.query_one(FindingDetail).show(None, None, "memwatch found no problems (so far)")
+        if update.basis is None and self._pending_jump is not None and self.viewport is not None:
+            step, self._pending_jump = self._pending_jump, None
+            self._set_viewport(jump(self.viewport, step))
         self._show_header()
         self._show_cursor_bar()
         if update.log is not None:
@@ -343,6 +387,25 @@ class MemwatchApp(App[str | None]):
         vp = self.viewport
         self._timeline.show(data, vp.cursor if vp else None)
         self._show_cursor_bar()
+        self._highlight()
+
+    def _highlight(self) -> None:
+        """Mark the selected finding's pane and steps on the timeline (its own rank only)."""
+        finding = self.query_one(FindingsList).selected_finding
+        if finding is None or self.chart is None or not self._on_shown_rank(finding):
+            self._timeline.highlight(None, ())
+            return
+        shown = {PANE_OF[c] for c in self.chart.columns}
+        self._timeline.highlight(finding_pane(finding, sorted(shown)), finding_steps(finding))
+
+    def _shown_rank(self) -> int | None:
+        if len(self.ranks) > 1 and self.path in self.ranks:
+            return rank_numbers(self.ranks)[self.ranks.index(self.path)]
+        return None
+
+    def _on_shown_rank(self, finding: Finding) -> bool:
+        shown = self._shown_rank()
+        return shown is None or finding.rank is None or finding.rank == shown
 
     def _apply_cursor(self, data: CursorData) -> None:
         self.cursor_data = data
@@ -360,26 +423,29 @@ class MemwatchApp(App[str | None]):
         extra = []
         if self.viewport is not None and self.viewport.follow and self._state().state == "live":
             extra.append("following")
-        if len(self.ranks) > 1 and self.path is not None and self.path in self.ranks:
-            extra.append(f"file {self.ranks.index(self.path) + 1}/{len(self.ranks)}")
+        rank = self._shown_rank()
+        if rank is not None:
+            extra.append(f"timeline: rank {rank} of {len(self.ranks)} (r)")
         self.query_one(RunHeader).show(
             self.snapshot.info,
             self._state(),
-            self.snapshot.last,
+            step_count(self.snapshot.first, self.snapshot.last),
             self.model.source.label,
             " · ".join(extra),
         )
 
     def _show_cursor_bar(self) -> None:
         record = self.cursor_data.record if self.cursor_data is not None else None
-        if (
+        # Until the worker for a new cursor step answers, the previous values stay, dimmed.
+        stale = (
             self.cursor_data is not None
             and self.viewport is not None
             and self.cursor_data.step != self.viewport.cursor
-        ):
-            record = None  # stale: the worker for the new step has not answered yet
+        )
         columns = self.chart.columns if self.chart is not None else ()
-        self.query_one(CursorBar).show(self.viewport, record, columns, self._timeline.hidden)
+        self.query_one(CursorBar).show(
+            self.viewport, record, columns, self._timeline.hidden, stale=stale
+        )
 
     def _tick_clock(self) -> None:
         if self.snapshot is not None and self._state().state == "live":
@@ -533,7 +599,8 @@ class MemwatchApp(App[str | None]):
             self._set_viewport(whole_run(self.viewport))
 
     def action_toggle_series(self, number: int) -> None:
-        """Show or hide the ``number``-th series of the legend (the y axis refits)."""
+        """Show or hide the series numbered ``number`` in the legend (its pane's y axis
+        refits; a pane whose series are all hidden gives its rows to the others)."""
         columns = self.chart.columns if self.chart is not None else ()
         if 1 <= number <= len(columns):
             self._timeline.hidden ^= {columns[number - 1]}
@@ -542,6 +609,12 @@ class MemwatchApp(App[str | None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_detail_full(self) -> None:
+        """The highlighted finding's detail over the whole screen."""
+        finding, excerpt = self.query_one(FindingDetail).shown
+        if finding is not None:
+            self.push_screen(DetailScreen(finding, excerpt))
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
@@ -558,8 +631,13 @@ class MemwatchApp(App[str | None]):
         if len(self.ranks) < 2:
             return
         current = self.ranks.index(self.path) if self.path in self.ranks else -1
-        self.path = self.ranks[(current + 1) % len(self.ranks)]
-        self.workers.cancel_all()
+        self._show_rank_file(self.ranks[(current + 1) % len(self.ranks)])
+
+    def _show_rank_file(self, path: Path) -> None:
+        """Load another rank's file into the timeline, cursor and holders."""
+        self.path = path
+        for group in ("load", "refresh", "chart", "cursor"):
+            self.workers.cancel_group(self, group)
         if self.refresh_timer is not None:
             self.refresh_timer.stop()
             self.refresh_timer = None
@@ -596,16 +674,27 @@ class MemwatchApp(App[str | None]):
     @on(OptionList.OptionSelected, "#findings")
     def _finding_selected(self, event: OptionList.OptionSelected) -> None:
         finding = self.query_one(FindingsList).selected_finding
-        if finding is not None and finding.first_step is not None and self.viewport is not None:
+        if finding is None:
+            return
+        if not self._on_shown_rank(finding):
+            # Another rank's finding: show that rank's timeline, then go to its step.
+            numbers = rank_numbers(self.ranks)
+            if finding.rank in numbers:
+                self._pending_jump = finding.first_step
+                self._show_rank_file(self.ranks[numbers.index(finding.rank)])
+            return
+        if finding.first_step is not None and self.viewport is not None:
             self._set_viewport(jump(self.viewport, finding.first_step))
 
     def _request_detail(self, finding: Finding) -> None:
-        dirs = list(self.search_dirs)
-        label = Path(self.model.source.label) if self.model is not None else Path(".")
-        dirs += [label.parent.parent, label.parent, Path.cwd()]
-        if self.snapshot is not None:
-            dirs.append(Path(self.snapshot.info.script).parent)
-        started = self.snapshot.info.started_at if self.snapshot is not None else None
+        self._highlight()
+        info = self.snapshot.info if self.snapshot is not None else None
+        label = Path(self.model.source.label) if self.model is not None else self.path
+        dirs = [
+            *self.search_dirs,
+            *search_dirs(info.cwd if info else None, label, info.script if info else None),
+        ]
+        started = info.started_at if info is not None else None
 
         def work() -> None:
             worker = get_current_worker()
@@ -623,14 +712,21 @@ def run_dashboard(path: Path, follow: bool | None = None) -> int:
     """Open the dashboard on a run file or run directory; returns the exit status.
 
     ``follow=None`` follows when the run has not recorded its end. A file that cannot be
-    read prints one ``memwatch: ...`` line on stderr and returns 2, never a traceback.
+    read, or holds a bad value in what is shown first (run description, findings, newest
+    step), prints one ``memwatch: ...`` line on stderr and returns 2, never a traceback;
+    a value that goes bad later, while following, is reported inside the dashboard.
     """
     try:
         ranks = run_files(Path(path))
-        source = FileSource(ranks[0])
+        source = FileFeed(ranks[0])
         info = source.info()
+        source.findings()
+        last = source.bounds().last
+        if last is not None:
+            source.step_at(last)
+            source.holders_near(last)
     except RunFileError as exc:
-        print(f"memwatch: {exc}", file=sys.stderr)
+        print(f"memwatch: {plain(exc)}", file=sys.stderr)
         return 2
     following = info.ended_at is None if follow is None else follow
     app = MemwatchApp(
@@ -638,6 +734,6 @@ def run_dashboard(path: Path, follow: bool | None = None) -> int:
     )
     app.run()
     if app.error:
-        print(f"memwatch: {app.error}", file=sys.stderr)
+        print(f"memwatch: {plain(app.error)}", file=sys.stderr)
         return 2
     return app.return_code or 0

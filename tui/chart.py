@@ -6,7 +6,9 @@ point), which alone exceeds the 50 ms budget of a follow refresh. The picture th
 dashboard needs is narrow (line series over a step axis, byte ticks, a cursor column),
 and drawing it here costs a few milliseconds.
 
-Each series is rasterised column by column: the min/max zig-zag of a bucket becomes a
+Series of different quantities (device memory, autograd-saved bytes, host RSS) are drawn
+in stacked panes, each with its own y axis fitted to what it shows, over one shared
+step axis. Each series is rasterised column by column: the min/max zig-zag of a bucket becomes a
 vertical run of braille dots, so a one-step spike stays visible at any zoom. Where two
 series share a cell the later one colours it. The result is a grid of ``Run`` s naming a
 role (``axis``, ``label``, a series column, blank) that the widget maps to theme styles,
@@ -16,10 +18,10 @@ so this module needs no Textual and is tested on its own.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from tui.view import ChartData, nice_ticks, short_count, short_size
+from .view import PANE_OF, PANES, ChartData, Line, nice_ticks, short_count, short_size
 
 #: Braille dot bit for (x within the cell 0..1, y within the cell 0..3).
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
@@ -32,67 +34,140 @@ class Run:
     text: str
     role: str
     cursor: bool = False
+    mark: bool = False  # a step the selected finding names
 
 
 Row = tuple[Run, ...]
 
 
-def y_range(data: ChartData) -> tuple[float, float]:
-    """The value range drawn: the data's, padded 5 %, never below zero."""
-    lo = min(min(line.ys) for line in data.lines)
-    hi = max(max(line.ys) for line in data.lines)
+def y_range(lines: Sequence[Line]) -> tuple[float, float]:
+    """The value range drawn for ``lines``: theirs, padded 5 %, never below zero.
+
+    Fitted to what is shown (the window, the series not hidden), so zooming in on a
+    small change makes it fill the pane.
+    """
+    lo = min(min(line.ys) for line in lines)
+    hi = max(max(line.ys) for line in lines)
     if hi <= lo:
         lo, hi = lo - 1024, hi + 1024
     pad = (hi - lo) * 0.05
     return max(0.0, lo - pad), hi + pad
 
 
+#: Characters left of the plot: y labels such as ``1023M`` and the axis line. Fixed, so
+#: the plot, every pane and the step axis share one width at every terminal size.
+Y_AXIS_WIDTH = 6
+
+
+def pane_heights(count: int, rows: int) -> list[int]:
+    """Rows for each of ``count`` stacked panes sharing ``rows`` (earlier ones get extra)."""
+    base, extra = divmod(rows, count)
+    return [base + (1 if i < extra else 0) for i in range(count)]
+
+
 def draw(
-    data: ChartData | None, cursor: int | None, width: int, height: int, message: str = ""
+    data: ChartData | None,
+    cursor: int | None,
+    width: int,
+    height: int,
+    message: str = "",
+    focus: str | None = None,
+    marks: Sequence[int] = (),
 ) -> list[Row]:
-    """``height`` rows of at most ``width`` characters picturing ``data``."""
+    """``height`` rows of at most ``width`` characters picturing ``data``.
+
+    Series are grouped into their panes (``tui.view.PANES``), stacked, each on its own y
+    axis; one step axis runs below them all. ``focus`` names the pane of the selected
+    finding (its title is marked) and ``marks`` the steps that finding names (tinted in
+    that pane, ``▲`` on the step axis).
+    """
     if data is None or not data.lines or width < 16 or height < 4:
         text = message if data is None else "no steps recorded yet"
         return _message(text, width, height)
-    y_lo, y_hi = y_range(data)
-    rows = height - 2  # the x axis and its labels below
-    y_ticks = nice_ticks(y_lo, y_hi, max(1, rows // 3), binary=True)
-    labels = [short_size(v) for v in y_ticks]
-    margin = max(len(label) for label in labels) + 1
+    panes = [
+        (pane, [line for line in data.lines if PANE_OF.get(line.column) == pane.name])
+        for pane in PANES
+    ]
+    panes = [(pane, lines) for pane, lines in panes if lines]
+    rows_left = height - 2  # the step axis and its labels below
+    while len(panes) > 1 and rows_left // len(panes) < 2:
+        # Too short for every pane: keep the focused one, else the first ones.
+        drop = next((i for i in range(len(panes) - 1, -1, -1) if panes[i][0].name != focus), -1)
+        panes.pop(drop)
+    margin = Y_AXIS_WIDTH
     cols = width - margin
-    px_w, px_h = cols * 2, rows * 4
+    px_w = cols * 2
     lo, hi = data.lo, max(data.hi, data.lo + 1)
 
     def px_of(x: float) -> int:
         return round((x - lo) / (hi - lo) * (px_w - 1))
+
+    cursor_col = px_of(cursor) // 2 if cursor is not None and lo <= cursor <= hi else -1
+    mark_cols = {px_of(m) // 2 for m in marks if lo <= m <= hi}
+    out: list[Row] = []
+    for (pane, lines), rows in zip(panes, pane_heights(len(panes), rows_left)):
+        focused = pane.name == focus
+        marked = mark_cols if focused else ()
+        title = f" {pane.title} ◀ finding " if focused else f" {pane.title} "
+        role = "focus" if focused else "label"
+        if rows >= 3:
+            # A row of its own for the title: it never hides the top of a series.
+            blank = _cells([0] * cols, [""] * cols, 0, cols, cursor_col, marked)
+            out.append(
+                (
+                    Run(" " * (margin - 1), "label"),
+                    Run("╷", "axis"),
+                    *_label_blanks(tuple(blank), 0, title, role),
+                )
+            )
+            out += _pane(lines, rows - 1, cols, margin, px_of, cursor_col, marked)
+        else:
+            # Too short for that: the title goes where the series leave cells blank.
+            out += _pane(lines, rows, cols, margin, px_of, cursor_col, marked)
+            first = out[-rows]
+            out[-rows] = (*first[:2], *_label_blanks(first[2:], 0, title, role))
+    if not data.exact:
+        note = " preview: sampled steps "
+        if cols > len(note) + 4 and len(out) > 1:
+            second = out[1]
+            out[1] = (*second[:2], *_overlay(second[2:], cols - len(note), note, "label"))
+    out.extend(_x_axis(lo, hi, margin, cols, px_of, cursor_col, mark_cols))
+    return out
+
+
+def _pane(
+    lines: Sequence[Line],
+    rows: int,
+    cols: int,
+    margin: int,
+    px_of: Callable[[float], int],
+    cursor_col: int,
+    mark_cols: Collection[int],
+) -> list[Row]:
+    """``rows`` rows of one pane: its y labels and axis, then its series rasterised."""
+    y_lo, y_hi = y_range(lines)
+    px_h = rows * 4
+    y_ticks = nice_ticks(y_lo, y_hi, max(1, rows // 3), binary=True)
 
     def py_of(y: float) -> float:
         return (y_hi - y) / (y_hi - y_lo) * (px_h - 1)
 
     bits = [0] * (rows * cols)
     owner = [""] * (rows * cols)
-    for line in data.lines:
-        _rasterise(line.xs, line.ys, line.column, px_of, py_of, (px_w, px_h, cols), bits, owner)
-
-    cursor_col = px_of(cursor) // 2 if cursor is not None and lo <= cursor <= hi else -1
+    for line in lines:
+        _rasterise(line.xs, line.ys, line.column, px_of, py_of, (cols * 2, px_h, cols), bits, owner)
     tick_rows: dict[int, str] = {}
-    for value, label in zip(y_ticks, labels):
+    for value in y_ticks:
         row = round(py_of(value) / 4 - 0.375)
-        if 0 <= row < rows:
-            tick_rows[row] = label
-
+        if 0 <= row < rows and row not in tick_rows:
+            tick_rows[row] = short_size(value)[: margin - 1]
     out: list[Row] = []
     for r in range(rows):
         tick = tick_rows.get(r)
-        runs = [Run((tick or "").rjust(margin - 1), "label"), Run("┤" if tick else "│", "axis")]
-        runs += _cells(bits, owner, r * cols, cols, cursor_col)
+        edge = "┤" if tick else ("╷" if r == 0 else "│")
+        runs = [Run((tick or "").rjust(margin - 1), "label"), Run(edge, "axis")]
+        runs += _cells(bits, owner, r * cols, cols, cursor_col, mark_cols)
         out.append(tuple(runs))
-    if not data.exact:
-        note = " preview: sampled steps "
-        if cols > len(note) + 4:
-            first = out[0]
-            out[0] = (*first[:2], *_overlay(first[2:], cols - len(note), note))
-    out.extend(_x_axis(lo, hi, margin, cols, px_of, cursor_col))
     return out
 
 
@@ -149,27 +224,48 @@ def _rasterise(
             owner[index] = column
 
 
-def _cells(bits: list[int], owner: list[str], start: int, cols: int, cursor_col: int) -> list[Run]:
-    """One row of the plot as runs of equal role (and cursor flag)."""
+def _cells(
+    bits: list[int],
+    owner: list[str],
+    start: int,
+    cols: int,
+    cursor_col: int,
+    mark_cols: Collection[int] = (),
+) -> list[Run]:
+    """One row of the plot as runs of equal role, cursor flag and mark flag."""
     runs: list[Run] = []
     text: list[str] = []
-    role, on_cursor = "", False
+    role, on_cursor, marked = "", False, False
     for c in range(cols):
         b = bits[start + c]
         cell_role = owner[start + c] if b else ""
         cell_cursor = c == cursor_col
-        if (cell_role, cell_cursor) != (role, on_cursor) and text:
-            runs.append(Run("".join(text), role, on_cursor))
+        cell_mark = c in mark_cols
+        if (cell_role, cell_cursor, cell_mark) != (role, on_cursor, marked) and text:
+            runs.append(Run("".join(text), role, on_cursor, marked))
             text = []
-        role, on_cursor = cell_role, cell_cursor
+        role, on_cursor, marked = cell_role, cell_cursor, cell_mark
         text.append(chr(0x2800 + b) if b else " ")
     if text:
-        runs.append(Run("".join(text), role, on_cursor))
+        runs.append(Run("".join(text), role, on_cursor, marked))
     return runs
 
 
-def _overlay(runs: tuple[Run, ...], at: int, note: str) -> list[Run]:
-    """Replace the characters from ``at`` with ``note`` (drawn as a label)."""
+def _label_blanks(runs: tuple[Run, ...], at: int, text: str, role: str) -> list[Run]:
+    """Write ``text`` from column ``at`` into the blank cells of ``runs`` only."""
+    cells = [(char, run.role, run.cursor, run.mark) for run in runs for char in run.text]
+    for i, char in enumerate(text, at):
+        if i < len(cells) and cells[i][0] == " ":
+            _, _, cursor, mark = cells[i]
+            cells[i] = (char, role, cursor, mark)
+    out: list[Run] = []
+    for (cell_role, cursor, mark), group in itertools.groupby(cells, key=lambda c: c[1:]):
+        out.append(Run("".join(c[0] for c in group), cell_role, cursor, mark))
+    return out
+
+
+def _overlay(runs: tuple[Run, ...], at: int, note: str, role: str = "label") -> list[Run]:
+    """Replace the characters from ``at`` with ``note`` (drawn in ``role``)."""
     out: list[Run] = []
     pos = 0
     for run in runs:
@@ -177,16 +273,23 @@ def _overlay(runs: tuple[Run, ...], at: int, note: str) -> list[Run]:
         if end <= at:
             out.append(run)
         elif pos < at:
-            out.append(Run(run.text[: at - pos], run.role, run.cursor))
+            out.append(Run(run.text[: at - pos], run.role, run.cursor, run.mark))
         pos = end
-    out.append(Run(note, "label"))
+    out.append(Run(note, role))
     return out
 
 
 def _x_axis(
-    lo: int, hi: int, margin: int, cols: int, px_of: Callable[[float], int], cursor_col: int
+    lo: int,
+    hi: int,
+    margin: int,
+    cols: int,
+    px_of: Callable[[float], int],
+    cursor_col: int,
+    mark_cols: Collection[int] = (),
 ) -> list[Row]:
-    """The axis line with tick marks, and step labels that never overlap."""
+    """The axis line with tick marks (``▲`` at marked steps), and step labels that never
+    overlap."""
     ticks = [t for t in nice_ticks(lo, hi, max(2, cols // 14)) if t == int(t)]
     line = ["─"] * cols
     labels = [" "] * cols
@@ -201,15 +304,18 @@ def _x_axis(
         if start >= free_from:
             labels[start : start + len(text)] = list(text)
             free_from = start + len(text) + 1
+    for c in mark_cols:
+        if 0 <= c < cols:
+            line[c] = "▲"
     axis = [Run(" " * (margin - 1), "label"), Run("└", "axis")]
-    if 0 <= cursor_col < cols:
-        axis += [
-            Run("".join(line[:cursor_col]), "axis"),
-            Run(line[cursor_col], "axis", True),
-            Run("".join(line[cursor_col + 1 :]), "axis"),
-        ]
-    else:
-        axis.append(Run("".join(line), "axis"))
+    for c, char in enumerate(line):
+        role = "focus" if c in mark_cols else "axis"
+        cell = Run(char, role, c == cursor_col)
+        last = axis[-1]
+        if len(axis) > 2 and (last.role, last.cursor) == (role, cell.cursor):
+            axis[-1] = Run(last.text + char, role, last.cursor)
+        else:
+            axis.append(cell)
     return [
         tuple(r for r in axis if r.text),
         (Run(" " * margin, "label"), Run("".join(labels), "label")),

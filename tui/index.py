@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tui.source import Block, merge_blocks
+from .feed import Block, merge_blocks
 
 
 class MinMaxIndex:

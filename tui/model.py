@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from memwatch.errors import RunFileError
 from memwatch.records import Finding, Holder, RunInfo, StepRecord, sort_findings
 from memwatch.store.liveness import writer_alive
-from tui.index import MinMaxIndex
-from tui.source import Bounds, RunSource, sample_points
-from tui.view import ChartData, blocks_from_samples, chart_from_blocks
+
+from .feed import Bounds, RunFeed, sample_points
+from .index import MinMaxIndex
+from .view import ChartData, blocks_from_samples, chart_from_blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class CursorData:
 
 
 class RunModel:
-    """Reads a ``RunSource`` incrementally: a follow refresh costs a few indexed queries.
+    """Reads a ``RunFeed`` incrementally: a follow refresh costs a few indexed queries.
 
     Args:
         source: where the run comes from (a run file, or a fake in tests).
@@ -58,7 +59,7 @@ class RunModel:
 
     def __init__(
         self,
-        source: RunSource,
+        source: RunFeed,
         alive: Callable[[RunInfo], bool | None] = writer_alive,
         base: int = 256,
         chunk: int = 256,
@@ -170,7 +171,7 @@ class RunModel:
     def cursor(self, step: int) -> CursorData:
         with self._reading():
             record = self.source.step_at(step)
-            holders = self.source.holders_at(step)
+            holders = self.source.holders_near(step)
         return CursorData(step, record, tuple(holders))
 
     def close(self) -> None:

@@ -6,10 +6,16 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Static
+
+from memwatch.records import Finding
+
+from .user_source import Excerpt
+from .widgets.findings import detail_content
+from .widgets.text import styled
 
 #: ``(keys, what they do)``: the single source for the help screen.
 KEYS: tuple[tuple[str, str], ...] = (
@@ -19,12 +25,13 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("+ / -", "zoom in / out around the cursor"),
     ("[ / ]", "pan the window by half its width"),
     ("0", "show the whole run"),
-    ("1 … 5", "hide / show a series (legend order)"),
+    ("1 … 6", "hide / show the series with that number in the legend"),
     ("f", "follow: newest step under the cursor"),
     ("↑ ↓", "choose a finding; its detail shows"),
     ("enter", "cursor to the finding's first step"),
+    ("d", "the finding's detail full-screen (esc closes)"),
     ("tab", "next panel (findings, holders, detail)"),
-    ("r", "next rank of a multi-rank run"),
+    ("r", "timeline: next rank of a multi-rank run"),
     ("l", "show / hide the script's output (--live)"),
     ("t", "dark / light colours"),
     ("?", "this help"),
@@ -90,9 +97,13 @@ class QuitLiveScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                f"[b]The training is still running[/b] (pid {self.pid}).\n"
-                f"It records to [$text-accent]{escape(self.run_path)}[/].\n\n"
-                "Leave it running in the background, or stop it?"
+                styled(
+                    "[b]The training is still running[/b] (pid $pid).\n"
+                    "It records to [$text-accent]$path[/].\n\n"
+                    "Leave it running in the background, or stop it?",
+                    pid=self.pid,
+                    path=self.run_path,
+                )
             )
             with Horizontal():
                 yield Button("Leave it running (l)", id="leave", variant="primary")
@@ -130,7 +141,46 @@ class ErrorScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                f"[$text-error b]cannot open the run[/]\n\n{escape(self.message)}\n\n"
-                "[$text-muted]press q to quit[/]",
+                styled(
+                    "[$text-error b]cannot open the run[/]\n\n$message\n\n"
+                    "[$text-muted]press q to quit[/]",
+                    message=self.message,
+                ),
                 id="error-message",
             )
+
+
+class DetailScreen(Screen[None]):
+    """A finding's detail over the whole terminal: at 80x24 the pane below the timeline
+    has room for a few lines only, and the source excerpt would be scrolls away."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,d,q", "close", "Close"),
+    ]
+
+    DEFAULT_CSS = """
+    DetailScreen { background: $background; color: $foreground; }
+    DetailScreen VerticalScroll {
+        border: round $accent; border-title-color: $text-accent; padding: 0 1;
+        background: $background; color: $foreground;
+    }
+    DetailScreen Static { width: 1fr; background: $background; color: $foreground; }
+    """
+
+    def __init__(self, finding: Finding, excerpt: Excerpt | None) -> None:
+        super().__init__()
+        self.finding = finding
+        self.excerpt = excerpt
+
+    def compose(self) -> ComposeResult:
+        scroll = VerticalScroll(id="detail-full")
+        scroll.border_title = styled("detail · $kind", kind=self.finding.kind)
+        with scroll:
+            yield Static(detail_content(self.finding, self.excerpt))
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,4 +1,4 @@
-"""What the dashboard shows, as pure functions of records: no Textual, no I/O but source files.
+"""What the dashboard shows, as pure functions of records: no Textual, no I/O.
 
 Keeping the window arithmetic (cursor, zoom, pan, follow), the down-sampled chart series
 and the text of every panel here lets them be tested with hand-made records, and keeps
@@ -8,7 +8,6 @@ the widgets thin: they only style what these functions decide.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,16 +15,77 @@ from typing import Any
 
 from memwatch.records import Finding, Holder, RunInfo, StepRecord
 from memwatch.units import format_size
-from tui.source import SERIES_COLUMNS, Block, Values
+
+from .feed import SERIES_COLUMNS, Block, Values
 
 #: Long and short names of each series (short ones fit the 80-column cursor bar).
 SERIES_NAMES: dict[str, tuple[str, str]] = {
     "reserved_bytes": ("reserved", "resv"),
     "allocated_bytes": ("allocated", "alloc"),
     "peak_allocated_bytes": ("peak in step", "peak"),
-    "saved_bytes": ("autograd saved", "saved"),
+    "saved_peak_bytes": ("saved peak in step", "svpk"),
+    "saved_bytes": ("saved at step end", "saved"),
     "rss_bytes": ("RSS", "rss"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Pane:
+    """One band of the timeline: series of one quantity, drawn on their own y axis.
+
+    Device memory, autograd-saved bytes and host RSS differ by orders of magnitude (300 MiB
+    of RSS from torch alone next to a 16 MiB graph leak): on one axis the smaller ones
+    are a flat line. Each pane fits its axis to what it shows in the window.
+    """
+
+    name: str
+    title: str
+    columns: tuple[str, ...]
+
+
+PANES: tuple[Pane, ...] = (
+    Pane("device", "device memory", ("reserved_bytes", "allocated_bytes", "peak_allocated_bytes")),
+    Pane("autograd", "autograd saved", ("saved_peak_bytes", "saved_bytes")),
+    Pane("host", "host RSS", ("rss_bytes",)),
+)
+
+PANE_OF: dict[str, str] = {c: pane.name for pane in PANES for c in pane.columns}
+
+#: Finding kinds whose evidence is autograd-saved memory, and host memory; the rest are
+#: about device memory (drawn on the autograd pane when the run has no device series).
+_AUTOGRAD_KINDS = ("graph-", "retain-graph", "microbatch-graph")
+_HOST_KINDS = ("host-memory",)
+
+
+def finding_pane(finding: Finding, shown: Sequence[str]) -> str | None:
+    """The pane (of those ``shown``) that pictures ``finding``'s evidence, if any."""
+    if finding.kind.startswith(_HOST_KINDS):
+        want = ["host"]
+    elif finding.kind.startswith(_AUTOGRAD_KINDS):
+        want = ["autograd"]
+    else:
+        want = ["device", "autograd"]
+    return next((p for p in want if p in shown), None)
+
+
+def finding_steps(finding: Finding, limit: int = 256) -> tuple[int, ...]:
+    """The steps a finding names: its first step and its evidence's ``steps`` list."""
+    steps = set()
+    if finding.first_step is not None:
+        steps.add(finding.first_step)
+    listed = finding.evidence.get("steps") if isinstance(finding.evidence, Mapping) else None
+    if isinstance(listed, list):
+        steps.update(s for s in listed[:limit] if isinstance(s, int) and not isinstance(s, bool))
+    return tuple(sorted(steps))
+
+
+def step_count(first: int | None, last: int | None) -> str:
+    """``60 steps`` for steps 0..59 (as the report counts them); ``no steps yet``."""
+    if first is None or last is None:
+        return "no steps yet"
+    count = last - first + 1
+    return f"{count:,} step" + ("" if count == 1 else "s")
+
 
 #: The narrowest window zoom goes down to, in steps.
 MIN_SPAN = 8
@@ -390,64 +450,6 @@ def _evidence_value(key: str, value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Excerpt:
-    """Source lines around a finding's location, or why they cannot be shown."""
-
-    path: str
-    lines: tuple[tuple[int, str], ...] = ()
-    focus: int = 0
-    note: str | None = None
-
-
-def find_source(file: str, search_dirs: Sequence[Path]) -> Path | None:
-    """The file a location names: as recorded, else relative to each of ``search_dirs``."""
-    candidate = Path(file)
-    if candidate.is_file():
-        return candidate
-    if not candidate.is_absolute():
-        for base in search_dirs:
-            path = base / candidate
-            if path.is_file():
-                return path
-    return None
-
-
-def read_excerpt(
-    file: str,
-    line: int,
-    search_dirs: Sequence[Path] = (),
-    context: int = 3,
-    recorded_at: float | None = None,
-) -> Excerpt:
-    """``context`` lines either side of ``file:line``; a note instead if it is not readable.
-
-    A file modified after the run (``recorded_at``) is still shown, with a warning that
-    the lines may have moved.
-    """
-    path = find_source(file, search_dirs)
-    if path is None:
-        return Excerpt(file, note=f"source not found on this machine: {file}")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read().splitlines()
-    except OSError as exc:
-        return Excerpt(file, note=f"source not readable: {file} ({exc.strerror})")
-    if not 1 <= line <= len(text):
-        return Excerpt(file, note=f"{file} has {len(text)} lines; line {line} is gone")
-    lo = max(1, line - context)
-    hi = min(len(text), line + context)
-    lines = tuple((n, text[n - 1].rstrip()) for n in range(lo, hi + 1))
-    note = None
-    if recorded_at is not None:
-        try:
-            if os.stat(path).st_mtime > recorded_at:
-                note = "file changed since the run: lines may have moved"
-        except OSError:
-            pass
-    return Excerpt(file, lines, line, note)
-
-
 # -- what holds memory -------------------------------------------------------------------
 
 
@@ -463,8 +465,11 @@ def holder_rows(holders: Sequence[Holder], limit: int = 50) -> list[tuple[str, s
 
 
 def holders_title(step: int, holders: Sequence[Holder]) -> str:
-    """Panel title: which snapshot (the last at or before ``step``) and the bytes it holds."""
+    """Panel title: which snapshot is shown (the one nearest the cursor at ``step``) and the
+    bytes it holds: ``holders at step 150 (nearest to 127) · 800 MiB``."""
     if not holders:
-        return f"holders · none up to step {step:,}"
+        return "holders · no snapshot yet"
+    at = holders[0].step
+    nearest = "" if at == step else f" (nearest to {step:,})"
     total = format_size(sum(h.bytes for h in holders))
-    return f"holders at step {holders[0].step:,} · {total}"
+    return f"holders at step {at:,}{nearest} · {total}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-holders.md
     cudnn_benchmark_dynamic_shapes,
@@ -19,6 +17,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     retain_graph_leak,
     unbatched_forward,
 )
+from memwatch.notices import notice
 from memwatch.records import Finding, sort_findings
 
 DETECTORS: list[Detector] = [
@@ -38,19 +37,23 @@ DETECTORS: list[Detector] = [
 _warned: set[str] = set()
 
 
-def analyze(data: AnalysisInput) -> list[Finding]:
+def analyze(data: AnalysisInput, strict: bool = False) -> list[Finding]:
     """Every detector's findings, most severe first.
 
-    A detector that raises is skipped with one warning: a bug in one check must not
-    hide what the others found.
+    A detector that raises is skipped with one notice: a bug in one check must not
+    hide what the others found. ``strict`` (reading a run file, which is untrusted input)
+    lets the error through instead, so that a file with values no detector can use is
+    refused with one line rather than reported as clean.
     """
     findings: list[Finding] = []
     for detector in DETECTORS:
         try:
             findings.extend(detector(data))
         except Exception as exc:
+            if strict:
+                raise
             name = getattr(detector, "__module__", repr(detector))
             if name not in _warned:
                 _warned.add(name)
-                warnings.warn(f"memwatch: detector {name} failed ({exc!r})", stacklevel=2)
+                notice(f"detector {name} failed ({exc!r}); the other checks still ran")
     return sort_findings(findings)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import warnings
 import weakref
 from collections.abc import Iterator
 from types import FrameType
@@ -44,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 
 from memwatch.collect import oom as oom_observer
 from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading, cuda_available
+from memwatch.notices import notice
 
 _Tensor = torch.Tensor
 _WRAPPER_FILES = (
@@ -66,10 +66,17 @@ def cuda_style_size(num_bytes: int) -> str:
     return f"{num_bytes / 1024**3:.2f} GiB"
 
 
+#: Said after the CUDA-style text (which retry code matches on): whose limit this is.
+SIMULATED_NOTE = (
+    "This limit is memwatch's simulated budget (--budget), not the device running out of memory."
+)
+
+
 def budget_oom_message(requested: int, in_use: int, budget: int) -> str:
     return (
         f"CUDA out of memory (memwatch budget). Tried to allocate {cuda_style_size(requested)}. "
-        f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}."
+        f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}. "
+        f"{SIMULATED_NOTE}"
     )
 
 
@@ -279,11 +286,9 @@ class TensorTracker(TorchDispatchMode):
         self.enabled = False
         if not self._failed:
             self._failed = True
-            warnings.warn(
-                f"memwatch: tensor tracking switched off after an internal error ({exc!r}); "
-                "training continues without the budget",
-                RuntimeWarning,
-                stacklevel=3,
+            notice(
+                f"tensor tracking switched off after an internal error ({exc!r}); "
+                "training continues without the budget"
             )
 
     # -- reading ----------------------------------------------------------------------------
@@ -444,12 +449,10 @@ class Budget:
             if popped:
                 self.tensors.forget()
             else:
-                warnings.warn(
-                    "memwatch: the tensor-tracking dispatch mode could not be removed cleanly "
+                notice(
+                    "the tensor-tracking dispatch mode could not be removed cleanly "
                     "(another mode sits above it, or the watch ended on another thread); it "
-                    "stays as a pass-through",
-                    RuntimeWarning,
-                    stacklevel=2,
+                    "stays as a pass-through"
                 )
         if self._old_fraction is not None and self.cuda_device is not None:
             try:

@@ -65,4 +65,13 @@ def run_info(run_id: str, script: str, argv: Sequence[str]) -> RunInfo:
         rank=rank,
         world_size=world_size,
         local_rank=local_rank,
+        cwd=_cwd(),
     )
+
+
+def _cwd() -> str | None:
+    """Where relative paths of this run point (None when the directory was removed)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None

@@ -258,13 +258,15 @@ class HolderScanner:
     # -- the scan ----------------------------------------------------------------------------
     def scan(self, frames: Iterable[FrameType], step: int) -> Scan:
         result = Scan(step)
-        entries = result.entries
         seen_storages: set[int] = set()
         seen_objects: set[int] = set()
-        kinds = self._kinds
+        frames = list(frames)
+        namespaces: set[int] = set()
         for index, frame in enumerate(frames):
             code = frame.f_code
             is_module = not (code.co_flags & CO_OPTIMIZED)
+            if is_module:
+                namespaces.add(id(frame.f_globals))
             result.frames.append(
                 FrameInfo(
                     code,
@@ -275,57 +277,113 @@ class HolderScanner:
                     is_module,
                 )
             )
-            direct: list[tuple[str, Any]] = []
-            result.frame_tensors.append(direct)
-            scope = "global" if is_module else "local"
             items = self._outer_globals(frame) if is_module and index > 0 else read_locals(frame)
-            for name, value in items:
-                tp = type(value)
-                kind = kinds.get(tp)
-                if kind is None:
-                    kind = self._kind(tp)
-                if kind == _SKIP or (is_module and name[:2] == "__"):
-                    continue
-                if kind != _TENSOR:
-                    self._visit(
-                        result,
-                        name,
-                        value,
-                        kind,
-                        scope,
-                        index,
-                        name,
-                        None,
-                        None,
-                        seen_storages,
-                        seen_objects,
-                        step,
-                        depth=0,
-                    )
-                    continue
-                # Tensors, the common case, inline (this loop runs at every step end).
-                oid = id(value)
-                if oid in seen_objects:
-                    continue  # the same tensor under another name (a closure, outer frame)
-                seen_objects.add(oid)
-                direct.append((name, value))
-                nbytes = _unseen_bytes(value, seen_storages)
-                entries.append(
-                    Entry(
-                        name,
-                        scope,
-                        "tensor",
-                        nbytes,
-                        1,
-                        index,
-                        value,
-                        None,
-                        None,
-                        name,
-                        grad=not value.is_leaf,
-                    )
+            self._scan_names(result, items, is_module, index, seen_storages, seen_objects, step)
+        # The module of a user function whose module frame is not on the stack (a test
+        # function called by pytest, a train() imported from elsewhere): its globals hold
+        # memory as much as the script's do (``LOSSES.append(loss)`` in a test module).
+        for frame in frames:
+            if id(frame.f_globals) in namespaces:
+                continue
+            namespaces.add(id(frame.f_globals))
+            code = frame.f_code
+            index = len(result.frames)
+            result.frames.append(
+                FrameInfo(
+                    code, code.co_filename, code.co_firstlineno, "<module>", frame.f_lineno, True
                 )
+            )
+            items = self._module_globals(frame.f_globals)
+            self._scan_names(result, items, True, index, seen_storages, seen_objects, step)
         return result
+
+    def _scan_names(
+        self,
+        result: Scan,
+        items: list[tuple[str, Any]],
+        is_module: bool,
+        index: int,
+        seen_storages: set[int],
+        seen_objects: set[int],
+        step: int,
+    ) -> None:
+        """Entries for one frame's names (``index`` in ``result.frames``)."""
+        entries = result.entries
+        kinds = self._kinds
+        direct: list[tuple[str, Any]] = []
+        result.frame_tensors.append(direct)
+        scope = "global" if is_module else "local"
+        for name, value in items:
+            tp = type(value)
+            kind = kinds.get(tp)
+            if kind is None:
+                kind = self._kind(tp)
+            if kind == _SKIP or (is_module and name[:2] == "__"):
+                continue
+            if kind != _TENSOR:
+                self._visit(
+                    result,
+                    name,
+                    value,
+                    kind,
+                    scope,
+                    index,
+                    name,
+                    None,
+                    None,
+                    seen_storages,
+                    seen_objects,
+                    step,
+                    depth=0,
+                )
+                continue
+            # Tensors, the common case, inline (this loop runs at every step end).
+            oid = id(value)
+            if oid in seen_objects:
+                continue  # the same tensor under another name (a closure, outer frame)
+            seen_objects.add(oid)
+            direct.append((name, value))
+            nbytes = _unseen_bytes(value, seen_storages)
+            entries.append(
+                Entry(
+                    name,
+                    scope,
+                    "tensor",
+                    nbytes,
+                    1,
+                    index,
+                    value,
+                    None,
+                    None,
+                    name,
+                    grad=not value.is_leaf,
+                )
+            )
+
+    def _module_globals(self, namespace: dict[str, Any]) -> list[tuple[str, Any]]:
+        """A module's globals read through its namespace (no frame of it on the stack),
+        walked in full every ``SWEEP_EVERY`` scans like ``_outer_globals``."""
+        key = -id(namespace)
+        cached = self._globals.get(key)
+        if cached is not None and cached[0] is namespace and cached[1] == len(namespace):
+            cached[3] += 1
+            if cached[3] % SWEEP_EVERY:
+                get = namespace.get
+                return [(name, get(name)) for name in cached[2]]
+        try:
+            items = list(itertools.islice(namespace.items(), MAX_NAMES_PER_FRAME))
+        except RuntimeError:  # changed size during iteration (another thread)
+            return []
+        kinds = self._kinds
+        names = [
+            name
+            for name, value in items
+            if kinds.get(type(value), _OBJECT) != _SKIP and not name.startswith("__")
+        ]
+        if len(self._globals) > 64:
+            self._globals.clear()
+        self._globals[key] = [namespace, len(namespace), names, 0]
+        return items
 
     def _outer_globals(self, frame: FrameType) -> list[tuple[str, Any]]:
         """An outer module frame's globals, walked in full only every ``SWEEP_EVERY`` scans.

@@ -4,7 +4,7 @@ One bounded scan per step (``holders.py``) serves the dashboard's "what holds me
 panel (``Holder`` rows, written only when the top set changes), ``graph-accumulation``
 (``graph_probe.py``), ``memory-growth`` (``growth_probe.py``) and
 ``lingering-step-locals`` (``lingering_probe.py``). A check that fails is switched off on
-its own with one warning; the others go on.
+its own with one notice (memwatch.notices); the others go on.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A probe looks at one thing (graphs held across steps, forwards without backward, OOM
 holders ...) and turns what it sees into ``Event`` records for the pure detectors in
 ``memwatch.analysis``. Every method is optional; the tracker calls only the ones a probe
-overrides, and a probe that raises is switched off with one warning.
+overrides, and a probe that raises is switched off with one notice (stderr, never a Python warning).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Hooks and their costs (probe.md):
 * ``OutOfMemoryError.__init__`` observes OOMs (see ``oom.py``).
 
 The tracker never raises into the user's program: a hook that fails switches its part
-off with one warning and the rest goes on.
+off with one notice (memwatch.notices) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import functools
 import sys
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -46,12 +45,14 @@ from memwatch.collect.device import (
 )
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe
+from memwatch.collect.quiet import hide_global_hook_warning
 from memwatch.collect.rss import RssReader
 from memwatch.collect.saved import (
     SavedTensorCounter,
     SavedTensorHooks,
     ThreadSafeSavedTensorCounter,
 )
+from memwatch.notices import notice
 from memwatch.records import Event, Holder, StepRecord
 
 _is_compiling = torch.compiler.is_compiling
@@ -153,11 +154,9 @@ class Tracker:
         if part in self._failed:
             return
         self._failed.add(part)
-        warnings.warn(
-            f"memwatch: {part} switched off after an internal error ({exc!r}); "
-            "training continues and what was recorded is kept",
-            RuntimeWarning,
-            stacklevel=2,
+        notice(
+            f"{part} switched off after an internal error ({exc!r}); "
+            "training continues and what was recorded is kept"
         )
 
     # -- install / remove -------------------------------------------------------------------
@@ -175,6 +174,7 @@ class Tracker:
             self._patch_functorch_guard()
         oom_observer.install(self._on_oom)
         self._undo.append(oom_observer.uninstall)
+        self._undo.append(hide_global_hook_warning())
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
         self._call_probes("on_start")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from memwatch.plaintext import plain
 from memwatch.records import SEVERITY_RANK, Finding
 from memwatch.report.text import finding_lines
 from memwatch.store.paths import is_rank_directory, resolve_run
@@ -28,21 +29,30 @@ def failing(findings: list[Finding], level: str) -> list[Finding]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memwatch.commands.common import load_run, untrusted, write_out
+
     path = resolve_run(args.run)
-    if is_rank_directory(path):
-        from memwatch.commands.ranks import load_rank_findings
+    state = None
+    with untrusted(path):
+        if is_rank_directory(path):
+            from memwatch.commands.ranks import load_rank_findings
 
-        findings = load_rank_findings(path)
-    else:
-        from memwatch.commands.common import load_run
-
-        findings = load_run(path).findings
-    bad = failing(findings, args.fail_on)
-    if not bad:
-        print(f"memwatch check: {path}: no findings at or above {args.fail_on}")
-        return 0
-    print(f"memwatch check: {path}: {len(bad)} finding(s) at or above {args.fail_on}")
-    for i, finding in enumerate(bad, 1):
-        print("\n".join(finding_lines(finding, i)))
+            findings = load_rank_findings(path)
+        else:
+            loaded = load_run(path)
+            findings, state = loaded.findings, loaded.state
+        bad = failing(findings, args.fail_on)
+        lines = []
+        if not bad:
+            lines.append(f"memwatch check: {plain(path)}: no findings at or above {args.fail_on}")
+        else:
+            lines.append(
+                f"memwatch check: {plain(path)}: {len(bad)} finding(s) at or above {args.fail_on}"
+            )
+        if state:
+            lines.append(f"  {plain(state)}")
+        for i, finding in enumerate(bad, 1):
+            lines.extend(finding_lines(finding, i))
+    write_out("\n".join(lines) + "\n")
     sys.stdout.flush()
-    return 1
+    return 1 if bad else 0

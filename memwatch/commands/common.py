@@ -1,13 +1,19 @@
-"""Loading a run for the read-side commands (report, check)."""
+"""Loading a run for the read-side commands (report, check), and what a bad file gets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from memwatch.analysis import AnalysisInput, analyze
+from memwatch.errors import MemwatchError, RunFileError
+from memwatch.plaintext import plain
 from memwatch.records import Finding, RunInfo, StepRecord
 from memwatch.store import RunReader
+from memwatch.store.liveness import run_state
 
 
 @dataclass(frozen=True)
@@ -16,6 +22,8 @@ class LoadedRun:
     info: RunInfo
     steps: list[StepRecord]
     findings: list[Finding]
+    state: str | None = None
+    """How the run stands when it did not end normally (live, killed, recording stopped)."""
 
 
 def load_run(path: Path) -> LoadedRun:
@@ -23,14 +31,40 @@ def load_run(path: Path) -> LoadedRun:
 
     Findings are recomputed from the recorded steps and events rather than trusted from
     the file, so a report of an old or killed run uses today's detectors and the whole run.
+    A file whose values the detectors cannot use is refused (``RunFileError``).
     """
-    with RunReader(path) as reader:
+    with untrusted(path), RunReader(path) as reader:
         info = reader.info()
         steps = reader.steps()
         events = reader.events()
-    findings = analyze(AnalysisInput(steps=steps, events=events, info=info, final=True))
-    if info.rank is not None:
-        from dataclasses import replace
+        data = AnalysisInput(steps=steps, events=events, info=info, final=True)
+        findings = analyze(data, strict=True)
+        if info.rank is not None:
+            findings = [replace(f, rank=info.rank) for f in findings]
+        last = steps[-1].step if steps else None
+        return LoadedRun(path, info, steps, findings, run_state(info, last))
 
-        findings = [replace(f, rank=info.rank) for f in findings]
-    return LoadedRun(path, info, steps, findings)
+
+@contextlib.contextmanager
+def untrusted(path: Path) -> Iterator[None]:
+    """Turn any failure while reading or rendering a run file into one ``RunFileError``.
+
+    The file is untrusted input: a value memwatch never writes must end in one line and
+    exit 2, never a traceback (exit 1 is ``check``'s "findings found").
+    """
+    try:
+        yield
+    except MemwatchError:
+        raise
+    except Exception as exc:
+        raise RunFileError(
+            f"{plain(path)} holds values memwatch cannot use "
+            f"({type(exc).__name__}: {plain(exc)}); if memwatch wrote this file as it is, "
+            "please report it"
+        ) from None
+
+
+def write_out(text: str) -> None:
+    """Print a view of a run file: whatever a renderer let through, no control character
+    reaches the terminal (``plain`` is the one sanitiser; newlines and tabs stay)."""
+    sys.stdout.write(plain(text, multiline=True))

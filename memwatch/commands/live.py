@@ -59,8 +59,8 @@ def live_session(
     out = out if out is not None else sys.stderr
     show = dashboard if dashboard is not None else open_dashboard
     before = _identity(run_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
+    log_path, log = open_fresh_log(log_path)
+    with log:
         child = subprocess.Popen(
             command,
             stdout=log,
@@ -85,6 +85,29 @@ def live_session(
         return status
     choice = show(child, run_path, log_path)
     return finish(choice, child, run_path, log_path, out)
+
+
+def open_fresh_log(path: Path) -> tuple[Path, IO[bytes]]:
+    """Create the script's log file exclusively: ``path``, else ``<stem>-2.log``, ...
+
+    A file already there (the user's own ``results.log``, an earlier run's log) is never
+    truncated or replaced.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFileError(f"cannot create the log file {path}: {exc.strerror or exc}") from None
+    candidate = path
+    for n in range(2, 1002):
+        try:
+            return candidate, open(candidate, "xb")
+        except FileExistsError:
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        except OSError as exc:
+            raise RunFileError(
+                f"cannot create the log file {candidate}: {exc.strerror or exc}"
+            ) from None
+    raise RunFileError(f"cannot find a free log-file name near {path}")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -123,11 +146,14 @@ def wait_for_run(
 
 def open_dashboard(child: subprocess.Popen[bytes], run_path: Path, log_path: Path) -> str | None:
     """The dashboard in follow mode, with the script's output a key away."""
-    from tui.app import MemwatchApp
-    from tui.source import FileSource
+    from memwatch_tui import prefer_fixed_colours
+
+    prefer_fixed_colours()
+    from memwatch_tui.app import MemwatchApp
+    from memwatch_tui.feed import FileFeed
 
     try:
-        source = FileSource(run_path)
+        source = FileFeed(run_path)
     except RunFileError:
         return None
     app = MemwatchApp(source, path=run_path, follow=True, log_path=log_path, child=child)
@@ -187,6 +213,6 @@ def _status(returncode: int) -> int:
 
 
 def _tail(path: Path, lines: int = 20) -> str:
-    from tui.logtail import read_tail
+    from memwatch_tui.logtail import read_tail
 
     return read_tail(path, lines=lines) or "(no output)"

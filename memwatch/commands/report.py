@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from memwatch.report import FORMATS, render
@@ -22,16 +21,20 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memwatch.commands.common import load_run, untrusted, write_out
+
     path = resolve_run(args.run)
-    if is_rank_directory(path):
-        from memwatch.commands.ranks import render_rank_directory
+    with untrusted(path):
+        if is_rank_directory(path):
+            from memwatch.commands.ranks import render_rank_directory
 
-        sys.stdout.write(render_rank_directory(path, args.format))
-        return 0
-    from memwatch.commands.common import load_run
-
-    loaded = load_run(path)
-    sys.stdout.write(render(args.format, loaded.info, loaded.steps, loaded.findings))
-    if args.format == "json":
-        sys.stdout.write("\n")
+            text = render_rank_directory(path, args.format)
+        else:
+            loaded = load_run(path)
+            text = render(
+                args.format, loaded.info, loaded.steps, loaded.findings, state=loaded.state
+            )
+            if args.format == "json":
+                text += "\n"
+    write_out(text)
     return 0

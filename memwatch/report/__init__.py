@@ -16,8 +16,9 @@ def render(
     steps: Sequence[StepRecord],
     findings: Sequence[Finding],
     summary: StepSummary | None = None,
+    state: str | None = None,
 ) -> str:
-    """The report of one run in ``format``."""
+    """The report of one run in ``format`` (``state``: how an unfinished run stands)."""
     summary = summary if summary is not None else summarize(steps)
     if format == "json":
         from memwatch.report.json import render_json
@@ -26,11 +27,11 @@ def render(
     if format == "markdown":
         from memwatch.report.markdown import render_markdown
 
-        return render_markdown(info, summary, findings)
+        return render_markdown(info, summary, findings, state)
     if format == "text":
         from memwatch.report.text import render_text
 
-        return render_text(info, summary, findings)
+        return render_text(info, summary, findings, state)
     raise ValueError(f"unknown report format {format!r}; choose one of {', '.join(FORMATS)}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from memwatch.analysis.detectors.rank_imbalance import RankStats
+from memwatch.plaintext import plain
 from memwatch.records import Finding, RunInfo
 from memwatch.report.summary import StepSummary
 from memwatch.report.text import finding_lines
@@ -179,7 +180,7 @@ def rank_table(merged: MergedRun) -> list[str]:
                 _size(e.summary.peak_rss_bytes),
                 _size(growth, signed=True),
                 _size(e.stats.rss_growth_per_step_bytes, signed=True),
-                e.status,
+                plain(e.status),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -194,7 +195,7 @@ def _ranks_heading(merged: MergedRun) -> str:
     n = len(merged.entries)
     of = f" of {merged.world_size}" if merged.world_size is not None else ""
     info = merged.info()
-    where = f": {info.device_type}, torch {info.torch}" if info is not None else ""
+    where = f": {plain(info.device_type)}, torch {plain(info.torch)}" if info is not None else ""
     return f"Ranks ({n}{of}){where}"
 
 
@@ -209,13 +210,15 @@ def _footnotes(merged: MergedRun) -> list[str]:
     hosts = sorted({e.info.host for e in merged.entries})
     if len(hosts) > 1:
         by_host = {h: [str(e.rank) for e in merged.entries if e.info.host == h] for h in hosts}
-        notes.append("  hosts: " + "; ".join(f"{h}: {', '.join(r)}" for h, r in by_host.items()))
+        notes.append(
+            "  hosts: " + "; ".join(f"{plain(h)}: {', '.join(r)}" for h, r in by_host.items())
+        )
     if merged.missing_ranks:
         notes.append(
-            f"  no file for rank(s) {_ranks_text(merged.missing_ranks)} in {merged.directory} "
-            "(still starting, or written on another host)"
+            f"  no file for rank(s) {_ranks_text(merged.missing_ranks)} in "
+            f"{plain(merged.directory)} (still starting, or written on another host)"
         )
-    notes += [f"  {note}" for note in merged.notes]
+    notes += [f"  {plain(note)}" for note in merged.notes]
     return notes
 
 
@@ -225,7 +228,7 @@ def _ranks_text(ranks: Sequence[int]) -> str:
 
 def headline(merged: MergedRun) -> str:
     info = merged.info()
-    script = os.path.basename(info.script) if info else "run"
+    script = plain(os.path.basename(info.script)) if info else "run"
     steps = merged.summary().count
     ranks = f"{len(merged.entries)} rank{'' if len(merged.entries) == 1 else 's'}"
     findings = merged.findings
@@ -253,27 +256,29 @@ def render_ranks_text(merged: MergedRun) -> str:
 
 # -- markdown ---------------------------------------------------------------------------------
 def render_ranks_markdown(merged: MergedRun) -> str:
-    lines = [f"## {headline(merged).removeprefix('memwatch: ')}", ""]
+    from memwatch.report.markdown import md_code, md_text
+
+    lines = [f"## {md_text(headline(merged).removeprefix('memwatch: '))}", ""]
     if merged.findings:
         lines += [
             "| rank | severity | kind | where | variable | per step | fix |",
             "|---|---|---|---|---|---|---|",
         ]
         for f in merged.findings:
-            where = f"`{f.location.file}:{f.location.line}`" if f.location else ""
-            var = f"`{f.variable}`" if f.variable else ""
+            where = md_code(f"{f.location.file}:{f.location.line}") if f.location else ""
+            var = md_code(f.variable or "")
             growth = (
                 format_size(f.growth_per_step_bytes, signed=True) if f.growth_per_step_bytes else ""
             )
-            fix = f.fix.replace("|", "\\|")
             rank = "" if f.rank is None else str(f.rank)
             lines.append(
-                f"| {rank} | {f.severity} | {f.kind} | {where} | {var} | {growth} | {fix} |"
+                f"| {rank} | {md_text(f.severity)} | {md_text(f.kind)} | {where} | {var} "
+                f"| {growth} | {md_text(f.fix)} |"
             )
         lines.append("")
         for f in merged.findings:
             rank = "" if f.rank is None else f" (rank {f.rank})"
-            lines += [f"### {f.kind}{rank}: {f.title}", "", f.detail, ""]
+            lines += [f"### {md_text(f.kind)}{rank}: {md_text(f.title)}", "", md_text(f.detail), ""]
     lines += ["### Ranks", "", "```", *rank_table(merged), *_footnotes(merged), "```", ""]
     return "\n".join(lines)
 

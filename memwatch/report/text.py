@@ -1,7 +1,9 @@
 """The text report: what a person reads in ten seconds at the end of a run.
 
 Findings come first (most severe first, each with where, how much and the fix), then
-the memory numbers per step. Plain text, no colour codes, fits 80 columns.
+the memory numbers per step. Plain text, no colour codes, fits 80 columns. Every string
+that came from a run file (script, device, names, places, finding text) goes through
+``plain``: a crafted file cannot send escape sequences to the terminal or fake lines.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import textwrap
 from collections.abc import Sequence
 
+from memwatch.plaintext import plain
 from memwatch.records import Finding, RunInfo
 from memwatch.report.summary import StepSummary
 from memwatch.units import format_size
@@ -22,7 +25,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def headline(info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]) -> str:
-    script = os.path.basename(info.script) if info else "run"
+    script = plain(os.path.basename(info.script)) if info else "run"
     steps = _plural(summary.count, "step")
     if not findings:
         return f"memwatch: {script}: no memory problems found in {steps}"
@@ -38,12 +41,13 @@ def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
     """A finding as a short block: title, where/how much, fix."""
     label = finding.severity.upper()
     head = f"{index}. " if index is not None else ""
-    lines = [f"{head}{label} [{finding.kind}] {finding.title}"]
+    label = plain(label)
+    lines = [f"{head}{label} [{plain(finding.kind)}] {plain(finding.title)}"]
     facts = []
     if finding.location is not None:
-        facts.append(str(finding.location))
+        facts.append(plain(str(finding.location)))
     if finding.variable:
-        facts.append(f"variable `{finding.variable}`")
+        facts.append(f"variable `{plain(finding.variable)}`")
     if finding.first_step is not None:
         facts.append(f"since step {finding.first_step}")
     if finding.growth_per_step_bytes:
@@ -57,12 +61,14 @@ def finding_lines(finding: Finding, index: int | None = None) -> list[str]:
         lines.append(indent + " · ".join(facts))
     if finding.detail:
         lines.extend(
-            textwrap.wrap(finding.detail, WIDTH, initial_indent=indent, subsequent_indent=indent)
+            textwrap.wrap(
+                plain(finding.detail), WIDTH, initial_indent=indent, subsequent_indent=indent
+            )
         )
     if finding.fix:
         lines.extend(
             textwrap.wrap(
-                f"fix: {finding.fix}",
+                f"fix: {plain(finding.fix)}",
                 WIDTH,
                 initial_indent=indent,
                 subsequent_indent=indent + "     ",
@@ -108,15 +114,24 @@ def memory_lines(info: RunInfo | None, summary: StepSummary) -> list[str]:
     return [f"  {name:<17}{value}" for name, value in rows]
 
 
-def render_text(info: RunInfo | None, summary: StepSummary, findings: Sequence[Finding]) -> str:
+def render_text(
+    info: RunInfo | None,
+    summary: StepSummary,
+    findings: Sequence[Finding],
+    state: str | None = None,
+) -> str:
     lines = [headline(info, summary, findings)]
+    if state:
+        lines.append(f"  {plain(state)}")
     for i, finding in enumerate(findings, 1):
         lines.append("")
         lines.extend(finding_lines(finding, i))
     lines.append("")
     where = ""
     if info is not None:
-        where = f" ({info.device_type}: {info.device_name}, torch {info.torch})"
+        where = (
+            f" ({plain(info.device_type)}: {plain(info.device_name)}, torch {plain(info.torch)})"
+        )
     lines.append(f"Memory over {_plural(summary.count, 'step')}{where}")
     lines.extend(memory_lines(info, summary))
     if info is not None and info.device_type == "cpu" and summary.peak_allocated_bytes is None:

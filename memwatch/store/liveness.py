@@ -39,3 +39,27 @@ def writer_alive(info: RunInfo) -> bool | None:
         return True
     except Exception:  # the process ended meanwhile, or psutil cannot see it
         return None
+
+
+def run_state(info: RunInfo, last_step: int | None) -> str | None:
+    """How a run stands, in words, when it did not simply end (None when it did).
+
+    Said by ``report`` and ``check``: a report of a run that is still being written, was
+    killed, or stopped recording (a full disk) covers only the steps the file holds.
+    """
+    from memwatch.plaintext import plain
+
+    upto = "no step recorded yet" if last_step is None else f"last recorded step {last_step}"
+    if info.recording_stopped_at_step is not None:
+        stopped = info.recording_stopped_at_step
+        where = f"after step {stopped}" if stopped >= 0 else "before its first step"
+        reason = plain(info.recording_stopped_reason or "a write failed")
+        return f"recording stopped {where}: {reason}; later steps are not in the run file"
+    if info.ended_at is not None:
+        return None
+    alive = writer_alive(info)
+    if alive:
+        return f"run still running: it is being recorded now ({upto})"
+    if alive is False:
+        return f"run killed or crashed: the run file has no end record ({upto})"
+    return f"run unfinished: the run file has no end record ({upto}; written on another host)"

@@ -8,9 +8,11 @@ directory, so that ``memwatch report DIR`` sees the whole run:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from memwatch.errors import RunFileError
@@ -18,20 +20,46 @@ from memwatch.errors import RunFileError
 RUNS_DIR = "memwatch-runs"
 
 
-def default_run_path(
+def run_stem(script: str) -> str:
+    """The name a run file is filed under: the script's name without ``.py``.
+
+    A module run (``-m pkg.sub.mod``) keeps its whole dotted name, so its file is named
+    after the module rather than after its package (``Path.stem`` would cut at the dot).
+    """
+    name = Path(script).name
+    for suffix in (".py", ".pyw", ".pyz"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name or "run"
+
+
+def default_run_names(
     script: str, rank: int | None = None, directory: str | os.PathLike[str] | None = None
-) -> Path:
-    """A fresh run-file path for ``script`` in ``directory`` (default ``./memwatch-runs``)."""
-    stem = Path(script).stem or "run"
+) -> Iterator[Path]:
+    """Fresh run-file names for ``script``: ``<stem>-<time>.db``, then ``-2``, ``-3``...
+
+    The writer creates the first one that is free, exclusively, so runs started in the same
+    second (eight at once from a job array) each get their own file.
+    """
+    stem = run_stem(script)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     suffix = f"-rank{rank}" if rank is not None else ""
     base = Path(directory) if directory is not None else Path(RUNS_DIR)
-    path = base / f"{stem}-{stamp}{suffix}.db"
-    n = 1
-    while path.exists():  # two runs in the same second must not overwrite each other
-        n += 1
-        path = base / f"{stem}-{stamp}-{n}{suffix}.db"
-    return path
+    yield base / f"{stem}-{stamp}{suffix}.db"
+    for n in itertools.count(2):
+        yield base / f"{stem}-{stamp}-{n}{suffix}.db"
+
+
+def default_run_path(
+    script: str, rank: int | None = None, directory: str | os.PathLike[str] | None = None
+) -> Path:
+    """The first free default name (a hint: only the writer's exclusive create is final)."""
+    from memwatch.store.claim import _taken
+
+    for path in default_run_names(script, rank, directory):
+        if not _taken(path):
+            return path
+    raise AssertionError("unreachable")  # default_run_names never ends
 
 
 #: ``-rank<N>`` (and ``-restart<K>`` after a torchelastic restart) at the end of a file stem.
@@ -39,6 +67,13 @@ RANK_STEM_RE = re.compile(r"-rank(\d+)(?:-restart(\d+))?$")
 
 
 def run_file_path(out: str | os.PathLike[str] | None, script: str, rank: int | None = None) -> Path:
+    """Where this process records its run (the first choice of :func:`run_file_plan`)."""
+    return run_file_plan(out, script, rank)[0]
+
+
+def run_file_plan(
+    out: str | os.PathLike[str] | None, script: str, rank: int | None = None
+) -> tuple[Path, Iterator[Path] | None]:
     """Where this process records its run, given ``--out``/``out=`` and its rank (or None).
 
     A single process writes to ``out`` as given (an existing directory, or a path ending in
@@ -55,22 +90,28 @@ def run_file_path(out: str | os.PathLike[str] | None, script: str, rank: int | N
 
     After a torchelastic restart the name gains ``-restart<K>`` so that the failed
     attempt's files are kept; the views read the newest file of each rank.
+
+    Returns the path and, when memwatch chose the name itself, the alternatives to try
+    if it is taken; a name the user gave (and a rank's name, which all ranks of a launch
+    must agree on) has none: a clash there is refused, never overwritten.
     """
-    stem = Path(script).stem or "run"
+    stem = run_stem(script)
     if rank is None:
         if out is None:
-            return default_run_path(script)
+            names = default_run_names(script)
+            return next(names), names
         if Path(out).is_dir() or str(out).endswith(("/", os.sep)):
-            return default_run_path(script, directory=out)
-        return Path(out)
+            names = default_run_names(script, directory=out)
+            return next(names), names
+        return Path(out), None
     tag = f"-rank{rank}{_restart_suffix()}"
     if out is None:
         name = f"{stem}-{shared_run_stamp()}"
-        return Path(RUNS_DIR) / name / f"{name}{tag}.db"
+        return Path(RUNS_DIR) / name / f"{name}{tag}.db", None
     path = Path(out)
     if path.is_dir() or (path.suffix != ".db" and not path.exists()):
-        return path / f"{stem}{tag}.db"
-    return path.with_name(f"{path.stem}{tag}.db")
+        return path / f"{stem}{tag}.db", None
+    return path.with_name(f"{path.stem}{tag}.db"), None
 
 
 def _restart_suffix() -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1  # 1.1: RunInfo.cwd; run info keys recording_stopped_at_step/_reason
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
 

@@ -16,7 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from memwatch.errors import RunFileError
+from memwatch.plaintext import plain
 from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
+from memwatch.store.claim import claim_run_path, discard_claimed
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
 #: The writer's SQLite page cache, KiB (64 pages of 4 KiB: the right edge of every table).
@@ -32,8 +35,20 @@ def _loc(location: Location | None) -> str | None:
     return json.dumps(location.to_dict()) if location else None
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a write failed, in words (``database or disk is full``), for notices and the file."""
+    if isinstance(exc, (sqlite3.Error, OSError)) and str(exc):
+        return str(exc)
+    return repr(exc)
+
+
 class RunWriter:
-    """Appends records to one run file; commits in batches; checkpoints on close."""
+    """Appends records to one run file; commits in batches; checkpoints on close.
+
+    The file is created exclusively (see ``memwatch.store.claim``): the writer never
+    deletes or replaces anything but an earlier run file of its own, and that only with
+    ``force``. ``alternatives`` are the names to try when memwatch chose the path itself.
+    """
 
     def __init__(
         self,
@@ -41,20 +56,31 @@ class RunWriter:
         info: RunInfo,
         commit_every_s: float = 0.25,
         commit_every_rows: int = 256,
+        *,
+        alternatives: Iterable[Path] | None = None,
+        force: bool = False,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        # Appends touch only the last pages of each table: SQLite's default 2 MB page cache
-        # would fill over thousands of steps as part of memwatch's own growth (issue 15).
-        self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-        self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        self._conn.executescript(DDL)
+        self.path = claim_run_path(path, alternatives, force=force)
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Appends touch only the last pages of each table: SQLite's default 2 MB page
+            # cache would fill over thousands of steps as memwatch's own growth (issue 15).
+            self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self._conn.executescript(DDL)
+        except sqlite3.Error as exc:  # a full disk at start, a filesystem without locks...
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            discard_claimed(self.path)  # created above by this writer: its own
+            raise RunFileError(
+                f"cannot create the run file {plain(self.path)}: {failure_reason(exc)}"
+            ) from None
         self._steps: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
         self._holders: list[tuple[Any, ...]] = []
@@ -64,6 +90,8 @@ class RunWriter:
         self._commit_every_rows = commit_every_rows
         self._last_commit = time.monotonic()
         self.closed = False
+        self.last_committed_step: int | None = None
+        """The highest step the file holds (None before the first commit of a step)."""
         self._conn.execute("BEGIN")
         self._conn.executemany(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
@@ -159,8 +187,18 @@ class RunWriter:
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk): rolling back again
+            # would raise "no transaction is active" and hide the real cause.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
+        if self._steps:
+            newest = max(row[0] for row in self._steps)
+            if self.last_committed_step is None or newest > self.last_committed_step:
+                self.last_committed_step = newest
         self._steps.clear()
         self._events.clear()
         self._holders.clear()
@@ -189,6 +227,27 @@ class RunWriter:
         except sqlite3.OperationalError:
             pass  # a live reader holds the WAL open; the data is committed either way
         self._conn.close()
+        self.closed = True
+
+    def close_after_failure(self, info: RunInfo | None) -> None:
+        """Close after a failed write: drop what could not be written, then try (once) to
+        record the end, so the file says where and why recording stopped."""
+        if self.closed:
+            return
+        self._steps.clear()
+        self._events.clear()
+        self._holders.clear()
+        self._findings.clear()
+        self._clear_findings = False
+        try:
+            if info is not None:
+                self.update_run(info)
+        except sqlite3.Error:
+            pass  # still no room: the report printed at the end says it instead
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
         self.closed = True
 
     def abandon(self) -> sqlite3.Connection:

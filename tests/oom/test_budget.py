@@ -44,7 +44,9 @@ def test_the_allocation_that_crosses_the_budget_raises_a_cuda_style_oom() -> Non
     # THEN the error reads like the allocator's, and the refused tensor was never counted
     assert str(raised.value) == (
         "CUDA out of memory (memwatch budget). Tried to allocate 1024.00 KiB. "
-        "1.50 MiB already allocated; budget 2.00 MiB."
+        "1.50 MiB already allocated; budget 2.00 MiB. "
+        "This limit is memwatch's simulated budget (--budget), not the device running out of "
+        "memory."
     )
     assert live_after == 3 * MiB // 2
     # AND the OOM event says where, how much was asked and in use, and who held it
@@ -219,5 +221,7 @@ def test_cuda_style_sizes_match_the_allocator_format() -> None:
     assert cuda_style_size(3 * 1024 * MiB) == "3.00 GiB"
     assert budget_oom_message(2 * MiB, 10 * MiB, 16 * MiB) == (
         "CUDA out of memory (memwatch budget). Tried to allocate 2.00 MiB. "
-        "10.00 MiB already allocated; budget 16.00 MiB."
+        "10.00 MiB already allocated; budget 16.00 MiB. "
+        "This limit is memwatch's simulated budget (--budget), not the device running out of "
+        "memory."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from memwatch.commands.common import load_run
@@ -104,7 +106,8 @@ def test_memwatch_dir_keeps_a_readable_run_file_per_watched_test(inner: pytest.P
     result.assert_outcomes(passed=1)
     # THEN the directory holds that test's run, with its steps, for memwatch report/tui
     files = sorted((inner.path / "runs").glob("*.db"))
-    assert [f.name for f in files] == ["test_kept.py_test_kept.db"]
+    assert len(files) == 1
+    assert re.fullmatch(r"test_kept\.py_test_kept-[0-9a-f]{8}\.db", files[0].name)
     run = load_run(files[0])
     assert len(run.steps) == 5
     assert run.info.script == "test_kept.py::test_kept"

@@ -9,13 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from memwatch_tui.app import MemwatchApp
+from memwatch_tui.feed import FakeFeed
 from textual.app import App
 from textual.pilot import Pilot
 
 from memwatch.records import Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store import RunWriter
-from tui.app import MemwatchApp
-from tui.source import FakeSource
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -147,9 +147,9 @@ def write_run(
     return writer
 
 
-def fake_source(n: int = 200, cpu: bool = False, **info: object) -> FakeSource:
+def fake_feed(n: int = 200, cpu: bool = False, **info: object) -> FakeFeed:
     holders = make_holders(50) + make_holders(150)
-    return FakeSource(
+    return FakeFeed(
         make_info(**info),
         make_steps(n, cpu=cpu, spike_at=120),
         holders,
@@ -166,11 +166,11 @@ def never_alive(info: RunInfo) -> bool | None:
     return None
 
 
-def make_app(source: FakeSource | None = None, **kwargs: object) -> MemwatchApp:
+def make_app(source: FakeFeed | None = None, **kwargs: object) -> MemwatchApp:
     """The dashboard on a fake run with a fixed clock (for Pilot tests and snapshots)."""
     options: dict[str, object] = {"clock": fixed_clock, "alive": never_alive}
     options.update(kwargs)
-    return MemwatchApp(source if source is not None else fake_source(), **options)  # type: ignore[arg-type]
+    return MemwatchApp(source if source is not None else fake_feed(), **options)  # type: ignore[arg-type]
 
 
 def drive(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from memwatch_tui.app import MemwatchApp, run_dashboard
+from memwatch_tui.feed import FakeFeed, FileFeed
+from memwatch_tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
+from memwatch_tui.view import stride
+from memwatch_tui.widgets import FindingDetail, FindingsList, HoldersPanel, RanksPanel, Timeline
 from textual.content import Content
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -14,8 +20,10 @@ from textual.widgets import Static
 from memwatch.errors import RunFileError
 from memwatch.records import RunInfo
 from tests.tui.runs import (
+    GiB,
+    MiB,
     drive,
-    fake_source,
+    fake_feed,
     fixed_clock,
     make_app,
     make_findings,
@@ -25,11 +33,6 @@ from tests.tui.runs import (
     settle,
     write_run,
 )
-from tui.app import MemwatchApp, run_dashboard
-from tui.screens import ErrorScreen, HelpScreen, QuitLiveScreen
-from tui.source import FakeSource, FileSource
-from tui.view import stride
-from tui.widgets import FindingDetail, FindingsList, HoldersPanel, Timeline
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,26 +56,29 @@ async def wait_for(pilot: Pilot[object], condition, timeout: float = 10.0) -> No
 @drive
 async def test_a_recorded_run_opens_with_header_timeline_and_findings(recorded_run: Path):
     # GIVEN a finished run file of 200 steps with three findings
-    app = MemwatchApp(FileSource(recorded_run), clock=fixed_clock)
+    app = MemwatchApp(FileFeed(recorded_run), clock=fixed_clock)
     async with app.run_test() as pilot:
         # WHEN the dashboard has read it
         await settle(pilot)
         # THEN the header names the command, the last step and how the run ended
         assert "train.py --lr 0.1" in text(app, "#header-title")
-        assert text(app, "#header-status").startswith("step 199")
+        assert text(app, "#header-status").startswith("200 steps")
         assert "finished in 2:05" in text(app, "#header-status")
         assert "NVIDIA H100" in text(app, "#header-device")
         # AND the timeline is drawn exactly with all five CUDA series
         timeline = app.query_one(Timeline)
         assert timeline.data is not None and timeline.data.exact
-        assert len(timeline.data.lines) == 5
+        assert len(timeline.data.lines) == 6
         assert timeline.draws
         # AND the findings are listed most severe first
         findings = app.query_one(FindingsList).findings
         assert [f.severity for f in findings] == ["error", "warning", "info"]
         # AND the cursor starts on the newest step, whose holders are those of step 150
         assert app.viewport is not None and app.viewport.cursor == 199
-        assert app.query_one(HoldersPanel).border_title == "holders at step 150 · 864.0 MiB"
+        assert (
+            app.query_one(HoldersPanel).border_title
+            == "holders at step 150 (nearest to 199) · 864.0 MiB"
+        )
 
 
 @drive
@@ -84,7 +90,10 @@ async def test_moving_the_cursor_updates_values_and_holders():
         await pilot.press("home")
         await settle(pilot)
         assert app.viewport is not None and app.viewport.cursor == 0
-        assert app.query_one(HoldersPanel).border_title == "holders · none up to step 0"
+        assert (
+            app.query_one(HoldersPanel).border_title
+            == "holders at step 50 (nearest to 0) · 464.0 MiB"
+        )
         await pilot.press("right", "right", "right")
         await settle(pilot)
         # THEN it moved three columns (200 steps over 71 columns: 2 steps a column)
@@ -96,7 +105,7 @@ async def test_moving_the_cursor_updates_values_and_holders():
         # WHEN jumping to the newest step
         await pilot.press("end")
         await settle(pilot)
-        # THEN the holders are the last snapshot taken (step 150)
+        # THEN the holders are the snapshot nearest it (step 150)
         assert app.query_one(HoldersPanel).border_title.startswith("holders at step 150")
 
 
@@ -161,12 +170,12 @@ async def test_number_keys_hide_and_show_series():
 
 @drive
 async def test_a_cpu_run_leaves_out_the_cuda_series():
-    app = make_app(fake_source(cpu=True, device_type="cpu", device_name="cpu"))
+    app = make_app(fake_feed(cpu=True, device_type="cpu", device_name="cpu"))
     async with app.run_test() as pilot:
         await settle(pilot)
         timeline = app.query_one(Timeline)
         assert timeline.data is not None
-        assert timeline.data.columns == ("saved_bytes", "rss_bytes")
+        assert timeline.data.columns == ("saved_peak_bytes", "saved_bytes", "rss_bytes")
         bar = text(app, "#cursor-bar")
         assert "saved" in bar and "alloc" not in bar
 
@@ -179,7 +188,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
     writer = write_run(path, info, make_steps(20), close=False)
     alive = {"value": True}
     app = MemwatchApp(
-        FileSource(path),
+        FileFeed(path),
         follow=True,
         refresh_s=0.05,
         clock=fixed_clock,
@@ -207,7 +216,7 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
                     and app.chart.hi == 49
                 ),
             )
-            assert text(app, "#header-status").startswith("step 49")
+            assert text(app, "#header-status").startswith("50 steps")
             assert [f.kind for f in app.query_one(FindingsList).findings] == ["graph-accumulation"]
             assert app.query_one(HoldersPanel).border_title.startswith("holders at step 40")
             # WHEN the run ends
@@ -223,14 +232,14 @@ async def test_following_a_file_that_grows_during_the_test(tmp_path: Path):
             )
             # THEN the header says so and the dashboard stops polling
             await wait_for(pilot, lambda: "finished" in text(app, "#header-status"))
-            assert app.refresh_timer is None
+            await wait_for(pilot, lambda: app.refresh_timer is None)
     finally:
         writer.close()
 
 
 @drive
 async def test_a_live_run_without_steps_yet_waits_for_them():
-    source = FakeSource(make_info(ended_at=None))
+    source = FakeFeed(make_info(ended_at=None))
     app = make_app(source, follow=True, refresh_s=0.05)
     async with app.run_test() as pilot:
         await settle(pilot)
@@ -344,7 +353,7 @@ async def test_r_switches_between_rank_files(tmp_path: Path):
         path = tmp_path / f"train-20240101-000000-rank{rank}.db"
         write_run(path, make_info(rank=rank, world_size=2), make_steps(10 + rank))
         ranks.append(path)
-    app = MemwatchApp(FileSource(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
+    app = MemwatchApp(FileFeed(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
     async with app.run_test() as pilot:
         await settle(pilot)
         assert "rank 0/2" in text(app, "#header-device")
@@ -352,10 +361,10 @@ async def test_r_switches_between_rank_files(tmp_path: Path):
         await settle(pilot)
         assert "rank 1/2" in text(app, "#header-device")
         assert app.snapshot is not None and app.snapshot.last == 10
-        assert "file 2/2" in text(app, "#header-status")
+        assert "timeline: rank 1 of 2" in text(app, "#header-status")
 
 
-class VanishingSource(FakeSource):
+class VanishingSource(FakeFeed):
     """A run file that becomes unreadable after the first read (deleted, overwritten)."""
 
     def __init__(self) -> None:
@@ -386,10 +395,94 @@ async def test_a_file_that_breaks_while_followed_stops_following_with_a_message(
 @drive
 async def test_a_run_whose_writer_died_shows_as_stopped():
     # GIVEN a run without a recorded end whose process is gone (kill -9)
-    source = fake_source(ended_at=None, exit_status=None)
+    source = fake_feed(ended_at=None, exit_status=None)
     app = make_app(source, follow=True, alive=lambda info: False)
     async with app.run_test() as pilot:
         await settle(pilot)
         # THEN the header says so, timed to the last recorded step, and nothing is polled
         assert "◆ stopped after 1:40 (no end recorded)" in text(app, "#header-status")
         assert app.refresh_timer is None
+
+
+def two_rank_directory(tmp_path: Path) -> list[Path]:
+    """Rank 0 flat, rank 1 leaking 4 MiB of autograd graph a step (with its finding)."""
+    flat = [
+        replace(s, saved_bytes=200 * MiB, saved_stale_bytes=0, allocated_bytes=GiB)
+        for s in make_steps(60)
+    ]
+    leak = [replace(f, rank=1) for f in make_findings() if f.kind == "graph-accumulation"]
+    paths = [tmp_path / f"train-20240101-000000-rank{r}.db" for r in (0, 1)]
+    write_run(paths[0], make_info(rank=0, world_size=2), flat)
+    write_run(paths[1], make_info(rank=1, world_size=2), make_steps(60), (), leak)
+    return paths
+
+
+@drive
+async def test_a_run_directory_opens_on_every_ranks_findings(tmp_path: Path):
+    # GIVEN a two-rank run directory whose rank 1 leaks, rank 0 being clean
+    ranks = two_rank_directory(tmp_path)
+    app = MemwatchApp(FileFeed(ranks[0]), path=ranks[0], ranks=ranks, clock=fixed_clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # WHEN the dashboard opens the directory (on rank 0's timeline)
+        await wait_for(pilot, lambda: app.merged is not None)
+        await settle(pilot)
+        # THEN the findings list holds rank 1's leak and the rank-imbalance finding,
+        # each labelled by rank, not rank 0's "no problems found"
+        findings = app.query_one(FindingsList).findings or ()
+        assert {(f.kind, f.rank) for f in findings} == {
+            ("graph-accumulation", 1),
+            ("rank-imbalance", 1),
+        }
+        assert "all ranks" in app.query_one(FindingsList).border_title
+        # AND a per-rank table gives each rank's peaks and growth
+        table = str(app.query_one(RanksPanel).render())
+        assert "+4.0 MiB" in table and "rank" in table
+        assert "timeline: rank 0 of 2" in text(app, "#header-status")
+        # WHEN the leak is chosen with Enter
+        keys = [f.kind for f in findings]
+        app.query_one(FindingsList).highlighted = keys.index("graph-accumulation")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        # THEN the timeline switches to rank 1 with the cursor on the finding's first step
+        assert "timeline: rank 1 of 2" in text(app, "#header-status")
+        assert app.viewport is not None and app.viewport.cursor == 3
+        assert app.query_one(Timeline).focus_pane == "autograd"
+
+
+@drive
+async def test_a_run_opened_from_another_directory_shows_its_source(
+    tmp_path: Path, source_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN a run recorded in source_dir, its finding at the relative path "train.py",
+    # the run file kept elsewhere, and the dashboard started from a third directory
+    path = tmp_path / "artifacts" / "run.db"
+    write_run(path, make_info(cwd=str(source_dir)), make_steps(10), (), make_findings())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    app = MemwatchApp(FileFeed(path), path=path, clock=fixed_clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        # THEN the error's detail shows its source line, found through the run's cwd
+        detail = text(app, "#detail-body")
+        assert "source not found" not in detail
+        assert "total_loss += loss" in detail
+
+
+@drive
+async def test_moving_the_cursor_keeps_the_values_until_the_new_ones_arrive():
+    app = make_app()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        before = text(app, "#cursor-bar")
+        assert "6■" in before and " - " not in before
+        # WHEN the cursor moves, before the worker has read the new step's values
+        app.action_cursor(-1)
+        shown = text(app, "#cursor-bar")
+        # THEN the bar names the new step and still shows the previous values (dimmed),
+        # never blanks
+        assert shown.startswith("▶ 197 ")
+        assert shown.split(" ", 2)[2] == before.split(" ", 2)[2]
+        await settle(pilot)
+        assert app.cursor_data is not None and app.cursor_data.step == 197

@@ -15,7 +15,7 @@ FORBIDDEN = ("torch", "memwatch.collect", "memwatch.session")
 def test_importing_the_dashboard_does_not_import_torch():
     # GIVEN a fresh interpreter
     code = (
-        "import sys, tui, tui.app, memwatch.commands.live\n"
+        "import sys, memwatch_tui, memwatch_tui.app, memwatch.commands.live\n"
         "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' "
         "or m.startswith('memwatch.collect')]\n"
         "print(','.join(bad))\n"

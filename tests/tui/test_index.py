@@ -5,22 +5,23 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+from memwatch_tui.feed import SERIES_COLUMNS, FakeFeed, merge_blocks
+from memwatch_tui.index import MinMaxIndex
+
 from tests.tui.runs import make_info, make_steps
-from tui.index import MinMaxIndex
-from tui.source import SERIES_COLUMNS, FakeSource, merge_blocks
 
 RSS = SERIES_COLUMNS.index("rss_bytes")
 SPIKE = 99 << 30
 
 
-def brute(source: FakeSource, lo: int, hi: int) -> tuple[object, object]:
+def brute(source: FakeFeed, lo: int, hi: int) -> tuple[object, object]:
     whole = merge_blocks(source.block_stats(lo, hi + 1, hi - lo + 1))
     return whole.lows, whole.highs
 
 
-def spiky_source(n: int, spikes: set[int]) -> FakeSource:
+def spiky_source(n: int, spikes: set[int]) -> FakeFeed:
     steps = [replace(s, rss_bytes=SPIKE) if s.step in spikes else s for s in make_steps(n)]
-    return FakeSource(make_info(), steps)
+    return FakeFeed(make_info(), steps)
 
 
 def test_every_spike_in_the_window_survives_in_some_bucket():
@@ -52,14 +53,14 @@ def test_whole_run_extremes_are_exact():
 
 def test_too_narrow_a_window_is_left_to_a_direct_read():
     index = MinMaxIndex(0, base=256)
-    source = FakeSource(make_info(), make_steps(1000))
+    source = FakeFeed(make_info(), make_steps(1000))
     index.update(source.block_stats(0, 1000, 256))
     assert index.query(0, 999, 100) is None  # 10 steps a column: finer than one block
 
 
 def test_a_growing_run_replaces_its_partial_last_block():
     # GIVEN an index of 100 steps of a run that then grows to 300
-    source = FakeSource(make_info(), make_steps(100))
+    source = FakeFeed(make_info(), make_steps(100))
     index = MinMaxIndex(0, base=16, fanout=2, depth=3)
     index.update(source.block_stats(0, 100, 16))
     source.append(make_steps(200, start=100))

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from memwatch.records import Finding
-from tests.tui.runs import STARTED, GiB, MiB, make_info, make_step
-from tui.source import SERIES_COLUMNS, Block
-from tui.view import (
+from memwatch_tui.feed import SERIES_COLUMNS, Block
+from memwatch_tui.view import (
     Viewport,
     chart_from_blocks,
     cursor_values,
@@ -21,13 +17,15 @@ from tui.view import (
     move_cursor,
     nice_ticks,
     pan,
-    read_excerpt,
     run_state,
     run_title,
     short_count,
     short_size,
     zoom,
 )
+
+from memwatch.records import Finding, Holder
+from tests.tui.runs import STARTED, GiB, MiB, make_info, make_step
 
 
 def block(start: int, stop: int, low: int | None, high: int | None) -> Block:
@@ -119,15 +117,15 @@ class TestChart:
         record = make_step(1, cpu=True)
         values = tuple(getattr(record, c) for c in SERIES_COLUMNS)
         chart = chart_from_blocks([Block(1, 2, 1, values, values)], 1, 1)
-        # THEN only autograd-saved and RSS are drawn
-        assert chart.columns == ("saved_bytes", "rss_bytes")
+        # THEN only autograd-saved (in-step peak and step end) and RSS are drawn
+        assert chart.columns == ("saved_peak_bytes", "saved_bytes", "rss_bytes")
 
     def test_points_stay_inside_the_window(self):
         chart = chart_from_blocks([block(0, 1000, 1, 2)], 10, 20)
         assert all(10 <= x <= 20 for line in chart.lines for x in line.xs)
 
     def test_empty_blocks_draw_nothing(self):
-        assert chart_from_blocks([Block(0, 10, 0, (None,) * 5, (None,) * 5)], 0, 9).lines == ()
+        assert chart_from_blocks([Block(0, 10, 0, (None,) * 6, (None,) * 6)], 0, 9).lines == ()
 
 
 class TestText:
@@ -180,28 +178,10 @@ class TestText:
         finding = Finding("memory-growth", "warning", "t", "d", 7, "f", rank=1)
         assert finding_summary(finding) == "warning · memory-growth · from step 7 · rank 1"
 
-    def test_holders_title_names_the_snapshot(self):
-        assert holders_title(10, []) == "holders · none up to step 10"
-
-
-class TestExcerpt:
-    def test_lines_around_the_location_from_a_search_dir(self, source_dir: Path):
-        # GIVEN a location recorded relative to the script's directory
-        excerpt = read_excerpt("train.py", 42, [source_dir], context=2, recorded_at=STARTED)
-        # THEN the excerpt holds the lines around it, the file unchanged since the run
-        assert [n for n, _ in excerpt.lines] == [40, 41, 42, 43, 44]
-        assert "total_loss += loss" in dict(excerpt.lines)[42]
-        assert excerpt.note is None
-
-    def test_a_missing_file_says_so(self):
-        excerpt = read_excerpt("nowhere/train.py", 3)
-        assert excerpt.lines == ()
-        assert excerpt.note == "source not found on this machine: nowhere/train.py"
-
-    def test_a_file_edited_after_the_run_warns(self, source_dir: Path):
-        excerpt = read_excerpt("train.py", 1, [source_dir], recorded_at=STARTED - 7200)
-        assert excerpt.note == "file changed since the run: lines may have moved"
-
-    def test_a_line_past_the_end(self, source_dir: Path):
-        excerpt = read_excerpt(str(source_dir / "train.py"), 999)
-        assert "line 999 is gone" in (excerpt.note or "")
+    def test_holders_title_says_which_snapshot_is_nearest(self):
+        # GIVEN the cursor at step 127 and the nearest snapshot taken at step 150
+        holders = [Holder(150, "total_loss", MiB, 1)]
+        # THEN the title names the snapshot's step and that it is the nearest one
+        assert holders_title(127, holders) == "holders at step 150 (nearest to 127) · 1.0 MiB"
+        assert holders_title(150, holders) == "holders at step 150 · 1.0 MiB"
+        assert holders_title(10, []) == "holders · no snapshot yet"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from tui.widgets.cursor_bar import CursorBar
-from tui.widgets.findings import FindingDetail, FindingsList
-from tui.widgets.header import RunHeader
-from tui.widgets.holders import HoldersPanel
-from tui.widgets.log import LogPane
-from tui.widgets.timeline import Timeline
+from .cursor_bar import CursorBar
+from .findings import FindingDetail, FindingsList
+from .header import RunHeader
+from .holders import HoldersPanel
+from .log import LogPane
+from .ranks import RanksPanel
+from .timeline import Timeline
 
 __all__ = [
     "CursorBar",
@@ -15,6 +16,7 @@ __all__ = [
     "FindingsList",
     "HoldersPanel",
     "LogPane",
+    "RanksPanel",
     "RunHeader",
     "Timeline",
 ]

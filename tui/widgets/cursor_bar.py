@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.markup import escape
 from textual.widgets import Static
 
 from memwatch.records import StepRecord
-from tui.view import SERIES_NAMES, Viewport, cursor_values
-from tui.widgets.timeline import series_color
+
+from ..view import SERIES_NAMES, Viewport, cursor_values
+from .text import styled
+from .timeline import series_color
 
 
 class CursorBar(Static):
     """Doubles as the chart's legend: a coloured swatch per series, then its value.
 
-    When the long form does not fit it uses short labels and sizes (``alloc 1.2G``), so
-    all five series and the zoom factor fit in 80 columns. Series hidden with keys 1-5
-    show as an empty box.
+    Each series is numbered: its number key hides or shows it. When the long form does
+    not fit it uses short labels and sizes (``alloc 1.2G``), then numbers and values only
+    (``2■1.2G``), so every series fits in 80 columns. Hidden series show as an empty box.
+    While the values of a new cursor step are being read, the previous ones stay, dimmed
+    (no flash of blanks).
     """
 
     DEFAULT_CSS = """
-    CursorBar { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    CursorBar {
+        height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
+        background: $background; color: $foreground;
+    }
     """
 
     def show(
@@ -29,16 +35,18 @@ class CursorBar(Static):
         record: StepRecord | None,
         columns: tuple[str, ...],
         hidden: frozenset[str] = frozenset(),
+        stale: bool = False,
     ) -> None:
         if vp is None:
             self.update("")
             return
         room = self.size.width - 2
-        for wide in (True, False):
-            parts = self._parts(vp, record, columns, hidden, wide)
-            if not wide or len(Content.from_markup("  ".join(parts)).plain) <= room:
+        for form in ("wide", "short", "tiny"):
+            parts = self._parts(vp, record, columns, hidden, form, stale)
+            line = Content(" " if form == "tiny" else "  ").join(parts)
+            if form == "tiny" or len(line.plain) <= room:
                 break
-        self.update("  ".join(parts))
+        self.update(line)
 
     def _parts(
         self,
@@ -46,22 +54,41 @@ class CursorBar(Static):
         record: StepRecord | None,
         columns: tuple[str, ...],
         hidden: frozenset[str],
-        wide: bool,
-    ) -> list[str]:
+        form: str,
+        stale: bool,
+    ) -> list[Content]:
+        """The bar's parts in ``form``: ``wide`` (long names and sizes), ``short`` (short
+        ones), ``tiny`` (number, swatch and value only: six CUDA series in 80 columns)."""
+        wide = form == "wide"
         dark = self.app.current_theme.dark
-        parts = [f"[b]▶ step {vp.cursor:,}[/b]" if wide else f"[b]▶ {vp.cursor:,}[/b]"]
-        if record is not None and record.step != vp.cursor:
-            parts[0] += f" [$text-muted](≤{record.step:,})[/]"
-        for column, short, short_value, long_value in cursor_values(record, columns):
+        step = f"▶ step {vp.cursor:,}" if wide else f"▶ {vp.cursor:,}"
+        parts = [styled("[b]$step[/b]", step=step)]
+        if record is not None and record.step != vp.cursor and not stale:
+            parts[0] += styled(" [$text-muted](≤$at)[/]", at=f"{record.step:,}")
+        value_style = "$text-muted" if stale else "b"
+        for n, (column, short, short_value, long_value) in enumerate(
+            cursor_values(record, columns), 1
+        ):
             r, g, b = series_color(column, dark)
             label = SERIES_NAMES[column][0] if wide else short
+            if form == "tiny":
+                label = ""
             value = long_value if wide else short_value
             if column in hidden:
-                parts.append(f"[$text-muted]□ {escape(label)}[/]")
+                parts.append(styled("[$text-muted]$n□ $label[/]", n=n, label=label or short))
             else:
-                parts.append(f"[rgb({r},{g},{b})]■[/] {escape(label)} [b]{escape(value)}[/b]")
+                parts.append(
+                    styled(
+                        f"[$text-muted]$n[/][rgb({r},{g},{b})]■[/]"
+                        + (" $label " if label else "")
+                        + f"[{value_style}]$value[/]",
+                        n=n,
+                        label=label,
+                        value=value,
+                    )
+                )
         if not vp.whole:
             times = f"{vp.zoom:.0f}×" if vp.zoom >= 10 else f"{vp.zoom:.1f}×"
             window = f"steps {vp.lo:,}–{vp.hi:,} " if wide else ""
-            parts.append(f"[$text-muted]{window}{times}[/]")
+            parts.append(styled("[$text-muted]$zoom[/]", zoom=window + times))
         return parts

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.markup import escape
+from textual.content import Content
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from memwatch.records import Finding
-from tui.view import SEVERITY_BADGE, Excerpt, evidence_rows, finding_facts, finding_summary
+
+from ..user_source import Excerpt
+from ..view import SEVERITY_BADGE, evidence_rows, finding_facts, finding_summary
+from .text import join, styled, styled_lines
 
 SEVERITY_STYLE = {"error": "$text-error", "warning": "$text-warning", "info": "$text-accent"}
 
 
-def finding_prompt(finding: Finding) -> str:
-    """One line: a coloured severity letter, the title and the first step."""
+def finding_prompt(finding: Finding) -> Content:
+    """One line: a coloured severity letter, the rank (multi-rank runs), the title and the
+    first step."""
     style = SEVERITY_STYLE.get(finding.severity, "$text-muted")
     badge = SEVERITY_BADGE.get(finding.severity, "?")
-    step = f" [$text-muted]@{finding.first_step:,}[/]" if finding.first_step is not None else ""
-    return f"[{style} b]{badge}[/] {escape(finding.title)}{step}"
+    rank = "[$text-accent]r$rank[/] " if finding.rank is not None else ""
+    step = " [$text-muted]@$step[/]" if finding.first_step is not None else ""
+    return styled(
+        f"[{style} b]$badge[/] {rank}$title{step}",
+        badge=badge,
+        rank=finding.rank,
+        title=finding.title,
+        step=f"{finding.first_step:,}" if finding.first_step is not None else "",
+    )
 
 
 class FindingsList(OptionList):
@@ -28,7 +39,7 @@ class FindingsList(OptionList):
     DEFAULT_CSS = """
     FindingsList {
         height: 1fr; border: round $foreground 30%; border-title-color: $text-accent;
-        text-wrap: nowrap; text-overflow: ellipsis;
+        text-wrap: nowrap; text-overflow: ellipsis; background: $background; color: $foreground;
     }
     FindingsList:focus { border: round $accent; }
     """
@@ -45,7 +56,9 @@ class FindingsList(OptionList):
         self.findings = findings
         self.clear_options()
         if not findings:
-            self.add_option(Option("[$text-muted]no problems found (so far)[/]", disabled=True))
+            self.add_option(
+                Option(styled("[$text-muted]no problems found (so far)[/]"), disabled=True)
+            )
             self.border_title = "findings"
             return
         self.add_options(Option(finding_prompt(f), id=f.key) for f in findings)
@@ -68,61 +81,86 @@ class FindingsList(OptionList):
         self.border_title = "findings"
 
 
-def detail_markup(finding: Finding, excerpt: Excerpt | None) -> str:
-    """The detail pane, most useful first (80x24 shows about eight lines before scrolling):
+#: Width of the labels in the detail pane (``fix``, ``where``...): values line up after it.
+LABEL_WIDTH = 9
+
+
+def detail_content(finding: Finding, excerpt: Excerpt | None) -> Content:
+    """The detail pane, most useful first (``d`` opens it full-screen at small sizes):
     title, kind and step, the fix, where and how much, the source lines, what was measured.
+    Every string from the run file is plain text (see ``tui.widgets.text``).
     """
     style = SEVERITY_STYLE.get(finding.severity, "$text-muted")
-    out = [f"[{style} b]{escape(finding.title)}[/]"]
-    out.append(f"[$text-muted]{escape(finding_summary(finding))}[/]")
+    out = [styled(f"[{style} b]$title[/]", title=finding.title)]
+    out.append(styled("[$text-muted]$summary[/]", summary=finding_summary(finding)))
     if finding.fix:
-        out.append(f"[$text-success b]fix[/]{' ' * 6}{escape(finding.fix)}")
+        out.append(
+            styled_lines(
+                "[$text-success b]$label[/]$fix", label="fix".ljust(LABEL_WIDTH), fix=finding.fix
+            )
+        )
     for label, value in finding_facts(finding):
-        out.append(f"[$text-muted]{label:<8}[/] {escape(value)}")
+        out.append(
+            styled("[$text-muted]$label[/]$value", label=label.ljust(LABEL_WIDTH), value=value)
+        )
     if excerpt is not None:
-        out += ["", f"[b]source[/] [$text-muted]{escape(excerpt.path)}[/]"]
+        out += [Content(""), styled("[b]source[/] [$text-muted]$path[/]", path=excerpt.path)]
         width = len(str(excerpt.lines[-1][0])) if excerpt.lines else 1
         for number, text in excerpt.lines:
             if number == excerpt.focus:
-                out.append(f"[$text-accent b]▶ {number:>{width}} │ {escape(text)}[/]")
+                out.append(
+                    styled("[$text-accent b]▶ $n │ $text[/]", n=f"{number:>{width}}", text=text)
+                )
             else:
-                out.append(f"[$text-muted]  {number:>{width}} │[/] {escape(text)}")
+                out.append(
+                    styled("[$text-muted]  $n │[/] $text", n=f"{number:>{width}}", text=text)
+                )
         if excerpt.note:
-            out.append(f"[$text-warning]{escape(excerpt.note)}[/]")
+            out.append(styled("[$text-warning]$note[/]", note=excerpt.note))
     if finding.detail:
-        out += ["", escape(finding.detail)]
+        out += [Content(""), styled_lines("$detail", detail=finding.detail)]
     rows = evidence_rows(finding.evidence)
     if rows:
-        out += ["", "[b]evidence[/]"]
-        out += [f"  [$text-muted]{escape(k)}:[/] {escape(v)}" for k, v in rows]
-    return "\n".join(out)
+        out += [Content(""), styled("[b]evidence[/]")]
+        out += [styled("  [$text-muted]$key:[/] $value", key=k, value=v) for k, v in rows]
+    return join(out)
 
 
 class FindingDetail(VerticalScroll):
     """Scrollable detail of the highlighted finding (focus it with Tab to scroll)."""
 
     DEFAULT_CSS = """
-    FindingDetail { border: round $foreground 30%; border-title-color: $text-accent; }
+    FindingDetail {
+        border: round $foreground 30%; border-title-color: $text-accent;
+        background: $background; color: $foreground;
+    }
     FindingDetail:focus { border: round $accent; }
-    FindingDetail > Static { width: 1fr; }
+    FindingDetail > Static { width: 1fr; background: $background; color: $foreground; }
     """
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "[$text-muted]select a finding to see where it comes from[/]", id="detail-body"
+            styled("[$text-muted]select a finding to see where it comes from[/]"),
+            id="detail-body",
         )
 
     def on_mount(self) -> None:
         self.border_title = "detail"
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        #: What is shown, so ``d`` can open the same detail full-screen.
+        self.shown: tuple[Finding | None, Excerpt | None] = (None, None)
+
     def show(
         self, finding: Finding | None, excerpt: Excerpt | None, empty: str = "no finding selected"
     ) -> None:
+        self.shown = (finding, excerpt)
         body = self.query_one("#detail-body", Static)
         if finding is None:
             self.border_title = "detail"
-            body.update(f"[$text-muted]{escape(empty)}[/]")
+            body.update(styled("[$text-muted]$empty[/]", empty=empty))
             return
-        self.border_title = f"detail · {finding.kind}"
-        body.update(detail_markup(finding, excerpt))
+        self.border_title = styled("detail · $kind", kind=finding.kind)
+        body.update(detail_content(finding, excerpt))
         self.scroll_home(animate=False)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.markup import escape
 from textual.widgets import Static
 
 from memwatch.records import RunInfo
-from tui.view import RunState, device_text, run_title
+
+from ..view import RunState, device_text, run_title
+from .text import styled
 
 _STATE_STYLE = {"live": "$text-success", "finished": "$text-muted", "stopped": "$text-warning"}
 
@@ -21,8 +22,9 @@ class RunHeader(Vertical):
     """
 
     DEFAULT_CSS = """
-    RunHeader { height: 2; background: $panel; }
-    RunHeader Horizontal { height: 1; }
+    RunHeader { height: 2; background: $panel; color: $foreground; }
+    RunHeader Horizontal { height: 1; background: $panel; }
+    RunHeader Static { background: $panel; color: $foreground; }
     RunHeader .left { width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; padding: 0 1; }
     RunHeader .right { width: auto; text-wrap: nowrap; padding: 0 1; }
     """
@@ -35,18 +37,17 @@ class RunHeader(Vertical):
             yield Static("", id="header-device", classes="left")
             yield Static("", id="header-file", classes="right")
 
-    def show(
-        self, info: RunInfo, state: RunState, last: int | None, label: str, extra: str = ""
-    ) -> None:
-        """Fill in the run; ``extra`` is appended to the status (e.g. ``following``)."""
-        title = f"[b]memwatch[/b] [$text-muted]▸[/] [b]{escape(run_title(info))}[/b]"
+    def show(self, info: RunInfo, state: RunState, steps: str, label: str, extra: str = "") -> None:
+        """Fill in the run; ``steps`` says how many (``60 steps``); ``extra`` is appended to
+        the status (e.g. ``following``). Every stored string is shown as plain text."""
+        title = styled("[b]memwatch[/b] [$text-muted]▸[/] [b]$title[/b]", title=run_title(info))
         self.query_one("#header-title", Static).update(title)
-        step = "no steps yet" if last is None else f"step {last:,}"
         style = _STATE_STYLE.get(state.state, "$text-muted")
-        status = f"{step} · [{style}]{escape(state.text)}[/]"
-        if extra:
-            status += f" · {escape(extra)}"
+        template = f"$steps · [{style}]$state[/]" + (" · $extra" if extra else "")
+        status = styled(template, steps=steps, state=state.text, extra=extra)
         self.query_one("#header-status", Static).update(status)
-        device = f"{escape(device_text(info))} · torch {escape(info.torch)}"
-        self.query_one("#header-device", Static).update(f"[$text-muted]{device}[/]")
-        self.query_one("#header-file", Static).update(f"[$text-muted]{escape(label)}[/]")
+        device = styled(
+            "[$text-muted]$device · torch $torch[/]", device=device_text(info), torch=info.torch
+        )
+        self.query_one("#header-device", Static).update(device)
+        self.query_one("#header-file", Static).update(styled("[$text-muted]$label[/]", label=label))

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.events import Resize
 from textual.widgets import Static
 
+from memwatch.plaintext import plain
 from memwatch.records import Holder
-from tui.view import holder_rows, holders_title
+
+from ..view import holder_rows, holders_title
+from .text import styled
 
 
 class HoldersPanel(VerticalScroll):
-    """A table of holders, largest first, for the last snapshot at or before the cursor.
+    """A table of holders, largest first, for the snapshot nearest the cursor (the title
+    says which step it was taken at). Names and places are plain text, never markup.
 
     Narrow panels drop the tensor count, then the source location, so the name and the
     size (what a person needs first) keep their room.
     """
 
     DEFAULT_CSS = """
-    HoldersPanel { border: round $foreground 30%; border-title-color: $text-accent; }
+    HoldersPanel {
+        border: round $foreground 30%; border-title-color: $text-accent;
+        background: $background; color: $foreground;
+    }
     HoldersPanel:focus { border: round $accent; }
-    HoldersPanel > Static { width: 1fr; }
+    HoldersPanel > Static { width: 1fr; background: $background; color: $foreground; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -43,13 +51,15 @@ class HoldersPanel(VerticalScroll):
         body = self.query_one("#holders-body", Static)
         if step is None:
             self.border_title = "what holds memory"
-            body.update("[$text-muted]no steps recorded yet[/]")
+            body.update(styled("[$text-muted]no steps recorded yet[/]"))
             return
         self.border_title = holders_title(step, holders)
         if not holders:
             body.update(
-                "[$text-muted]no holder snapshot at or before this step "
-                "(memwatch records holders when it suspects a leak)[/]"
+                styled(
+                    "[$text-muted]no holder snapshot in this run yet "
+                    "(memwatch records holders when it suspects a leak)[/]"
+                )
             )
             return
         width = self.size.width
@@ -61,10 +71,10 @@ class HoldersPanel(VerticalScroll):
         if width >= 45:
             table.add_column("where", ratio=2, overflow="ellipsis", no_wrap=True)
         for name, size, tensors, where in holder_rows(holders):
-            cells = [name, size]
+            cells = [Text(plain(name)), Text(size)]
             if width >= 60:
-                cells.append(tensors)
+                cells.append(Text(tensors))
             if width >= 45:
-                cells.append(where)
+                cells.append(Text(plain(where)))
             table.add_row(*cells)
         body.update(table)

@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.text import Text
 from textual.widgets import Static
 
+from memwatch.plaintext import plain
+
 
 class LogPane(Static):
     """The newest lines of the script's output; ``l`` shows it in place of the panels below
@@ -20,6 +22,7 @@ class LogPane(Static):
     LogPane {
         height: 1fr; border: round $foreground 30%; border-title-color: $text-accent;
         display: none; text-wrap: nowrap; text-overflow: ellipsis;
+        background: $background; color: $foreground;
     }
     """
 
@@ -28,9 +31,9 @@ class LogPane(Static):
         self.path = path
 
     def on_mount(self) -> None:
-        self.border_title = f"output · {self.path}"
+        self.border_title = Text(f"output · {plain(self.path)}")
 
     def show(self, tail: str) -> None:
         height = max(1, self.size.height - 2)
         shown = tail.splitlines()[-height:] if tail else ["(no output yet)"]
-        self.update(Text("\n".join(shown)))
+        self.update(Text(plain("\n".join(shown), multiline=True)))

@@ -20,8 +20,8 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widget import Widget
 
-from tui.chart import draw
-from tui.view import ChartData
+from ..chart import Y_AXIS_WIDTH, draw
+from ..view import ChartData
 
 RGB = tuple[int, int, int]
 
@@ -30,12 +30,10 @@ SERIES_COLORS: dict[str, tuple[RGB, RGB]] = {
     "reserved_bytes": ((150, 160, 190), (95, 105, 140)),
     "allocated_bytes": ((90, 170, 255), (20, 90, 200)),
     "peak_allocated_bytes": ((255, 170, 70), (190, 95, 0)),
-    "saved_bytes": ((225, 120, 225), (150, 40, 160)),
+    "saved_peak_bytes": ((255, 135, 175), (185, 30, 90)),
+    "saved_bytes": ((200, 120, 255), (110, 40, 170)),
     "rss_bytes": ((110, 210, 130), (20, 125, 55)),
 }
-
-#: Columns left of the plot: y labels like ``1.5G`` and the axis line.
-Y_AXIS_WIDTH = 6
 
 
 def series_color(column: str, dark: bool) -> RGB:
@@ -58,8 +56,11 @@ class Timeline(Widget):
         self.data: ChartData | None = None
         self.cursor: int | None = None
         self.message = "reading the run…"
-        #: Series the user switched off (keys 1-5): the y axis fits the others.
+        #: Series the user switched off (keys 1-6): the y axes fit the others.
         self.hidden: frozenset[str] = frozenset()
+        #: The selected finding's pane and the steps it names (highlighted).
+        self.focus_pane: str | None = None
+        self.marks: tuple[int, ...] = ()
         #: ``(perf_counter at the end of a draw, exact)`` of the last draws, for benchmarks.
         self.draws: list[tuple[float, bool]] = []
         self.draw_count = 0
@@ -86,6 +87,12 @@ class Timeline(Widget):
         self.cursor = cursor
         self.refresh()
 
+    def highlight(self, focus: str | None, marks: tuple[int, ...]) -> None:
+        """Mark the selected finding's pane and steps (None, () to clear)."""
+        if (focus, marks) != (self.focus_pane, self.marks):
+            self.focus_pane, self.marks = focus, marks
+            self.refresh()
+
     def move_cursor(self, cursor: int) -> None:
         if cursor != self.cursor:
             self.cursor = cursor
@@ -98,24 +105,48 @@ class Timeline(Widget):
         foreground = Color.parse(theme.foreground or ("#e0e0e0" if dark else "#202020"))
         background = Color.parse(theme.background or ("#000000" if dark else "#ffffff"))
         cursor_bg = background.blend(foreground, 0.22).rich_color
-        muted = Style(color=background.blend(foreground, 0.6).rich_color)
-        styles: dict[str, Style] = {"": Style(), "label": muted, "axis": muted}
+        mark_bg = background.blend(Color.parse(theme.accent or "#0178d4"), 0.25).rich_color
+        bg = background.rich_color
+        muted = Style(color=background.blend(foreground, 0.6).rich_color, bgcolor=bg)
+        focus = Style(
+            color=Color.parse(theme.accent or "#0178d4").rich_color, bgcolor=bg, bold=True
+        )
+        styles: dict[str, Style] = {
+            "": Style(color=foreground.rich_color, bgcolor=bg),
+            "label": muted,
+            "axis": muted,
+            "focus": focus,
+        }
         for column in SERIES_COLORS:
-            styles[column] = Style.from_color(Color(*series_color(column, dark)).rich_color)
+            color = Color(*series_color(column, dark)).rich_color
+            styles[column] = Style(color=color, bgcolor=bg)
         on_cursor = Style(bgcolor=cursor_bg)
+        on_mark = Style(bgcolor=mark_bg)
         data, message = self.data, self.message
         if data is not None and self.hidden and data.lines:
             data = replace(data, lines=tuple(x for x in data.lines if x.column not in self.hidden))
             if not data.lines:
-                data, message = None, "every series is hidden: press 1-5 to show them"
-        rows = draw(data, self.cursor, self.size.width, self.size.height, message)
+                data, message = None, "every series is hidden: press its number to show it"
+        rows = draw(
+            data,
+            self.cursor,
+            self.size.width,
+            self.size.height,
+            message,
+            self.focus_pane,
+            self.marks,
+        )
         text = Text(no_wrap=True, overflow="crop", end="")
         for i, row in enumerate(rows):
             if i:
                 text.append("\n")
             for run in row:
                 style = styles.get(run.role, styles[""])
-                text.append(run.text, style + on_cursor if run.cursor else style)
+                if run.cursor:
+                    style += on_cursor
+                elif run.mark:
+                    style += on_mark
+                text.append(run.text, style)
         done = time.perf_counter()
         self.last_draw_s = (done - started, time.thread_time() - started_cpu)
         if self.data is not None and self.data.lines:

@@ -1,29 +1,28 @@
 """What the dashboard reads: a small interface over a run file, and a fake for tests.
 
 The dashboard never holds a whole run in memory: a run of a million steps is summarised
-by SQLite (min/max per block of steps, see ``tui.index``) and only the visible window is
-fetched. ``RunSource`` is the narrow set of queries the dashboard needs; ``FileSource``
-answers them from a run file opened read-only (so it costs the training process nothing),
-``FakeSource`` from lists in memory, so widget tests need no file and no threads racing a
-writer.
+as min/max per block of steps (see ``tui.index``) and only the visible window is
+fetched. ``RunFeed`` is the narrow set of reads the dashboard makes; ``FileFeed`` answers
+them from a run file through ``memwatch.store.RunReader`` (which owns every query and opens
+the file read-only, so following a run costs the training process nothing), ``FakeFeed``
+from lists in memory, so widget tests need no file and no threads racing a writer.
 
-``RunReader`` (``memwatch.store``) validates the file and reads runs, findings and
-holders; the down-sampling queries it lacks are run here on a second ``mode=ro``
-connection.
+A run file is untrusted data: ``FileFeed`` checks the type of every value the views use and
+turns a bad one into ``RunFileError`` (one ``memwatch: ...`` line, exit 2), never a
+traceback.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from memwatch.errors import RunFileError
-from memwatch.records import STEP_COLUMNS, Finding, Holder, RunInfo, StepRecord
+from memwatch.records import Finding, Holder, Location, RunInfo, StepRecord
 from memwatch.store import RunReader, resolve_run
 from memwatch.store.paths import find_run_files, is_rank_directory, rank_of_file
 
@@ -32,6 +31,7 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "reserved_bytes",
     "allocated_bytes",
     "peak_allocated_bytes",
+    "saved_peak_bytes",
     "saved_bytes",
     "rss_bytes",
 )
@@ -116,7 +116,7 @@ def group_rows(rows: Sequence[tuple[Any, ...]], start: int, stop: int, size: int
     return out
 
 
-class RunSource(Protocol):
+class RunFeed(Protocol):
     """The queries the dashboard makes; every call reads what is committed right now."""
 
     @property
@@ -143,7 +143,10 @@ class RunSource(Protocol):
         """The last recorded step at or before ``step``."""
         ...
 
-    def holders_at(self, step: int) -> list[Holder]: ...
+    def holders_near(self, step: int) -> list[Holder]:
+        """The holder snapshot nearest ``step`` (before or after; the earlier on a tie),
+        largest first; each ``Holder.step`` says which snapshot it is."""
+        ...
 
     def findings(self) -> list[Finding]: ...
 
@@ -156,21 +159,15 @@ class RunSource(Protocol):
 
 # -- the run file ------------------------------------------------------------------------
 
-_COLS = ", ".join(SERIES_COLUMNS)
-_BLOCK_SQL = (
-    "SELECT COUNT(*), "
-    + ", ".join(f"MIN({c}), MAX({c})" for c in SERIES_COLUMNS)
-    + " FROM steps WHERE step >= ? AND step < ?"
-)
-_SAMPLE_SQL = f"SELECT step, {_COLS} FROM steps WHERE step >= ? ORDER BY step LIMIT 1"
-_RANGE_SQL = f"SELECT step, {_COLS} FROM steps WHERE step >= ? AND step < ? ORDER BY step"
-_STEP_AT_SQL = (
-    f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step <= ? ORDER BY step DESC LIMIT 1"
-)
+T = TypeVar("T")
+
+#: What a bad value in a run file raises while being turned into records.
+_BAD_VALUE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError)
 
 
-class FileSource:
-    """A run file opened read-only; raises ``RunFileError`` for missing/corrupt/foreign files.
+class FileFeed:
+    """A run file read through ``RunReader``; raises ``RunFileError`` for missing, corrupt,
+    foreign or badly-valued files.
 
     Not thread-safe on its own: ``tui.model.RunModel`` serialises calls with a lock.
     """
@@ -178,97 +175,172 @@ class FileSource:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._reader = RunReader(self.path)  # validates application id and schema version
-        try:
-            self._conn = sqlite3.connect(
-                f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False
-            )
-        except sqlite3.DatabaseError as exc:  # pragma: no cover - RunReader opened it just now
-            raise RunFileError(f"{self.path} could not be read ({exc})") from None
 
     @property
     def label(self) -> str:
         return str(self.path)
 
-    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _checked(self, read: Callable[[], T], check: Callable[[T], object] = bool) -> T:
+        """``read()``, with a bad value in the file turned into one ``RunFileError``."""
         try:
-            return self._conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise RunFileError(f"{self.path} could not be read ({exc})") from None
+            value = read()
+            check(value)
+        except _BAD_VALUE as exc:
+            raise RunFileError(
+                f"{self.path} holds a bad value ({type(exc).__name__}: {exc})"
+            ) from None
+        return value
 
     def info(self) -> RunInfo:
-        return self._reader.info()
+        return self._checked(self._reader.info, check_info)
 
     def bounds(self) -> Bounds:
-        # Two single-ended queries: SQLite answers each from the primary key in O(1),
-        # whereas ``SELECT MIN(step), MAX(step)`` scans the table.
-        first = self._rows("SELECT step FROM steps ORDER BY step LIMIT 1")
-        last = self._rows("SELECT step FROM steps ORDER BY step DESC LIMIT 1")
-        version = self._rows("PRAGMA data_version")[0][0]
-        return Bounds(
-            int(first[0][0]) if first else None,
-            int(last[0][0]) if last else None,
-            int(version),
-        )
+        first, last = self._reader.step_bounds()
+        return Bounds(first, last, self._reader.data_version())
 
     def block_stats(self, start: int, stop: int, size: int) -> list[Block]:
         # Small blocks: one query for the rows, grouped here (a query costs ~50 µs, a row
-        # ~1 µs in Python). Large blocks: one range query per block walks the primary key
-        # in order; a single GROUP BY over ``step / size`` measured 2x slower (SQLite sorts
-        # it through a temp b-tree).
+        # ~1 µs in Python). Large blocks: one range query per block (see the reader).
         if size <= SMALL_BLOCK:
-            rows = self._rows(_RANGE_SQL, (start, stop))
-            return group_rows(rows, start, stop, size)
-        cursor = self._conn.cursor()
+            rows = self._reader.series_rows(SERIES_COLUMNS, start, stop)
+            return self._checked(lambda: group_rows(_whole_numbers(rows), start, stop, size))
         width = len(SERIES_COLUMNS)
-        out: list[Block] = []
-        try:
-            for lo in range(start, stop, size):
-                hi = min(lo + size, stop)
-                row = cursor.execute(_BLOCK_SQL, (lo, hi)).fetchone()
-                out.append(
-                    Block(
-                        lo,
-                        hi,
-                        int(row[0]),
-                        tuple(row[1 + 2 * i] for i in range(width)),
-                        tuple(row[2 + 2 * i] for i in range(width)),
-                    )
-                )
-        except sqlite3.DatabaseError as exc:
-            raise RunFileError(f"{self.path} could not be read ({exc})") from None
-        return out
+        found = self._reader.series_blocks(SERIES_COLUMNS, start, stop, size)
+
+        def blocks() -> list[Block]:
+            out = []
+            for lo, row in zip(range(start, stop, size), found):
+                lows = tuple(_size(row[1 + 2 * i]) for i in range(width))
+                highs = tuple(_size(row[2 + 2 * i]) for i in range(width))
+                out.append(Block(lo, min(lo + size, stop), int(row[0]), lows, highs))
+            return out
+
+        return self._checked(blocks)
 
     def sample(self, steps: Sequence[int]) -> list[tuple[int, Values]]:
-        cursor = self._conn.cursor()
-        out: list[tuple[int, Values]] = []
-        seen: set[int] = set()
-        try:
-            for want in steps:
-                row = cursor.execute(_SAMPLE_SQL, (want,)).fetchone()
-                if row is not None and row[0] not in seen:
-                    seen.add(row[0])
-                    out.append((int(row[0]), tuple(row[1:])))
-        except sqlite3.DatabaseError as exc:
-            raise RunFileError(f"{self.path} could not be read ({exc})") from None
-        return out
+        rows = self._reader.series_sample(SERIES_COLUMNS, steps)
+        return self._checked(
+            lambda: [(int(row[0]), tuple(_size(v) for v in row[1:])) for row in rows]
+        )
 
     def step_at(self, step: int) -> StepRecord | None:
-        rows = self._rows(_STEP_AT_SQL, (step,))
-        return StepRecord(*rows[0]) if rows else None
+        return self._checked(lambda: self._reader.step_at_or_before(step), check_step)
 
-    def holders_at(self, step: int) -> list[Holder]:
-        return self._reader.holders_at(step)
+    def holders_near(self, step: int) -> list[Holder]:
+        before, after = self._reader.holder_steps_near(step)
+        chosen = nearest(step, before, after)
+        if chosen is None:
+            return []
+        holders = self._checked(lambda: self._reader.holders_at(chosen), _check_all(check_holder))
+        return holders
 
     def findings(self) -> list[Finding]:
-        return self._reader.findings()
+        return self._checked(self._reader.findings, _check_all(check_finding))
 
     def findings_version(self) -> tuple[int, float]:
-        count, latest = self._rows("SELECT COUNT(*), MAX(found_at) FROM findings")[0]
-        return int(count), float(latest or 0.0)
+        return self._reader.findings_version()
 
     def close(self) -> None:
-        self._conn.close()
         self._reader.close()
+
+
+def nearest(step: int, before: int | None, after: int | None) -> int | None:
+    """The snapshot step nearest ``step``: ``before`` (at or before it) wins a tie."""
+    if before is None or after is None:
+        return before if after is None else after
+    return before if step - before <= after - step else after
+
+
+# -- checking values read from a file ------------------------------------------------------
+
+
+def _size(value: Any) -> int | None:
+    """A byte count as stored: an int (never a bool, string or float), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number of bytes, found {value!r:.40}")
+    return value
+
+
+def _whole_numbers(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` unchanged, once every value is checked to be an int or None (a tight loop:
+    a zoomed window reads thousands of rows)."""
+    for row in rows:
+        for value in row:
+            if value is not None and type(value) is not int:
+                raise TypeError(f"expected a whole number of bytes, found {value!r:.40}")
+    return rows
+
+
+def _number(value: Any, what: str, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"{what} should be a number, found {value!r:.40}")
+
+
+def _text(value: Any, what: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{what} should be text, found {value!r:.40}")
+
+
+def _check_location(loc: Location | None) -> None:
+    if loc is not None:
+        _text(loc.file, "a location's file")
+        _text(loc.function, "a location's function")
+        _size(loc.line)
+
+
+def check_info(info: RunInfo) -> None:
+    """Raise ``TypeError`` unless the run description has the types the views format."""
+    for name in ("id", "script", "python", "torch", "device_type", "device_name", "host"):
+        _text(getattr(info, name), f"the run's {name}")
+    for arg in info.argv:
+        _text(arg, "an argument")
+    _number(info.started_at, "the start time", optional=False)
+    _number(info.ended_at, "the end time")
+    for name in ("device_total_bytes", "pid", "rank", "world_size", "exit_status"):
+        _size(getattr(info, name))
+    _text(getattr(info, "cwd", None), "the working directory", optional=True)
+
+
+def check_step(record: StepRecord | None) -> None:
+    if record is None:
+        return
+    _number(record.started_at, "a step's start", optional=False)
+    _number(record.duration_s, "a step's duration", optional=False)
+    for column in SERIES_COLUMNS:
+        _size(getattr(record, column))
+
+
+def check_holder(holder: Holder) -> None:
+    _text(holder.name, "a holder's name")
+    _size(holder.bytes)
+    _size(holder.tensors)
+    _check_location(holder.location)
+
+
+def check_finding(finding: Finding) -> None:
+    for name in ("kind", "severity", "title", "detail", "fix"):
+        _text(getattr(finding, name), f"a finding's {name}")
+    _text(finding.variable, "a finding's variable", optional=True)
+    for name in ("first_step", "bytes", "rank"):
+        _size(getattr(finding, name))
+    _number(finding.growth_per_step_bytes, "a finding's growth")
+    _check_location(finding.location)
+    if not isinstance(finding.evidence, dict):
+        raise TypeError("a finding's evidence should be a mapping")
+
+
+def _check_all(check: Callable[[Any], None]) -> Callable[[Sequence[Any]], None]:
+    def each(items: Sequence[Any]) -> None:
+        for item in items:
+            check(item)
+
+    return each
 
 
 def run_files(path: Path) -> list[Path]:
@@ -299,7 +371,7 @@ def record_values(record: StepRecord) -> Values:
     return tuple(getattr(record, c) for c in SERIES_COLUMNS)
 
 
-class FakeSource:
+class FakeFeed:
     """A run held in memory, for tests: ``append`` and ``set_info`` mimic a live writer."""
 
     def __init__(
@@ -368,12 +440,11 @@ class FakeSource:
         keys = [k for k in self._steps if k <= step]
         return self._steps[max(keys)] if keys else None
 
-    def holders_at(self, step: int) -> list[Holder]:
-        self.calls.append("holders_at")
-        snaps = [h.step for h in self._holders if h.step <= step]
-        if not snaps:
-            return []
-        at = max(snaps)
+    def holders_near(self, step: int) -> list[Holder]:
+        self.calls.append("holders_near")
+        before = max((h.step for h in self._holders if h.step <= step), default=None)
+        after = min((h.step for h in self._holders if h.step > step), default=None)
+        at = nearest(step, before, after)
         return sorted((h for h in self._holders if h.step == at), key=lambda h: -h.bytes)
 
     def findings(self) -> list[Finding]:

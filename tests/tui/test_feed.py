@@ -7,23 +7,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from memwatch_tui.feed import FakeFeed, FileFeed, run_files, sample_points
+from memwatch_tui.model import RunModel
 
 from memwatch.errors import RunFileError
 from memwatch.store.liveness import writer_alive
 from tests.tui.runs import make_findings, make_holders, make_info, make_steps, write_run
-from tui.model import RunModel
-from tui.source import FakeSource, FileSource, run_files, sample_points
 
 
 def test_file_and_fake_sources_answer_alike(recorded_run: Path):
     # GIVEN the same run as a file and in memory
-    fake = FakeSource(
+    fake = FakeFeed(
         make_info(),
         make_steps(200, spike_at=120),
         make_holders(50) + make_holders(150),
         make_findings(),
     )
-    source = FileSource(recorded_run)
+    source = FileFeed(recorded_run)
     # THEN every query the dashboard makes gives the same answer
     assert source.info() == fake.info()
     assert (source.bounds().first, source.bounds().last) == (0, 199)
@@ -34,7 +34,10 @@ def test_file_and_fake_sources_answer_alike(recorded_run: Path):
     assert source.step_at(120) == fake.step_at(120)
     assert source.step_at(10_000) == fake.step_at(10_000)
     assert source.step_at(-1) is None
-    assert source.holders_at(149) == fake.holders_at(149)
+    for step in (0, 49, 100, 101, 149, 500):  # nearest snapshot: 50 or 150, earlier on a tie
+        assert source.holders_near(step) == fake.holders_near(step)
+    assert source.holders_near(101)[0].step == 150
+    assert source.holders_near(100)[0].step == 50
     assert {f.key for f in source.findings()} == {f.key for f in fake.findings()}
     source.close()
 
@@ -45,7 +48,7 @@ def test_a_killed_writer_leaves_every_committed_step_readable(tmp_path: Path):
     writer = write_run(path, make_info(ended_at=None), make_steps(50), close=False)
     writer.add_step(make_steps(1, start=50)[0])  # buffered, never committed
     # WHEN the dashboard opens the file
-    model = RunModel(FileSource(path), alive=lambda info: False)
+    model = RunModel(FileFeed(path), alive=lambda info: False)
     snapshot = model.refresh()
     # THEN it shows the committed steps, and the run as not recording
     assert snapshot is not None
@@ -68,13 +71,13 @@ def test_corrupt_or_foreign_files_raise_one_clear_line(tmp_path: Path, content, 
     else:
         path.write_bytes(content)
     with pytest.raises(RunFileError, match=message) as caught:
-        FileSource(path)
+        FileFeed(path)
     assert "\n" not in str(caught.value)
 
 
 def test_a_missing_file_and_an_empty_directory(tmp_path: Path):
     with pytest.raises(RunFileError, match="no run file"):
-        FileSource(tmp_path / "nope.db")
+        FileFeed(tmp_path / "nope.db")
     with pytest.raises(RunFileError, match="no run files"):
         run_files(tmp_path)
 
@@ -116,7 +119,7 @@ class TestModel:
         # GIVEN a 20,000-step run whose index uses blocks of 64 steps
         steps = make_steps(20_000)
         steps[12_345] = replace(steps[12_345], peak_allocated_bytes=1 << 50)
-        source = FakeSource(make_info(), steps)
+        source = FakeFeed(make_info(), steps)
         model = RunModel(source, base=64, chunk=64)
         model.refresh()
         # WHEN drawing the whole run before the index is built
@@ -137,7 +140,7 @@ class TestModel:
         assert narrow.exact and source.calls == ["block_stats"]
 
     def test_refresh_reports_only_changes_and_indexes_the_new_tail(self):
-        source = FakeSource(make_info(ended_at=None), make_steps(1000))
+        source = FakeFeed(make_info(ended_at=None), make_steps(1000))
         model = RunModel(source, base=16, alive=lambda info: True)
         assert model.refresh() is not None
         while not model.index_more():

@@ -1,0 +1,48 @@
+"""Saving the weights of every epoch fills the memory for large networks.
+
+Source: https://github.com/citoverse/cito/issues/45
+Reported: (cito, an R package on torch) with large networks the RAM filled up because the
+weights were stored at every epoch; the fix keeps only the last and the best epoch. Written
+in Python as people do it: a deep copy of `model.state_dict()` appended per epoch.
+Shape: `history` list of dicts {"epoch", "weights": deepcopy(state_dict)} appended at every
+epoch end (every 8 steps); only the best is ever used.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+ZOO = {
+    "expect": "memory-growth",
+    "culprit": "history",
+    "line": "history.append(",
+    "frameworks": [],
+}
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(512, 64), torch.randn(512, 1)
+    history = []
+    for epoch in range(8):
+        for batch in torch.arange(512).split(64):
+            loss = nn.functional.mse_loss(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            val = nn.functional.mse_loss(model(x), y).item()
+        # BUG: a full copy per epoch
+        history.append({"epoch": epoch, "val": val, "weights": copy.deepcopy(model.state_dict())})
+    best = min(history, key=lambda h: h["val"])
+    model.load_state_dict(best["weights"])
+    print(f"best epoch {best['epoch']}: {best['val']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
