@@ -5,11 +5,14 @@ failed attempt alive into the retry (``oom-retry-loop``), so it settles far belo
 the device can take, and it needs one trial per halving plus a bisection to get the
 exact size. Here:
 
-* every trial runs in its own frame and catches the OOM without binding it, so the
-  exception, its traceback and the trial's tensors die with the frame; then
-  ``gc.collect()`` (and ``torch.cuda.empty_cache()`` on CUDA) before the next trial;
-* the peak of each trial is measured (tracked tensor bytes on CPU under a budget,
-  ``max_memory_allocated`` on CUDA), so after one or two fitting trials the largest
+* every trial runs in its own frame and catches the OOM there (``torch.OutOfMemoryError``
+  and the plain ``RuntimeError`` ones: cuBLAS/cuDNN allocation failures, "CUDA error: out
+  of memory", MPS), so the exception, its traceback and the trial's tensors die with the
+  frame; then ``gc.collect()`` (and ``torch.cuda.empty_cache()`` on CUDA) before the next
+  trial;
+* the peak of each trial is measured (tracked tensor bytes on CPU under a budget, the
+  allocator's peak on CUDA, kept across the watch's step ends), so after one or two
+  fitting trials the largest
   fitting size is *predicted* from bytes per sample, then verified and bracketed
   (prediction-guided bisection, with a plain bisection step whenever predictions stop
   closing the gap);
@@ -20,6 +23,9 @@ Works under ``memwatch run --budget`` / ``memwatch(budget=...)`` (it uses the wa
 tracking), and without a watch (``budget=`` installs one for the search, and on CUDA the
 allocator's statistics are used directly).
 
+This module is the search alone (no torch): the measuring and the trial runner live on
+the collection side, in ``memwatch.collect.gauge``.
+
 ``step_fn(batch_size)`` should run one full training step at that size and keep nothing
 between calls. Its optimizer steps do change the weights: search on a throwaway copy of
 the model, or reload the weights afterwards.
@@ -27,12 +33,9 @@ the model, or reload the weights afterwards.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-import torch
+from typing import NamedTuple, Protocol
 
 from memwatch.errors import MemwatchError
 from memwatch.units import format_size, parse_size
@@ -130,181 +133,31 @@ def find_batch_size(
         raise MemwatchError("find_batch_size: start and min_size must be at least 1")
     if not 0.0 <= safety_margin < 1.0:
         raise MemwatchError("find_batch_size: safety_margin must be in [0, 1)")
-    gauge = _open_gauge(parse_size(budget) if budget is not None else None)
+    from memwatch.collect.gauge import open_gauge, run_trial
+
+    gauge = open_gauge(parse_size(budget) if budget is not None else None)
     try:
-        return _Search(step_fn, gauge, start, max_size, min_size, safety_margin, max_trials).run()
+        search = _Search(step_fn, gauge, start, max_size, min_size, safety_margin, max_trials)
+        return search.run(run_trial)
     finally:
         gauge.close()
 
 
-# -- measuring ------------------------------------------------------------------------------
-class _Gauge:
-    """Bytes in use, the peak of a window, the capacity; the release between trials."""
+# -- searching ------------------------------------------------------------------------------
+class Gauge(Protocol):
+    """What the search asks of the measurement side (``memwatch.collect.gauge``)."""
 
-    capacity: int | None = None
-    _level: int | None = None  # bytes in use after the previous release
+    capacity: int | None
 
-    def in_use(self) -> int | None:
-        return None
-
+    def in_use(self) -> int | None: ...
     def start_window(self) -> None: ...
-
-    def window_peak(self) -> int | None:
-        return None
-
-    def release(self) -> None:
-        """Free what the last trial left behind before the next one starts.
-
-        A full ``gc.collect()`` costs 0.1-0.3 s with torch loaded, so it runs only when
-        memory is still in use above the level after the previous release (a reference
-        cycle kept something) or when that cannot be measured.
-        """
-        self._drop_frames()
-        now = self.in_use()
-        if now is None or self._level is None or now > self._level:
-            gc.collect()
-            now = self.in_use()
-        self._level = now
-        self._empty_cache()
-
-    def _drop_frames(self) -> None: ...
-
-    def _empty_cache(self) -> None: ...
-
+    def window_peak(self) -> int | None: ...
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
-class _TrackedGauge(_Gauge):
-    """CPU: the tensor bytes tracked by a budget's dispatch mode.
-
-    ``limit`` imposes a budget on a watch that only tracks, for the search only.
-    """
-
-    def __init__(self, budget: Any, owned: bool, limit: int | None = None) -> None:
-        self.budget = budget
-        self.tensors = budget.tensors
-        self.owned = owned
-        self._previous_limit = self.tensors.budget_bytes
-        if limit is not None:
-            self.tensors.budget_bytes = limit
-        self.capacity = self.tensors.budget_bytes
-
-    def in_use(self) -> int | None:
-        return int(self.tensors.live)
-
-    def start_window(self) -> None:
-        self.tensors.reset_watermark()
-
-    def window_peak(self) -> int | None:
-        return int(self.tensors.watermark)
-
-    def _drop_frames(self) -> None:
-        self.tensors.release_raised_frames()
-
-    def close(self) -> None:
-        self.tensors.budget_bytes = self._previous_limit
-        if self.owned:
-            self.budget.uninstall()
-
-
-class _PeakKeeper:
-    """Wraps a watch's CUDA ``DeviceMemory`` during the search: its step boundaries reset
-    the allocator's peak, so the peak of a trial would lose its forward and backward."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.peak = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def read_and_reset_peak(self) -> Any:
-        reading = self.inner.read_and_reset_peak()
-        self.peak = max(self.peak, int(reading.peak_allocated_bytes or 0))
-        return reading
-
-
-class _CudaGauge(_Gauge):
-    """CUDA: the caching allocator's own statistics."""
-
-    def __init__(self, capacity: int | None, owned_budget: Any = None) -> None:
-        self.device = torch.cuda.current_device()
-        self.owned_budget = owned_budget
-        if capacity is None:
-            free, _total = torch.cuda.mem_get_info(self.device)
-            capacity = int(free) + int(torch.cuda.memory_reserved(self.device))
-        self.capacity = capacity
-        self.keeper: _PeakKeeper | None = None
-        self._tracker: Any = None
-        from memwatch.session import active_watch
-
-        watch = active_watch()
-        tracker = getattr(watch, "_tracker", None) if watch is not None else None
-        if tracker is not None and getattr(tracker, "device", None) is not None:
-            self._tracker = tracker
-            self.keeper = _PeakKeeper(tracker.device)
-            tracker.device = self.keeper
-
-    def in_use(self) -> int | None:
-        return int(torch.cuda.memory_allocated(self.device))
-
-    def start_window(self) -> None:
-        torch.cuda.synchronize(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        if self.keeper is not None:
-            self.keeper.peak = 0
-
-    def window_peak(self) -> int | None:
-        torch.cuda.synchronize(self.device)
-        peak = int(torch.cuda.max_memory_allocated(self.device))
-        if self.keeper is not None:
-            peak = max(peak, self.keeper.peak)
-        return peak
-
-    def _empty_cache(self) -> None:
-        torch.cuda.synchronize(self.device)
-        torch.cuda.empty_cache()
-
-    def close(self) -> None:
-        tracker, keeper = self._tracker, self.keeper
-        if tracker is not None and keeper is not None and tracker.device is keeper:
-            tracker.device = keeper.inner
-        if self.owned_budget is not None:
-            self.owned_budget.uninstall()
-
-
-def _open_gauge(budget_bytes: int | None) -> _Gauge:
-    """Measure with the active watch's tracking when there is one, else set up our own."""
-    from memwatch.collect.budget import active_budget, install_budget
-    from memwatch.collect.device import cuda_available
-
-    active = active_budget()
-    if active is not None and active.budget_bytes is not None:
-        if budget_bytes is not None and budget_bytes != active.budget_bytes:
-            raise MemwatchError(
-                "find_batch_size: the active watch has its own budget "
-                f"({format_size(active.budget_bytes)}); pass budget= only without one"
-            )
-        if active.tensors is not None:
-            return _TrackedGauge(active, owned=False)
-        return _CudaGauge(active.capacity_bytes)
-    if active is not None and active.tensors is not None:  # a CPU watch that only tracks
-        return _TrackedGauge(active, owned=False, limit=budget_bytes)
-    if cuda_available():
-        owned = install_budget(budget_bytes) if budget_bytes is not None else None
-        return _CudaGauge(budget_bytes, owned)
-    return _TrackedGauge(install_budget(budget_bytes), owned=True)
-
-
-# -- searching ------------------------------------------------------------------------------
-def _attempt(step_fn: Callable[[int], object], size: int) -> bool:
-    """Run one trial in its own frame. The OOM is caught without a name, so the exception,
-    its traceback and every frame it holds die when this frame returns."""
-    try:
-        step_fn(size)
-    except torch.OutOfMemoryError:
-        return False
-    return True
+#: Runs one trial; False when it ran out of memory.
+TrialRunner = Callable[[Callable[[int], object], int], bool]
 
 
 class _Search:
@@ -314,7 +167,7 @@ class _Search:
     def __init__(
         self,
         step_fn: Callable[[int], object],
-        gauge: _Gauge,
+        gauge: Gauge,
         start: int,
         max_size: int | None,
         min_size: int,
@@ -343,7 +196,8 @@ class _Search:
         self._edge_step = 1  # galloping step when the model says "lo is the maximum"
         self._edge_probe = False
 
-    def run(self) -> BatchSizeResult:
+    def run(self, attempt: TrialRunner) -> BatchSizeResult:
+        self.attempt = attempt
         gauge = self.gauge
         gauge.release()
         self.baseline = gauge.in_use()
@@ -378,7 +232,7 @@ class _Search:
         gauge = self.gauge
         gauge.release()
         gauge.start_window()
-        ok = _attempt(self.step_fn, size)
+        ok = self.attempt(self.step_fn, size)
         peak = gauge.window_peak()
         fitted = ok and (self.limit is None or peak is None or peak <= self.limit)
         if not ok:

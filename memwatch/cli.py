@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from memwatch.commands import check, report, run, tui
+from memwatch.commands import baseline, check, diff, export, report, run, tui
 from memwatch.errors import MemwatchError
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"memwatch {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (run, report, tui, check):
+    for command in (run, report, tui, check, diff, baseline, export):
         command.add_parser(subparsers)
     return parser
 

@@ -67,6 +67,8 @@ class RunInfo:
     #: Set when writing the run file failed (a full disk): the last step it holds, and why.
     recording_stopped_at_step: int | None = None
     recording_stopped_reason: str | None = None
+    #: The CUDA device index the run used (None: not CUDA, or CUDA not initialised yet).
+    device_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -128,6 +130,43 @@ class StepRecord:
 
 #: Column order of ``StepRecord`` in the run file (also its constructor order).
 STEP_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryCategories:
+    """What the memory of one step is made of, in bytes.
+
+    ``parameters_bytes`` (parameters and buffers of the modules that ran),
+    ``gradients_bytes`` and ``optimizer_bytes`` (optimizer state) are counted at the step
+    end, each storage once; ``activations_bytes`` is what autograd saved for backward at
+    its peak in the step; ``other_bytes`` is the rest of the step's peak ``total_bytes``
+    (inputs, outputs, temporaries, caches). ``basis`` says where the total comes from:
+    ``"cuda-allocator"``, ``"tracked-tensors"`` (CPU with tensor tracking), or
+    ``"estimated"`` (CPU without a total: ``total_bytes``/``other_bytes`` are None and
+    the four counted categories are all that is known).
+    """
+
+    step: int
+    parameters_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    other_bytes: int | None
+    total_bytes: int | None
+    basis: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Category names in display order, with their ``MemoryCategories`` field.
+CATEGORY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("parameters", "parameters_bytes"),
+    ("gradients", "gradients_bytes"),
+    ("optimizer", "optimizer_bytes"),
+    ("activations", "activations_bytes"),
+    ("other", "other_bytes"),
+)
 
 
 @dataclass(frozen=True, slots=True)

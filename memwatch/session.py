@@ -22,7 +22,15 @@ from typing import Any, TypeVar
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.errors import MemwatchError
 from memwatch.notices import notice
-from memwatch.records import Event, Finding, Holder, RunInfo, StepRecord, sort_findings
+from memwatch.records import (
+    Event,
+    Finding,
+    Holder,
+    MemoryCategories,
+    RunInfo,
+    StepRecord,
+    sort_findings,
+)
 from memwatch.store.paths import run_file_plan
 from memwatch.store.writer import RunWriter, failure_reason
 from memwatch.units import parse_budget
@@ -68,6 +76,10 @@ class Watch:
             switches automatic detection off from then on).
         store: write a run file at all (pytest helpers keep everything in memory).
         force: replace an earlier memwatch run file at ``out`` (never any other file).
+        rank, world_size: the process's rank as a framework knows it (Lightning, the
+            transformers Trainer), for launchers that do not set torchrun's ``RANK``.
+        snapshot_at_step, snapshot_on_oom: on CUDA, write a PyTorch memory snapshot (for
+            memory_viz) beside the run file at the end of that step / at the first OOM.
     """
 
     #: A background watch (pytest's ``--memwatch``) stops when the user starts their own.
@@ -89,6 +101,10 @@ class Watch:
         manual_steps: bool = False,
         track_tensors: bool = False,
         force: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        snapshot_at_step: int | None = None,
+        snapshot_on_oom: bool = False,
     ) -> None:
         if analysis not in ("default", "deep"):
             raise MemwatchError(f"analysis must be 'default' or 'deep', not {analysis!r}")
@@ -104,6 +120,9 @@ class Watch:
         self._use_store = store
         self._force = force
         self._manual_steps = manual_steps
+        self._rank = (rank, world_size)
+        self.snapshot_at_step = snapshot_at_step
+        self.snapshot_on_oom = snapshot_on_oom
         self.run_path: Path | None = None
         self.info: RunInfo | None = None
         self._writer: RunWriter | None = None
@@ -111,6 +130,7 @@ class Watch:
         self._budget: Any = None
         self._steps: deque[StepRecord] = deque(maxlen=window)
         self._events: deque[Event] = deque(maxlen=window)
+        self._categories: deque[MemoryCategories] = deque(maxlen=window)
         self._findings: dict[str, Finding] = {}
         self._step_count = 0
         self._events_seen = 0
@@ -142,6 +162,11 @@ class Watch:
         return list(self._events)
 
     @property
+    def categories(self) -> list[MemoryCategories]:
+        """Memory by category of the recorded steps still in memory."""
+        return list(self._categories)
+
+    @property
     def step_count(self) -> int:
         return self._step_count
 
@@ -153,11 +178,20 @@ class Watch:
             except Exception as exc:
                 self._tracker.fail("manual step marking", exc)
 
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """Record an observation made outside torch (a framework's phase change) as an
+        event of the current step; detectors and views read it like any other event."""
+        if self.active and self._tracker is not None and os.getpid() == self._pid:
+            try:
+                self._tracker.emit(Event(kind, self._tracker.step, time.time(), data))
+            except Exception as exc:
+                self._tracker.fail("event recording", exc)
+
     def report(self, format: str = "text") -> str:
         """The report of this watch as text, markdown or JSON."""
         from memwatch.report import render
 
-        return render(format, self.info, self.steps, self.findings)
+        return render(format, self.info, self.steps, self.findings, categories=self.categories)
 
     # -- context manager / decorator ---------------------------------------------------------
     def __enter__(self) -> Watch:
@@ -165,7 +199,22 @@ class Watch:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self.note_exception(exc)
         self.stop(exit_status=None if exc_type is None else 1)
+
+    def note_exception(self, exc: BaseException) -> None:
+        """The error that ended the watched code: an out-of-memory failure that is not
+        ``torch.OutOfMemoryError`` (cuBLAS, cuDNN, MPS, "CUDA error: out of memory") is
+        recorded as an ``oom`` event (``OutOfMemoryError`` records itself when raised)."""
+        if not self.active or self._tracker is None or os.getpid() != self._pid:
+            return
+        try:
+            from memwatch.collect import oom
+
+            oom.observe_exception(exc)
+        except Exception:
+            pass
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
@@ -203,6 +252,10 @@ class Watch:
     def _start_recording(self, environment: Any, default_probes: Any, tracker_cls: Any) -> None:
         global _ACTIVE, _FORK_HANDLER_REGISTERED
         self.info = environment.run_info(str(uuid.uuid4()), self._script, self._argv)
+        if self._rank[0] is not None and self.info.rank is None:
+            from dataclasses import replace
+
+            self.info = replace(self.info, rank=self._rank[0], world_size=self._rank[1])
         self._started = time.perf_counter()  # the analysis budget counts from here
         if self._use_store:
             # Under torchrun each rank names its own file (see run_file_path).
@@ -339,6 +392,24 @@ class Watch:
         thinned.extend(itertools.islice(steps, older, None))
         return tuple(thinned)
 
+    def on_device(self, facts: Any) -> None:
+        """The tracker saw the run's CUDA device (its first CUDA step, or a new device):
+        the run is described by it from now on (memwatch never initialises CUDA to learn
+        this at the start)."""
+        if self.info is None:
+            return
+        from dataclasses import replace
+
+        info = replace(
+            self.info,
+            device_type="cuda",
+            device_name=facts.name,
+            device_total_bytes=facts.total_bytes,
+            device_index=facts.index,
+        )
+        self.info = info
+        self._write(lambda w: w.update_run(info))
+
     def on_event(self, event: Event) -> None:
         self._events.append(event)
         self._events_seen += 1
@@ -346,6 +417,10 @@ class Watch:
 
     def on_holders(self, holders: list[Holder]) -> None:
         self._write(lambda w: w.add_holders(holders))
+
+    def on_categories(self, categories: MemoryCategories) -> None:
+        self._categories.append(categories)
+        self._write(lambda w: w.add_categories(categories))
 
     def _write(self, action: Callable[[RunWriter], object]) -> None:
         if self._writer is None or self._store_failed or os.getpid() != self._pid:
@@ -375,6 +450,7 @@ class Watch:
                     info=self.info,
                     warmup=self.warmup,
                     final=final,
+                    categories=tuple(self._categories),
                 )
             )
         except Exception as exc:

@@ -9,7 +9,10 @@ kind, variable, file:line, bytes per step and fix. Works without pytest (plain
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from memwatch import checks
@@ -19,7 +22,7 @@ from memwatch.errors import MemwatchError
 from memwatch.records import Finding, sort_findings
 from memwatch.session import Watch
 
-__all__ = ["CheckedWatch", "assert_no_leaks"]
+__all__ = ["CheckedWatch", "assert_matches_baseline", "assert_no_leaks"]
 
 
 class CheckedWatch(Watch):
@@ -174,3 +177,72 @@ def assert_no_leaks(
     )
     watch._raise_if(failures, findings, m)
     return watch
+
+
+#: Set to 1 to (re)write the baselines ``assert_matches_baseline`` compares with.
+UPDATE_BASELINE_ENV = "MEMWATCH_UPDATE_BASELINE"
+
+
+def assert_matches_baseline(
+    run: Watch | str | os.PathLike[str],
+    baseline: str | os.PathLike[str],
+    tolerance: str | float = "5%",
+    *,
+    fail_on_findings: str | None = "error",
+    update: bool | None = None,
+) -> None:
+    """Fail when ``run`` (a finished watch, or a run file) uses more memory than the
+    ``baseline`` JSON (written by ``memwatch baseline`` or by this helper) beyond
+    ``tolerance``, or has findings at ``fail_on_findings`` (None: ignore findings).
+
+    A missing baseline fails with how to create it: run the test once with
+    ``MEMWATCH_UPDATE_BASELINE=1`` (or ``update=True``) to write it from this run.
+    The same comparison as ``memwatch check RUN --baseline BASE``.
+    """
+    __tracebackhide__ = True
+    from memwatch.analysis.compare import RunProfile, check, format_value, parse_tolerance
+    from memwatch.analysis.compare import profile as run_profile
+
+    if isinstance(run, Watch):
+        if run.active:
+            run.stop()
+        script = run.info.script if run.info is not None else "run"
+        current = run_profile(script, run.steps, run.findings, run.categories)
+    else:
+        from memwatch.commands.compare import load_profile
+
+        _, current = load_profile(str(run))
+    path = Path(baseline)
+    if update is None:
+        update = os.environ.get(UPDATE_BASELINE_ENV, "") not in ("", "0")
+    if update:
+        path.write_text(json.dumps(current.to_dict(), indent=2, default=str) + "\n")
+        return
+    if not path.exists():
+        raise AssertionError(
+            f"memwatch: no baseline at {path}; run once with {UPDATE_BASELINE_ENV}=1 to "
+            "write it from this run"
+        )
+    try:
+        base = RunProfile.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise MemwatchError(f"{path}: not a readable baseline ({exc})") from None
+    level = tolerance if isinstance(tolerance, float) else parse_tolerance(str(tolerance))
+    lines = []
+    for gate in check(current, base, level):
+        if not gate.ok:
+            m = gate.metric
+            lines.append(
+                f"  {m.label}: {format_value(m, gate.value)} > limit "
+                f"{format_value(m, gate.limit)} (baseline {format_value(m, gate.baseline)})"
+            )
+    if fail_on_findings is not None:
+        limit = {"error": 0, "warning": 1, "info": 2}[fail_on_findings]
+        for f in current.findings:
+            if {"error": 0, "warning": 1, "info": 2}.get(str(f.get("severity")), 9) <= limit:
+                lines.append(f"  finding: {f.get('severity')} [{f.get('kind')}] {f.get('title')}")
+    if lines:
+        raise AssertionError(
+            f"memwatch: memory exceeds the baseline {path} (tolerance {level * 100:g}%):\n"
+            + "\n".join(lines)
+        )

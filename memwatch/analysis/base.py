@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from memwatch.records import Event, Finding, RunInfo, StepRecord
+from memwatch.records import Event, Finding, MemoryCategories, RunInfo, StepRecord
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class AnalysisInput:
     """The facts detectors judge: steps in order, events in order, the run.
 
     ``final`` is True for the pass after the run ended (a detector may then report
-    things it only suspects mid-run, e.g. growth over the whole run).
+    things it only suspects mid-run, e.g. growth over the whole run). ``categories``
+    (memory by category per step, where recorded) lets a detector say what the memory is.
     """
 
     steps: Sequence[StepRecord]
@@ -22,6 +23,7 @@ class AnalysisInput:
     info: RunInfo | None = None
     warmup: int = 3
     final: bool = False
+    categories: Sequence[MemoryCategories] = ()
 
     @cached_property
     def events_by_kind(self) -> dict[str, list[Event]]:

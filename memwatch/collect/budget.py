@@ -4,8 +4,14 @@ Why this exists: OOM handling (retry loops, batch-size searches) cannot be teste
 CPU, where nothing runs out. With a budget the device behaves as if it had SIZE bytes:
 
 * **CUDA** — the caching allocator's own per-process limit
-  (``torch.cuda.set_per_process_memory_fraction(budget / total)``, restored on uninstall).
-  The OOM is the allocator's real one; step numbers come from the allocator as always.
+  (``torch.cuda.set_per_process_memory_fraction(budget / total)``) on the rank's own
+  device, applied when the program initialises CUDA (torch's queue of lazy calls: memwatch
+  never initialises CUDA itself) and restored on uninstall — unless the user set a
+  fraction on that device during the watch, which is theirs and stays. The OOM is the
+  allocator's real one; step numbers come from the allocator as always. The fraction
+  caps *reserved* memory (blocks rounded to 512 B / 2 MiB, 2 MiB segments for small
+  blocks, 20 MiB segments for 1-10 MiB requests, cached free blocks), so a budget that
+  fits on CPU, where live tensor bytes are counted, can run out sooner on a GPU.
 * **CPU** — memwatch counts the bytes of live tensors created under the watch on the
   training thread: a ``TorchDispatchMode`` sees every aten op's outputs, registers each new
   storage once (views and in-place results share their input's storage and are skipped
@@ -41,8 +47,9 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
+from memwatch.collect import cuda
 from memwatch.collect import oom as oom_observer
-from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading, cuda_available
+from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading
 from memwatch.notices import notice
 
 _Tensor = torch.Tensor
@@ -76,7 +83,8 @@ def budget_oom_message(requested: int, in_use: int, budget: int) -> str:
     return (
         f"CUDA out of memory (memwatch budget). Tried to allocate {cuda_style_size(requested)}. "
         f"{cuda_style_size(in_use)} already allocated; budget {cuda_style_size(budget)}. "
-        f"{SIMULATED_NOTE}"
+        f"{SIMULATED_NOTE} It counts live tensor bytes; on a GPU the same budget caps reserved "
+        "memory, rounded to 2 MiB blocks and 20 MiB segments, and can run out sooner."
     )
 
 
@@ -168,7 +176,7 @@ class TensorTracker(TorchDispatchMode):
                     self._register(new)
                 for known, delta in grown:
                     self._grow(known, delta)
-        except torch.OutOfMemoryError:
+        except oom_observer.OutOfMemoryError:
             raise
         except Exception as exc:
             self._fail(exc)
@@ -246,7 +254,7 @@ class TensorTracker(TorchDispatchMode):
         except Exception:
             pass
 
-    def _oom(self, requested: int) -> torch.OutOfMemoryError:
+    def _oom(self, requested: int) -> RuntimeError:
         budget = self.budget_bytes if self.budget_bytes is not None else 0
         self.ooms += 1
         self._remember_raising_frames(sys._getframe(1))
@@ -258,7 +266,7 @@ class TensorTracker(TorchDispatchMode):
                 "source": "memwatch-budget",
             }
         )
-        return torch.OutOfMemoryError(budget_oom_message(requested, self.live, budget))
+        return oom_observer.OutOfMemoryError(budget_oom_message(requested, self.live, budget))
 
     def _remember_raising_frames(self, frame: FrameType | None) -> None:
         """The dispatch frame and torch's dynamo-disable wrappers around it hold the
@@ -391,13 +399,16 @@ class Budget:
     def __init__(self, budget_bytes: int | None) -> None:
         self.budget_bytes = budget_bytes
         self.tensors: TensorTracker | None = None
-        self.cuda_device: int | None = None
-        self._old_fraction: float | None = None
+        self.cuda_device: int | None = None  # where the limit was applied (or None)
+        self._previous_fraction: float | None = None  # None: torch could not tell it
+        self._limited = False
+        self._cancel_limit: Any = None
+        self._fraction_calls: cuda.FractionCalls | None = None
         self._device: DeviceMemory | None = None
         self._installed = False
 
-    def install(self) -> Budget:
-        if cuda_available():
+    def install(self, cpu: bool = False) -> Budget:
+        if not cpu and cuda.host_has_devices():
             self._install_cuda()
         else:
             self.tensors = TensorTracker(self.budget_bytes)
@@ -407,18 +418,41 @@ class Budget:
         return self
 
     def _install_cuda(self) -> None:
-        device = torch.cuda.current_device()
-        self.cuda_device = device
-        if self.budget_bytes is not None:
-            total = int(torch.cuda.get_device_properties(device).total_memory)
-            getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
-            self._old_fraction = float(getter(device)) if getter is not None else 1.0
-            # Cached blocks above the new limit would otherwise stay reserved.
-            torch.cuda.empty_cache()
-            torch.cuda.set_per_process_memory_fraction(
-                min(1.0, max(0.0, self.budget_bytes / total)), device
+        self._device = CudaMemory()
+        if self.budget_bytes is None:
+            return
+        self._fraction_calls = cuda.FractionCalls()
+        self._fraction_calls.start()
+        if cuda.initialized():
+            self._limit(default_known=False)
+            return
+        # Not before the program initialises CUDA itself; then the fraction set before is
+        # the default 1.0 (setting one initialises CUDA), whatever torch can report.
+        self._cancel_limit = cuda.when_initialized(
+            lambda: self._limit(default_known=True), "the budget on the GPU"
+        )
+        if self._cancel_limit is None and not self._limited:
+            notice(
+                "this torch cannot defer a call to CUDA's initialisation, so the "
+                "budget is not applied on the GPU"
             )
-        self._device = CudaMemory(device)
+
+    def _limit(self, default_known: bool) -> None:
+        """Apply the budget as the allocator's fraction on the rank's own device (may run
+        inside torch's CUDA initialisation: nothing here may initialise CUDA again)."""
+        assert self.budget_bytes is not None
+        device = cuda.resolve_device(
+            None, cuda.current_device(), cuda.local_rank(), cuda.device_count()
+        )
+        total = cuda.device_facts(device).total_bytes
+        previous = cuda.get_fraction(device)
+        if previous is None and default_known:
+            previous = 1.0
+        cuda.empty_cache()  # cached blocks above the new limit would otherwise stay reserved
+        cuda.set_fraction(min(1.0, max(0.0, self.budget_bytes / total)), device)
+        self.cuda_device = device
+        self._previous_fraction = previous
+        self._limited = True
 
     def device_memory(self) -> DeviceMemory:
         assert self._device is not None, "install() first"
@@ -428,15 +462,24 @@ class Budget:
     def capacity_bytes(self) -> int | None:
         if self.budget_bytes is not None:
             return self.budget_bytes
+        device = self._cuda_device_now()
+        if device is not None:
+            return cuda.device_facts(device).total_bytes
+        return None
+
+    def _cuda_device_now(self) -> int | None:
         if self.cuda_device is not None:
-            return int(torch.cuda.get_device_properties(self.cuda_device).total_memory)
+            return self.cuda_device
+        if self.tensors is None:
+            return cuda.step_device()
         return None
 
     def in_use_bytes(self) -> int | None:
         if self.tensors is not None:
             return self.tensors.live
-        if self.cuda_device is not None:
-            return int(torch.cuda.memory_allocated(self.cuda_device))
+        device = self._cuda_device_now()
+        if device is not None:
+            return cuda.PEAKS.allocated(device)
         return None
 
     def uninstall(self) -> None:
@@ -454,11 +497,30 @@ class Budget:
                     "(another mode sits above it, or the watch ended on another thread); it "
                     "stays as a pass-through"
                 )
-        if self._old_fraction is not None and self.cuda_device is not None:
-            try:
-                torch.cuda.set_per_process_memory_fraction(self._old_fraction, self.cuda_device)
-            finally:
-                self._old_fraction = None
+        cancel, self._cancel_limit = self._cancel_limit, None
+        if cancel is not None:
+            cancel()  # CUDA was never initialised: the limit was never applied
+        calls, self._fraction_calls = self._fraction_calls, None
+        try:
+            if self._limited and self.cuda_device is not None:
+                self._restore_fraction(self.cuda_device, calls)
+        finally:
+            self._limited = False
+            if calls is not None:
+                calls.stop()
+
+    def _restore_fraction(self, device: int, calls: cuda.FractionCalls | None) -> None:
+        if calls is not None and calls.user_set(device):
+            return  # the user set their own fraction during the watch: it stays
+        previous = self._previous_fraction
+        if previous is None:
+            notice(
+                "this torch cannot report the memory fraction set before the "
+                "watch (no get_per_process_memory_fraction); the budget's limit is lifted "
+                "to the default 1.0"
+            )
+            previous = 1.0
+        cuda.set_fraction(previous, device)
 
     def after_fork_in_child(self) -> None:
         """A forked DataLoader worker must neither count nor refuse anything."""
@@ -471,12 +533,14 @@ class Budget:
             self.tensors.storages = {}  # no lock: the child has a single thread here
 
 
-def install_budget(budget_bytes: int | None) -> Budget:
+def install_budget(budget_bytes: int | None, *, cpu: bool = False) -> Budget:
     """Make the device behave as if it had ``budget_bytes`` (None: only count tensors).
 
-    Must be called on the training thread: the CPU dispatch mode is per thread.
+    On a host with CUDA devices the budget is the allocator's limit (``cpu=True``: count
+    CPU tensors anyway, for a program that does not use CUDA). Must be called on the
+    training thread: the CPU dispatch mode is per thread.
     """
-    return Budget(budget_bytes).install()
+    return Budget(budget_bytes).install(cpu=cpu)
 
 
 def active_budget() -> Budget | None:

@@ -48,7 +48,7 @@ def rank_from_env() -> tuple[int | None, int | None, int | None]:
 
 def run_info(run_id: str, script: str, argv: Sequence[str]) -> RunInfo:
 
-    device_type, device_name, total = describe_device()
+    device_type, device_name, total, device_index = describe_device()
     rank, world_size, local_rank = rank_from_env()
     return RunInfo(
         id=run_id,
@@ -60,6 +60,7 @@ def run_info(run_id: str, script: str, argv: Sequence[str]) -> RunInfo:
         device_type=device_type,
         device_name=device_name,
         device_total_bytes=total,
+        device_index=device_index,
         pid=os.getpid(),
         host=socket.gethostname(),
         rank=rank,

@@ -43,7 +43,10 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from memwatch.collect.callsite import CallSite, call_site_at
 from memwatch.collect.frames import display_path, first_user_frame
@@ -210,6 +213,7 @@ class LoopProbe(Probe):
     def on_start(self, tracker: Tracker) -> None:
         self._tracker = tracker
         tracker._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
+        tracker._handles.append(register_optimizer_step_post_hook(self._optimizer_post))
         for owner, kind in ((torch.optim.Optimizer, "optimizer"), (torch.nn.Module, "module")):
             tracker._patch(owner, "zero_grad", self._wrap_zero_grad(owner.zero_grad, kind))
 
@@ -236,6 +240,23 @@ class LoopProbe(Probe):
             tracker.fail("the loop probe (zero_grad)", exc)
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        tracker = self._tracker
+        if tracker is None or tracker.off or _is_compiling():
+            return
+        try:
+            if self._zeros and self._last_backward > self._last_step:
+                self._check_reset(tracker, optimizer)
+            self._zeros.clear()
+            self._tick += 1
+            self._last_step = self._tick
+        except Exception as exc:
+            tracker.fail("the loop probe (optimizer step)", exc)
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The step has used every gradient computed so far, including those its closure
+        computed inside ``step()`` (LBFGS, Lightning's automatic optimization): a zero_grad
+        after this point prepares the next step. A zero_grad that came after the closure's
+        backward, inside this step, is judged now."""
         tracker = self._tracker
         if tracker is None or tracker.off or _is_compiling():
             return

@@ -39,6 +39,7 @@ import torch
 
 from memwatch.collect.frames import frame_location, is_user_file, user_frames
 from memwatch.collect.holders import read_locals
+from memwatch.collect.oom import is_oom_error
 from memwatch.collect.probe import Probe
 from memwatch.records import Event
 
@@ -146,6 +147,13 @@ def _tensors_of(tracker: Tracker) -> TensorTracker | None:
     return getattr(tracker.device, "tensors", None)
 
 
+def _step_end_level(tracker: Tracker) -> int | None:
+    """Bytes in use at the last step end: the level before the next attempt, without a
+    second allocator read per step on CUDA (the attempt's input batch is part of it)."""
+    level = getattr(tracker.device, "step_end_allocated", None)
+    return level if level is not None else _in_use(tracker)
+
+
 def _in_use(tracker: Tracker) -> int | None:
     tensors = _tensors_of(tracker)
     if tensors is not None:
@@ -175,6 +183,7 @@ class OomProbe(Probe):
 
     def __init__(self) -> None:
         self._attempt_open = False
+        self._oom_since_step = False
         self._attempt_seq = 0
         self._input_floor = 0  # inputs made before this seq belong to an earlier attempt
         self._attempt_start_bytes: int | None = None
@@ -186,6 +195,7 @@ class OomProbe(Probe):
     # -- attempts ---------------------------------------------------------------------------
     def on_step_end(self, tracker: Tracker, record: Any, frames: list[FrameType]) -> None:
         self._attempt_open = False
+        self._oom_since_step = False
 
     def on_root_forward_pre(self, tracker: Tracker, module: Any, args: Any) -> None:
         if self._pending is not None:
@@ -197,7 +207,11 @@ class OomProbe(Probe):
     def _open_attempt(self, tracker: Tracker, args: Any) -> None:
         self._attempt_open = True
         tensors = _tensors_of(tracker)
-        self._attempt_start_bytes = _in_use(tracker)
+        self._attempt_start_bytes = (
+            _in_use(tracker)
+            if tensors is not None or self._oom_since_step
+            else _step_end_level(tracker)
+        )
         self._attempt_saved = tracker.saved.current
         self._attempt_inputs = {}
         if tensors is None:
@@ -220,6 +234,7 @@ class OomProbe(Probe):
     # -- the OOM ------------------------------------------------------------------------------
     def on_oom(self, tracker: Tracker, info: dict[str, Any], frame: FrameType | None) -> None:
         self._count += 1
+        self._oom_since_step = True
         index = self._count
         info["oom_index"] = index
         in_use = info.get("in_use_bytes")
@@ -358,7 +373,7 @@ class OomProbe(Probe):
         held = sum(alive.values())
         exceptions = [e for e in (ref() for ref in pending.exceptions) if e is not None]
         handling = sys.exc_info()[1]
-        in_except = isinstance(handling, torch.OutOfMemoryError)
+        in_except = is_oom_error(handling)
         stack = user_frames(frame, limit=_MAX_FRAMES) if frame is not None else []
         holders: list[dict[str, Any]] = []
         if alive and pending.index <= _MAX_DETAILED:
@@ -409,7 +424,7 @@ class OomProbe(Probe):
         holders: list[dict[str, Any]] = []
         exceptions: list[BaseException] = []
         for exc in (*recorded, handling):
-            if isinstance(exc, torch.OutOfMemoryError) and all(exc is not e for e in exceptions):
+            if exc is not None and is_oom_error(exc) and all(exc is not e for e in exceptions):
                 exceptions.append(exc)
         names: dict[int, str] = {}
         seen: set[int] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from memwatch.collect.categories import CategoriesProbe
 from memwatch.collect.holders_probe import HoldersProbe
 from memwatch.collect.loop_probes import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
@@ -19,4 +20,13 @@ def default_probes(watch: Watch) -> list[Probe]:
     probes.append(LoopProbe())  # loop-order detectors (docs/detectors-loop.md)
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
     probes.append(HoldersProbe.for_watch(watch))  # holders, graphs: detectors-holders.md
+    probes.append(CategoriesProbe())  # memory by category per step (docs/compare.md)
+    if watch.snapshot_at_step is not None or watch.snapshot_on_oom:
+        from pathlib import Path
+
+        from memwatch.collect.snapshot import SnapshotProbe
+
+        run = watch.run_path if watch.run_path is not None else Path("memwatch-snapshot.db")
+        base = run.with_suffix("")
+        probes.append(SnapshotProbe(base, watch.snapshot_at_step, watch.snapshot_on_oom))
     return probes

@@ -184,8 +184,17 @@ class SavedTensorHooks:
             self._pushed = False
 
     def on_top(self) -> bool:
+        """Whether our hooks are the innermost pushed ones (popping pops the innermost).
+
+        Without torch's private ``_top_saved_tensors_default_hooks`` nobody's position can
+        be seen; ours are then taken to be on top, so that they are popped at the end of
+        the watch rather than left installed forever (hooks pushed by ``with
+        saved_tensors_hooks(...)`` blocks are popped by their own block first)."""
+        top_of = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+        if top_of is None:
+            return self._pushed
         try:
-            top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+            top = top_of(False)
         except Exception:
             return False
         return top is not None and top[0] == self.pack

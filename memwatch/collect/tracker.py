@@ -35,14 +35,9 @@ from torch.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
+from memwatch.collect import cuda
 from memwatch.collect import oom as oom_observer
-from memwatch.collect.device import (
-    CudaMemory,
-    DeviceMemory,
-    NoDeviceMemory,
-    NvmlSampler,
-    cuda_available,
-)
+from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe
 from memwatch.collect.quiet import hide_global_hook_warning
@@ -53,7 +48,7 @@ from memwatch.collect.saved import (
     ThreadSafeSavedTensorCounter,
 )
 from memwatch.notices import notice
-from memwatch.records import Event, Holder, StepRecord
+from memwatch.records import Event, Holder, MemoryCategories, StepRecord
 
 _is_compiling = torch.compiler.is_compiling
 
@@ -64,6 +59,7 @@ class Sink(Protocol):
     def on_step(self, record: StepRecord) -> None: ...
     def on_event(self, event: Event) -> None: ...
     def on_holders(self, holders: list[Holder]) -> None: ...
+    def on_categories(self, categories: MemoryCategories) -> None: ...
 
 
 class Tracker:
@@ -79,10 +75,14 @@ class Tracker:
         self.sink = sink
         self.probes = list(probes)
         self.device: DeviceMemory = device if device is not None else _default_device()
-        self.saved = ThreadSafeSavedTensorCounter() if cuda_available() else SavedTensorCounter()
+        # A CUDA build may run backward on autograd's device threads (decided without
+        # initialising CUDA: the program may not have touched it yet).
+        self.saved = ThreadSafeSavedTensorCounter() if cuda.built() else SavedTensorCounter()
         self._saved_hooks = SavedTensorHooks(self.saved) if watch_saved_tensors else None
         self.rss = RssReader()
         self.nvml = NvmlSampler()
+        self._note_root_module = getattr(self.device, "note_root_module", None)
+        self._cuda_device: int | None = None  # the device of the last step, once CUDA is used
         self.step = 0
         self.off = False  # everything off (after fork, or after stop)
         self._tid = threading.get_ident()
@@ -149,6 +149,9 @@ class Tracker:
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
 
+    def emit_categories(self, categories: MemoryCategories) -> None:
+        self.sink.on_categories(categories)
+
     def fail(self, part: str, exc: BaseException) -> None:
         """Report an internal error once per part; the caller switches that part off."""
         if part in self._failed:
@@ -209,6 +212,13 @@ class Tracker:
                 pass
         self._undo.clear()
         self.rss.close()
+        self.nvml.close()
+        close_device = getattr(self.device, "close", None)
+        if close_device is not None:
+            try:
+                close_device()
+            except Exception:
+                pass
 
     def after_fork_in_child(self) -> None:
         """A forked child (DataLoader worker) must not run hooks or count anything."""
@@ -295,6 +305,12 @@ class Tracker:
     def _forward_post(self, module: Any, args: Any, output: Any) -> None:
         if _is_compiling() or self.off or threading.get_ident() != self._tid:
             return None
+        if output is None:
+            # always_call hooks also run when the forward raised; an out-of-memory error
+            # that is not torch.OutOfMemoryError (cuBLAS, cuDNN, MPS) is seen here.
+            handling = sys.exc_info()[1]
+            if handling is not None:
+                oom_observer.observe_exception(handling)
         if self._depth == 1:
             try:
                 if self._hooks["on_root_forward_post"]:
@@ -317,6 +333,8 @@ class Tracker:
                     self._end_step("forward", sys._getframe(2))
                 elif not self._ever_backward:
                     self._forward_only_boundary(sys._getframe(2))
+        if self._note_root_module is not None:
+            self._note_root_module(module)
         if self._step_root is None:
             try:
                 self._step_root = weakref.ref(module)
@@ -341,7 +359,11 @@ class Tracker:
         retain = kwargs.get("retain_graph", args[pos] if len(args) > pos else None)
         create = bool(kwargs.get("create_graph", args[pos + 1] if len(args) > pos + 1 else False))
         saved_before = self.saved.current
-        result = original(*args, **kwargs)
+        try:
+            result = original(*args, **kwargs)
+        except RuntimeError as exc:
+            oom_observer.observe_exception(exc)  # OOMs that are not OutOfMemoryError
+            raise
         try:
             if not self._ever_backward:
                 self._merge_forward_only_cuts()
@@ -430,6 +452,9 @@ class Tracker:
     def _build_record(self, boundary: str) -> StepRecord:
         now = time.perf_counter()
         reading = self.device.read_and_reset_peak()
+        if reading.device is not None and reading.device != self._cuda_device:
+            self._cuda_device = reading.device
+            self._describe_device(reading.device)
         peak = reading.peak_allocated_bytes
         if self._carried_device_peak is not None and peak is not None:
             peak = max(peak, self._carried_device_peak)
@@ -442,7 +467,7 @@ class Tracker:
             allocated_bytes=reading.allocated_bytes,
             reserved_bytes=reading.reserved_bytes,
             peak_allocated_bytes=peak,
-            device_used_bytes=self.nvml.read(),
+            device_used_bytes=self.nvml.read(reading.device),
             saved_bytes=self.saved.current,
             saved_peak_bytes=self.saved.peak,
             saved_stale_bytes=self.saved.stale_bytes,
@@ -451,6 +476,16 @@ class Tracker:
             backward_calls=self._backward_calls,
             oom_events=self._oom_events,
         )
+
+    def _describe_device(self, device: int) -> None:
+        """Tell the sink which CUDA device the run uses (first CUDA step, or a change)."""
+        on_device = getattr(self.sink, "on_device", None)
+        if on_device is None:
+            return
+        try:
+            on_device(cuda.device_facts(device))
+        except Exception as exc:
+            self.fail("device description", exc)
 
     def _reset_step_counters(self) -> None:
         self._forward_calls = self._backward_calls = self._oom_events = 0
@@ -538,9 +573,9 @@ FORWARD_ONLY_CONFIRM = 64
 
 
 def _default_device() -> DeviceMemory:
-    from memwatch.collect.device import cuda_available
-
-    if cuda_available():
+    """The allocator reader on a CUDA build (it reads nothing until the program initialises
+    CUDA), nothing on a CPU build."""
+    if cuda.built() and cuda.can_read_allocator():
         try:
             return CudaMemory()
         except Exception:

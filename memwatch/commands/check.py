@@ -20,6 +20,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("run", nargs="?", metavar="RUN")
     parser.add_argument("--fail-on", choices=("error", "warning"), default="error")
+    parser.add_argument(
+        "--baseline",
+        metavar="BASE",
+        help="also exit 1 when peak, growth or a category exceeds BASE (a run file or the "
+        "JSON of `memwatch baseline`) beyond --tolerance",
+    )
+    parser.add_argument("--tolerance", default="5%", help="allowed excess over BASE (5%%)")
     parser.set_defaults(handler=run)
 
 
@@ -29,6 +36,10 @@ def failing(findings: list[Finding], level: str) -> list[Finding]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "baseline", None) is not None:
+        from memwatch.commands.gate import run_gate
+
+        return run_gate(args)
     from memwatch.commands.common import load_run, untrusted, write_out
 
     path = resolve_run(args.run)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.errors import MemwatchError, RunFileError
 from memwatch.plaintext import plain
-from memwatch.records import Finding, RunInfo, StepRecord
+from memwatch.records import Finding, MemoryCategories, RunInfo, StepRecord
 from memwatch.store import RunReader
 from memwatch.store.liveness import run_state
 
@@ -24,6 +24,7 @@ class LoadedRun:
     findings: list[Finding]
     state: str | None = None
     """How the run stands when it did not end normally (live, killed, recording stopped)."""
+    categories: list[MemoryCategories] = field(default_factory=list)
 
 
 def load_run(path: Path) -> LoadedRun:
@@ -37,12 +38,17 @@ def load_run(path: Path) -> LoadedRun:
         info = reader.info()
         steps = reader.steps()
         events = reader.events()
-        data = AnalysisInput(steps=steps, events=events, info=info, final=True)
+        categories = reader.categories()
+        data = AnalysisInput(
+            steps=steps, events=events, info=info, final=True, categories=categories
+        )
         findings = analyze(data, strict=True)
         if info.rank is not None:
             findings = [replace(f, rank=info.rank) for f in findings]
         last = steps[-1].step if steps else None
-        return LoadedRun(path, info, steps, findings, run_state(info, last))
+        return LoadedRun(
+            path, info, steps, findings, state=run_state(info, last), categories=categories
+        )
 
 
 @contextlib.contextmanager

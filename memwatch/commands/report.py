@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             loaded = load_run(path)
             text = render(
-                args.format, loaded.info, loaded.steps, loaded.findings, state=loaded.state
+                args.format,
+                loaded.info,
+                loaded.steps,
+                loaded.findings,
+                state=loaded.state,
+                categories=loaded.categories,
             )
             if args.format == "json":
                 text += "\n"

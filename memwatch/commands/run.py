@@ -21,10 +21,11 @@ from memwatch.units import parse_budget
 
 USAGE = (
     "memwatch run [--out PATH] [--force] [--budget SIZE] [--track-tensors] [--live] "
-    "[--no-report] [--deep] (SCRIPT | -m MODULE) [ARGS...]"
+    "[--no-report] [--deep] [--snapshot-on-oom] [--snapshot-at-step N] "
+    "(SCRIPT | -m MODULE) [ARGS...]"
 )
-_FLAGS = {"--live", "--no-report", "--deep", "--track-tensors", "--force"}
-_VALUED = {"--out", "--budget"}
+_FLAGS = {"--live", "--no-report", "--deep", "--track-tensors", "--force", "--snapshot-on-oom"}
+_VALUED = {"--out", "--budget", "--snapshot-at-step"}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -58,6 +59,17 @@ def add_parser(subparsers: Any) -> None:
         "--track-tensors",
         action="store_true",
         help="on CPU, record live tensor bytes per step (per-op tracking: slower)",
+    )
+    parser.add_argument(
+        "--snapshot-on-oom",
+        action="store_true",
+        help="on CUDA, write a PyTorch memory snapshot (memory_viz) at the first OOM",
+    )
+    parser.add_argument(
+        "--snapshot-at-step",
+        type=int,
+        metavar="N",
+        help="on CUDA, write a PyTorch memory snapshot at the end of step N",
     )
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module as a script")
     parser.add_argument("target", nargs="?", metavar="SCRIPT")
@@ -148,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         track_tensors=args.track_tensors,
         live_warnings=True,
         force=args.force,
+        snapshot_at_step=args.snapshot_at_step,
+        snapshot_on_oom=args.snapshot_on_oom,
     )
     report = None if args.no_report else _print_report
     return _execute(watch, args.module, prepared, script_args, report, argv0=target_name)
@@ -166,6 +180,10 @@ def _run_live(args: argparse.Namespace, target_name: str, script_args: list[str]
         child.append("--deep")
     if args.track_tensors:
         child.append("--track-tensors")
+    if args.snapshot_on_oom:
+        child.append("--snapshot-on-oom")
+    if args.snapshot_at_step is not None:
+        child += ["--snapshot-at-step", str(args.snapshot_at_step)]
     child += ["-m", args.module] if args.module else [target_name]
     return run_live([*child, *script_args], run_path, log_path)
 
@@ -251,6 +269,7 @@ def _execute(
         print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 130
     except BaseException as exc:  # the script's own error: shown as python shows it
+        watch.note_exception(exc)
         print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 1
     finally:
@@ -408,7 +427,14 @@ def _print_report(watch: Any) -> None:
                 )
             last = loaded.steps[-1].step if loaded.steps else None
             state = run_state(info, last)
-            text = render("text", info, loaded.steps, loaded.findings, state=state)
+            text = render(
+                "text",
+                info,
+                loaded.steps,
+                loaded.findings,
+                state=state,
+                categories=loaded.categories,
+            )
         else:
             text = watch.report()
     except MemwatchError as exc:
@@ -420,4 +446,20 @@ def _print_report(watch: Any) -> None:
             f"  run file         {plain(watch.run_path)}\n"
             f"                   (memwatch report / memwatch tui to look again)\n"
         )
+        _print_snapshots(Path(watch.run_path))
     sys.stderr.flush()
+
+
+def _print_snapshots(path: Path) -> None:
+    """The CUDA memory snapshots the run wrote (--snapshot-*), for memory_viz."""
+    from memwatch.plaintext import plain
+    from memwatch.store import RunReader
+
+    try:
+        with RunReader(path) as reader:
+            events = reader.events("snapshot")
+    except MemwatchError:
+        return
+    for event in events:
+        where = plain(event.data.get("path", "?"))
+        sys.stderr.write(f"  memory snapshot  {where} (step {event.step}; open in memory_viz)\n")

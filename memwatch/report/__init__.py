@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memwatch.records import Finding, RunInfo, StepRecord
+from memwatch.records import Finding, MemoryCategories, RunInfo, StepRecord
 from memwatch.report.summary import StepSummary, summarize
 
 FORMATS = ("text", "json", "markdown")
@@ -17,13 +17,15 @@ def render(
     findings: Sequence[Finding],
     summary: StepSummary | None = None,
     state: str | None = None,
+    categories: Sequence[MemoryCategories] = (),
 ) -> str:
-    """The report of one run in ``format`` (``state``: how an unfinished run stands)."""
+    """The report of one run in ``format`` (``state``: how an unfinished run stands;
+    ``categories``: memory by category per step, shown where recorded)."""
     summary = summary if summary is not None else summarize(steps)
     if format == "json":
         from memwatch.report.json import render_json
 
-        return render_json(info, summary, findings)
+        return render_json(info, summary, findings, categories=categories)
     if format == "markdown":
         from memwatch.report.markdown import render_markdown
 
@@ -31,7 +33,7 @@ def render(
     if format == "text":
         from memwatch.report.text import render_text
 
-        return render_text(info, summary, findings, state)
+        return render_text(info, summary, findings, state, categories=categories)
     raise ValueError(f"unknown report format {format!r}; choose one of {', '.join(FORMATS)}")
 
 

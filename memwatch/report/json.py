@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from memwatch.records import Finding, RunInfo
+from memwatch.records import Finding, MemoryCategories, RunInfo
 from memwatch.report.summary import StepSummary
 
 SCHEMA = "memwatch.report/1"
@@ -49,8 +49,11 @@ def report_dict(
     summary: StepSummary,
     findings: Sequence[Finding],
     ranks: Sequence[Mapping[str, Any]] | None = None,
+    categories: Sequence[MemoryCategories] = (),
 ) -> dict[str, Any]:
-    """The report object; ``ranks`` (one dict per rank) only for a multi-rank run directory."""
+    """The report object; ``ranks`` (one dict per rank) only for a multi-rank run directory;
+    ``categories`` (memory by category, an addition to ``memwatch.report/1``) only for runs
+    that recorded them."""
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "run": run_dict(info),
@@ -59,6 +62,10 @@ def report_dict(
     }
     if ranks is not None:
         report["ranks"] = [dict(r) for r in ranks]
+    if categories:
+        from memwatch.report.categories import categories_dict
+
+        report["categories"] = categories_dict(categories)
     return report
 
 
@@ -67,5 +74,8 @@ def render_json(
     summary: StepSummary,
     findings: Sequence[Finding],
     ranks: Sequence[Mapping[str, Any]] | None = None,
+    categories: Sequence[MemoryCategories] = (),
 ) -> str:
-    return json.dumps(report_dict(info, summary, findings, ranks), indent=2, default=str)
+    return json.dumps(
+        report_dict(info, summary, findings, ranks, categories), indent=2, default=str
+    )

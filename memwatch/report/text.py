@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 
 from memwatch.plaintext import plain
-from memwatch.records import Finding, RunInfo
+from memwatch.records import Finding, MemoryCategories, RunInfo
 from memwatch.report.summary import StepSummary
 from memwatch.units import format_size
 
@@ -119,6 +119,7 @@ def render_text(
     summary: StepSummary,
     findings: Sequence[Finding],
     state: str | None = None,
+    categories: Sequence[MemoryCategories] = (),
 ) -> str:
     lines = [headline(info, summary, findings)]
     if state:
@@ -134,6 +135,10 @@ def render_text(
         )
     lines.append(f"Memory over {_plural(summary.count, 'step')}{where}")
     lines.extend(memory_lines(info, summary))
+    if categories:
+        from memwatch.report.categories import category_lines
+
+        lines.extend(category_lines(categories))
     if info is not None and info.device_type == "cpu" and summary.peak_allocated_bytes is None:
         lines.append("  (CPU run: no allocator statistics; --track-tensors records tensor bytes)")
     return "\n".join(lines) + "\n"

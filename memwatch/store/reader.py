@@ -10,7 +10,15 @@ from typing import Any
 
 from memwatch.errors import RunFileError
 from memwatch.plaintext import plain
-from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, RunInfo, StepRecord
+from memwatch.records import (
+    STEP_COLUMNS,
+    Event,
+    Finding,
+    Holder,
+    MemoryCategories,
+    RunInfo,
+    StepRecord,
+)
 from memwatch.store import validate
 from memwatch.store.schema import APPLICATION_ID, SCHEMA_MAJOR
 
@@ -152,6 +160,22 @@ class RunReader:
             (row,),
         )
         return self._checked(validate.holder, rows)
+
+    def categories(self, after: int = -1) -> list[MemoryCategories]:
+        """Memory by category per step (schema 1.2; none in older files or when the run
+        recorded none)."""
+        exists = self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'categories'"
+        )
+        if not exists:
+            return []
+        rows = self._query(
+            "SELECT step, parameters_bytes, gradients_bytes, optimizer_bytes, "
+            "activations_bytes, other_bytes, total_bytes, basis FROM categories "
+            "WHERE step > ? ORDER BY step",
+            (after,),
+        )
+        return [MemoryCategories(*row) for row in rows]
 
     def findings(self) -> list[Finding]:
         rows = self._query("SELECT data FROM findings ORDER BY found_at")

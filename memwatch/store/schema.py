@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1  # 1.1: RunInfo.cwd; run info keys recording_stopped_at_step/_reason
+# 1.1: RunInfo.cwd, run info keys recording_stopped_at_step/_reason;
+# 1.2: RunInfo.device_index, the categories table (memory by category per step)
+SCHEMA_MINOR = 2
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
 
@@ -46,6 +48,16 @@ CREATE TABLE IF NOT EXISTS holders (
     location TEXT
 );
 CREATE INDEX IF NOT EXISTS holders_step ON holders(step);
+CREATE TABLE IF NOT EXISTS categories (
+    step              INTEGER PRIMARY KEY,
+    parameters_bytes  INTEGER NOT NULL,
+    gradients_bytes   INTEGER NOT NULL,
+    optimizer_bytes   INTEGER NOT NULL,
+    activations_bytes INTEGER NOT NULL,
+    other_bytes       INTEGER,
+    total_bytes       INTEGER,
+    basis             TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS findings (
     key        TEXT PRIMARY KEY,
     kind       TEXT NOT NULL,

@@ -18,7 +18,16 @@ from typing import Any
 
 from memwatch.errors import RunFileError
 from memwatch.plaintext import plain
-from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
+from memwatch.records import (
+    STEP_COLUMNS,
+    Event,
+    Finding,
+    Holder,
+    Location,
+    MemoryCategories,
+    RunInfo,
+    StepRecord,
+)
 from memwatch.store.claim import claim_run_path, discard_claimed
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
@@ -84,6 +93,7 @@ class RunWriter:
         self._steps: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
         self._holders: list[tuple[Any, ...]] = []
+        self._categories: list[tuple[Any, ...]] = []
         self._findings: dict[str, tuple[Any, ...]] = {}
         self._clear_findings = False
         self._commit_every_s = commit_every_s
@@ -119,6 +129,21 @@ class RunWriter:
             (h.step, h.name, h.bytes, h.tensors, _loc(h.location)) for h in holders
         )
 
+    def add_categories(self, categories: MemoryCategories) -> None:
+        c = categories
+        self._categories.append(
+            (
+                c.step,
+                c.parameters_bytes,
+                c.gradients_bytes,
+                c.optimizer_bytes,
+                c.activations_bytes,
+                c.other_bytes,
+                c.total_bytes,
+                c.basis,
+            )
+        )
+
     def put_finding(self, finding: Finding) -> None:
         self._findings[finding.key] = (
             finding.key,
@@ -140,6 +165,7 @@ class RunWriter:
             len(self._steps)
             + len(self._events)
             + len(self._holders)
+            + len(self._categories)
             + len(self._findings)
             + int(self._clear_findings)
         )
@@ -177,6 +203,10 @@ class RunWriter:
                     "INSERT INTO holders(step, name, bytes, tensors, location) VALUES (?,?,?,?,?)",
                     self._holders,
                 )
+            if self._categories:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO categories VALUES (?,?,?,?,?,?,?,?)", self._categories
+                )
             if self._clear_findings:
                 conn.execute("DELETE FROM findings")
             if self._findings:
@@ -202,6 +232,7 @@ class RunWriter:
         self._steps.clear()
         self._events.clear()
         self._holders.clear()
+        self._categories.clear()
         self._findings.clear()
         self._clear_findings = False
         self._last_commit = time.monotonic()

@@ -161,7 +161,8 @@ def test_report_formats_and_check_levels(
     report = json.loads(capsys.readouterr().out)
     # THEN it follows the memwatch.report/1 contract
     assert report["schema"] == "memwatch.report/1"
-    assert set(report) == {"schema", "run", "steps", "findings"}
+    # memwatch.report/1 keys, plus the additive "categories" (memory by category)
+    assert set(report) == {"schema", "run", "steps", "findings", "categories"}
     assert report["run"]["device"]["type"] in ("cpu", "cuda")
     assert report["run"]["exit_status"] == 0
     assert report["steps"]["count"] >= 6

@@ -161,3 +161,48 @@ def test_one_reset_is_an_error_naming_the_call_and_the_step() -> None:
 
 def test_no_event_no_finding() -> None:
     assert detector.detect(analysis([step(i) for i in range(3)], [])) == []
+
+
+# -- closures: the step that ran the backward consumed it (Lightning's automatic optimization)
+def test_zero_grad_after_a_closure_step_is_silent() -> None:
+    # GIVEN Lightning's order: optimizer.step(closure) where the closure zeroes, runs the
+    #       forward and backward; then, between steps, `model.zero_grad()` (Lightning's
+    #       on_validation_model_zero_grad before a validation pass)
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(16, 8)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    with memwatch(store=False) as mw:
+        for i in range(6):
+            opt.step(closure)
+            if i % 2 == 1:
+                model.zero_grad()  # after the step: the gradients were already used
+    # THEN no alarm: the backward ran inside the step that used its gradients
+    assert loop_problems(mw.findings) == []
+
+
+def test_closure_zeroing_after_its_own_backward_is_caught() -> None:
+    # GIVEN a closure in the wrong order: backward, then zero_grad, inside optimizer.step()
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 8)
+
+    def closure() -> torch.Tensor:
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.zero_grad()
+        return loss
+
+    with memwatch(store=False) as mw:
+        for _ in range(4):
+            opt.step(closure)
+    # THEN the error names the optimizer's zero_grad
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.variable == "opt"
+    assert finding.evidence["grads_none"] == finding.evidence["params_checked"]

@@ -12,8 +12,9 @@ from torch.utils._python_dispatch import _len_torch_dispatch_stack
 
 import memwatch
 from memwatch import memwatch as watch
-from memwatch.batch_size import Trial, _attempt
+from memwatch.batch_size import Trial
 from memwatch.collect.budget import install_budget
+from memwatch.collect.gauge import run_trial
 from memwatch.errors import MemwatchError
 from tests.helpers import kinds, run_sample
 
@@ -42,7 +43,7 @@ def exhaustive(step: Callable[[int], None], tensors: object, sizes: range, limit
     best = 0
     for size in sizes:
         tensors.reset_watermark()  # type: ignore[attr-defined]
-        if _attempt(step, size) and tensors.watermark <= limit:  # type: ignore[attr-defined]
+        if run_trial(step, size) and tensors.watermark <= limit:  # type: ignore[attr-defined]
             best = size
     return best
 
