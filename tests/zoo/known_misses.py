@@ -152,8 +152,8 @@ KNOWN_MISSES: dict[str, str] = {
     ),
     "bugs/lightning_validation_outputs_never_cleared": (
         "not found: self.validation_step_outputs grows at each validation (every 10 batches), "
-        "never cleared; reported instead a FALSE grad-reset-before-step ERROR "
-        "(`trainer.zero_grad()` wipes the gradients) on Lightning's automatic optimization"
+        "never cleared; the holder scan does not reach the LightningModule's list (the false "
+        "grad-reset-before-step error it also got is gone since closures are understood)"
     ),
     "bugs/trainer_compute_metrics_keeps_eval_logits": (
         "not found: transformers Trainer.evaluation_loop concatenates every eval batch's logits "
@@ -183,16 +183,6 @@ KNOWN_MISSES: dict[str, str] = {
         "Dataset's self._memo dict of numpy arrays (zoo-b saw it missed entirely after other "
         "cases in one process; each case now runs in its own forked child)"
     ),
-    "fixed/lightning_validation_outputs_never_cleared": (
-        "FALSE ALARM: grad-reset-before-step (error) `trainer.zero_grad()` wipes the gradients "
-        "between backward and Adam.step() on Lightning automatic optimization "
-        "(optimizer.step(closure), zero_grad inside the closure)"
-    ),
-    "healthy/lightning_autoopt_validation_every_10_batches": (
-        "FALSE ALARM: grad-reset-before-step (error) `trainer.zero_grad()` wipes the gradients "
-        "between backward and AdamW.step(); the same program with accumulate_grad_batches=2 "
-        "(healthy/lightning_autoopt_validation_grad_accumulation) is clean"
-    ),
     "fixed/per_sample_gradients_python_loop": (
         "FALSE ALARM: grad-reset-before-step (error): torch.func.grad (vmap) counted as a "
         "backward, then zero_grad, then p.grad assigned by hand before step (the bug twin gets "
@@ -210,9 +200,14 @@ KNOWN_MISSES: dict[str, str] = {
         "FALSE ALARM: lingering-step-locals (warning) `z`, `x_hat`, `loss` from the previous "
         "step alive at the next forward (a flat loop in main(); not the reported bug)"
     ),
+}
+
+#: Verdicts that rest on host RSS (the allocator's reuse of freed memory), which changes
+#: from run to run: marked ``xfail(strict=False)`` until host growth is attributed by a
+#: census instead of RSS. Same key format and reason style as KNOWN_MISSES.
+UNSTABLE: dict[str, str] = {
     "healthy/batch_size_rampup_curriculum": (
-        "FALSE ALARM: host-memory-growth (warning) while the batch ramps up (zoo-b saw it only "
-        "when the case ran first in a fresh process; with each case in its own forked child it "
-        "is raised every time)"
+        "FALSE ALARM, some runs: host-memory-growth (warning) while the batch ramps up; "
+        "whether RSS keeps rising depends on malloc reuse"
     ),
 }
