@@ -61,7 +61,13 @@ REPO = Path(__file__).resolve().parents[1]
 MEMWATCH_DIR = Path(memwatch_pkg.__file__).resolve().parent
 
 #: Targets for memwatch's default mode, as ratios against no tool (issue 7).
-TARGETS: dict[str, float] = {"tiny-mlp": 1.10, "mlp-1024": 1.03, "convnet": 1.03}
+TARGETS: dict[str, float] = {
+    "tiny-mlp": 1.10,
+    "mlp-1024": 1.03,
+    "convnet": 1.03,
+    "many-forwards": 1.10,  # issue 15
+    "bptt": 1.05,  # issue 15
+}
 TARGET_CONFIG = "memwatch"
 LEAK_KIND = "graph-accumulation"
 
@@ -133,6 +139,61 @@ def _convnet(quick: bool, device: torch.device) -> Step:
     return step
 
 
+def _many_forwards(quick: bool, device: torch.device) -> Step:
+    """REINFORCE-style: an episode of batch-1 policy forwards, one optimizer step.
+
+    pytorch/examples ``reinforcement_learning/reinforce.py`` makes ~140,000 such forwards;
+    memwatch's per-forward cost (module hooks) shows here, not its per-step cost.
+    """
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(4, 128), nn.Dropout(0.6), nn.ReLU(), nn.Linear(128, 2)).to(
+        device
+    )
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    forwards = 10 if quick else 200
+    states = torch.randn(forwards, 1, 4, device=device)
+
+    def step() -> None:
+        log_probs = []
+        for t in range(forwards):
+            probs = F.softmax(policy(states[t]), dim=1)
+            log_probs.append(torch.log(probs[0, t % 2]))
+        loss = -torch.stack(log_probs).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _bptt(quick: bool, device: torch.device) -> Step:
+    """time_sequence_prediction-style: two LSTMCells unrolled over a long sequence.
+
+    Thousands of small tensors are saved for backward per step: memwatch's saved-tensor
+    hooks run once for each.
+    """
+    torch.manual_seed(0)
+    cell1, cell2, head = nn.LSTMCell(1, 51), nn.LSTMCell(51, 51), nn.Linear(51, 1)
+    model = nn.ModuleList([cell1, cell2, head]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    length = 20 if quick else 300
+    series = torch.sin(torch.arange(length + 1, dtype=torch.float32) / 8).repeat(3, 1).to(device)
+
+    def step() -> None:
+        h1 = c1 = h2 = c2 = torch.zeros(3, 51, device=device)
+        outputs = []
+        for t in range(length):
+            h1, c1 = cell1(series[:, t : t + 1], (h1, c1))
+            h2, c2 = cell2(h1, (h2, c2))
+            outputs.append(head(h2))
+        loss = F.mse_loss(torch.cat(outputs, dim=1), series[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -144,6 +205,20 @@ WORKLOADS: dict[str, Workload] = {
             15,
             8,
             _convnet,
+        ),
+        Workload(
+            "many-forwards",
+            "episode of 200 batch-1 forwards of a 4-128-2 policy per Adam step (REINFORCE)",
+            6,
+            2,
+            _many_forwards,
+        ),
+        Workload(
+            "bptt",
+            "2 LSTMCell(51) + Linear unrolled over 300 steps, batch 3, SGD (~5,000 saved tensors)",
+            4,
+            2,
+            _bptt,
         ),
     )
 }
@@ -679,6 +754,123 @@ def bench_leak(
     return result
 
 
+# -- memwatch's own memory under a planted graph leak ------------------------------------------
+def _rss_anon_bytes() -> int | None:
+    """Anonymous resident bytes (heap; no mapped files), Linux only."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def leak_memory_child(mode: str, n_steps: int, out: str) -> dict[str, Any]:
+    """One leaking run in this (fresh) process: RSS gained per step, by a least-squares fit.
+
+    ``total += loss`` keeps every step's graph. The fit starts at step n/5 (allocator
+    warm-up) and reads RSS after a full collection at 40 checkpoints (4 in short runs).
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 128), torch.randint(0, 10, (32,))
+    watch: contextlib.AbstractContextManager[Any] = (
+        memwatch(out=out) if mode == "memwatch" else contextlib.nullcontext()
+    )
+    first = n_steps // 5
+    every = max(1, (n_steps - first) // (40 if n_steps >= 1000 else 4))  # gc.collect ~0.3 s
+    steps: list[int] = []
+    rss: list[int] = []
+    anon: list[int] = []
+    total: Any = 0.0
+    t0 = time.perf_counter()
+    with watch:
+        for i in range(n_steps):
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            total += loss  # the planted bug: keeps every step's graph
+            opt.step()
+            if i >= first and (i - first) % every == 0:
+                gc.collect()
+                steps.append(i)
+                rss.append(_rss_bytes() or 0)
+                anon.append(_rss_anon_bytes() or 0)
+    elapsed = time.perf_counter() - t0
+    return {
+        "mode": mode,
+        "steps": n_steps,
+        "fit_from_step": first,
+        "rss_bytes_per_step": _slope(steps, rss),
+        "rss_anon_bytes_per_step": _slope(steps, anon) if all(anon) else None,
+        "rss_start": rss[0],
+        "rss_end": rss[-1],
+        "s_per_step": elapsed / n_steps,
+    }
+
+
+def bench_leak_memory(rounds: int, n_steps: int, quick: bool, tmp: Path) -> dict[str, Any]:
+    """RSS gained per step by a ``total += loss`` leak without and with memwatch.
+
+    Each run is a fresh process (freed memory of an earlier run in the same process would
+    be reused and hide growth); rounds alternate which configuration runs first. The
+    ratio is the median over rounds of (memwatch / no tool in the same round). ``quick``
+    (the smoke test) runs in this process: its numbers mean nothing, it only keeps the
+    section from rotting without two more torch imports.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {"none": [], "memwatch": []}
+    ratios: list[float] = []
+    for r in range(rounds):
+        order = ("none", "memwatch") if r % 2 == 0 else ("memwatch", "none")
+        got: dict[str, dict[str, Any]] = {}
+        for mode in order:
+            out = str(tmp / f"leak-memory-{r}-{mode}.db")
+            if quick:
+                got[mode] = leak_memory_child(mode, n_steps, out)
+                runs[mode].append(got[mode])
+                continue
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--leak-memory-child",
+                    mode,
+                    "--leak-memory-steps",
+                    str(n_steps),
+                    "--leak-memory-out",
+                    out,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            got[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[mode].append(got[mode])
+        base = got["none"]["rss_bytes_per_step"]
+        ratios.append(got["memwatch"]["rss_bytes_per_step"] / base if base > 0 else float("nan"))
+    ratio = _median(ratios)
+    per_step = {m: _median([run["rss_bytes_per_step"] for run in v]) for m, v in runs.items()}
+    return {
+        "workload": "MLP 128-128-10, batch 32, SGD; `total += loss` every step",
+        "steps": n_steps,
+        "rounds": rounds,
+        "rss_bytes_per_step": per_step,
+        "ratio": ratio,
+        "ratio_rounds": ratios,
+        "target_ratio": LEAK_MEMORY_TARGET,
+        "status": "PASS" if ratio <= LEAK_MEMORY_TARGET else "MISS",
+        "runs": runs,
+    }
+
+
+#: memwatch may add this much to what a leaking loop gains per step (issue 15).
+LEAK_MEMORY_TARGET = 1.15
+
+
 # -- environment -------------------------------------------------------------------------------
 def _cpu_model() -> str:
     try:
@@ -889,6 +1081,21 @@ def render(report: dict[str, Any], configs: dict[str, Config]) -> str:
                 f"at the end: {traced['memwatch_bytes_alive_from_after_first']:,} B; top lines: "
                 + "; ".join(traced["top_lines"])
             )
+    leak_memory = report.get("leak_memory")
+    if leak_memory:
+        per_step = leak_memory["rss_bytes_per_step"]
+        lines += [
+            "",
+            f"## memwatch's own memory under a planted graph leak (`total += loss`, "
+            f"{leak_memory['steps']:,} steps, {leak_memory['rounds']} rounds, a fresh "
+            "process per run)",
+            "",
+            f"- RSS gained per step: no tool {per_step['none'] / 1024:.2f} KiB, memwatch "
+            f"{per_step['memwatch'] / 1024:.2f} KiB: ×{leak_memory['ratio']:.3f} "
+            f"(target ≤ ×{leak_memory['target_ratio']:.2f}: {leak_memory['status']}; rounds "
+            + ", ".join(f"×{r:.3f}" for r in leak_memory["ratio_rounds"])
+            + ")",
+        ]
     leak = report.get("leak")
     if leak:
         lines += [
@@ -916,7 +1123,7 @@ def render(report: dict[str, Any], configs: dict[str, Config]) -> str:
 
 
 # -- command line ------------------------------------------------------------------------------
-SECTIONS = ("overhead", "long-run", "run-file", "memory", "leak")
+SECTIONS = ("overhead", "long-run", "run-file", "memory", "leak", "leak-memory")
 
 
 def _csv(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -963,6 +1170,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-rounds", type=int, help="full-window rounds (default 3)")
     parser.add_argument("--leak-start", type=int, help="step where the leak starts (default 20)")
     parser.add_argument("--leak-steps", type=int, help="leaking steps to wait (default 200)")
+    parser.add_argument(
+        "--leak-memory-steps", type=int, help="steps per leak-memory run (default 3000)"
+    )
+    parser.add_argument("--leak-memory-rounds", type=int, help="leak-memory rounds (default 2)")
+    parser.add_argument("--leak-memory-child", help=argparse.SUPPRESS)  # internal: one run
+    parser.add_argument("--leak-memory-out", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -977,6 +1190,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "long_rounds": 1 if quick else 3,
         "leak_start": 5 if quick else 20,
         "leak_steps": 40 if quick else 200,
+        "leak_memory_steps": 60 if quick else 3000,
+        "leak_memory_rounds": 1 if quick else 2,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -996,6 +1211,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.leak_memory_child:
+        out = args.leak_memory_out or str(Path(tempfile.gettempdir()) / "leak-memory.db")
+        print(json.dumps(leak_memory_child(args.leak_memory_child, args.leak_memory_steps, out)))
+        return 0
     device = torch.device(args.device)
     configs = make_configs(device)
     report: dict[str, Any] = {
@@ -1044,6 +1263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif section == "leak":
                 report["leak"] = bench_leak(
                     args.leak_start, args.leak_steps, args.quick, device, tmp
+                )
+            elif section == "leak-memory":
+                report["leak_memory"] = bench_leak_memory(
+                    args.leak_memory_rounds, args.leak_memory_steps, args.quick, tmp
                 )
             timings[section] = round(time.perf_counter() - t0, 1)
         report["section_seconds"] = timings

@@ -356,7 +356,7 @@ class HolderScanner:
                     None,
                     None,
                     name,
-                    grad=value.grad_fn is not None,
+                    grad=not value.is_leaf,
                 )
             )
 
@@ -446,7 +446,7 @@ class HolderScanner:
                     owner_type,
                     attr,
                     root,
-                    grad=value.grad_fn is not None,
+                    grad=not value.is_leaf,
                 )
             )
         elif kind in (_SEQ, _DICT):
@@ -589,7 +589,7 @@ class HolderScanner:
             root,
             length=length,
             estimated=not exact,
-            grad=grad_tensor is not None and grad_tensor.grad_fn is not None,
+            grad=grad_tensor is not None and not grad_tensor.is_leaf,
             last=last,
         )
 

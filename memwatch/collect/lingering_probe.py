@@ -75,7 +75,7 @@ class LingeringChecker:
             bound = 0
             for tensors in scan.frame_tensors:
                 for _name, tensor in tensors:
-                    if tensor.grad_fn is not None or tensor.nbytes >= MIN_TENSOR_BYTES:
+                    if not tensor.is_leaf or tensor.nbytes >= MIN_TENSOR_BYTES:
                         bound += tensor.nbytes
             if bound < ARM_MIN_BYTES // 4:
                 return
@@ -87,7 +87,7 @@ class LingeringChecker:
             frame = scan.frames[index]
             names: list[tuple[str, Any, int, int]] = []
             for name, tensor in tensors:
-                if tensor.grad_fn is None and tensor.nbytes < MIN_TENSOR_BYTES:
+                if tensor.is_leaf and tensor.nbytes < MIN_TENSOR_BYTES:
                     continue  # too small to matter, and not a product of this step's graph
                 key = (frame.code, name)
                 try:
@@ -96,7 +96,7 @@ class LingeringChecker:
                     continue
                 current[key] = ref
                 old = previous.get(key)
-                fresh = tensor.grad_fn is not None or (old is not None and old() is not tensor)
+                fresh = not tensor.is_leaf or (old is not None and old() is not tensor)
                 if not fresh:
                     continue
                 storage, nbytes = storage_of(tensor)

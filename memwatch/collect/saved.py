@@ -136,7 +136,7 @@ class SavedTensorHooks:
         if not self.enabled:
             # Never keep an output itself: with its grad_fn it would form a cycle
             # (docs/measurements.md §2).
-            return tensor.detach() if tensor.grad_fn is not None else tensor
+            return tensor.detach() if not tensor.is_leaf else tensor
         counter = self.counter
         key: int | None = None
         try:
@@ -156,12 +156,14 @@ class SavedTensorHooks:
                     key = None
             # Only a tensor with a grad_fn must be detached (the cycle above); detaching
             # the others (inputs, parameters) would cost ~0.7 µs each for nothing.
-            kept = tensor.detach() if tensor.grad_fn is not None else tensor
+            # ``is_leaf`` tells it without reading ``grad_fn``, which would make the node's
+            # Python wrapper: torch keeps that alive with the node, so with a leaked graph.
+            kept = tensor.detach() if not tensor.is_leaf else tensor
             return _Held(kept, tensor._version, key, counter)
         except Exception:
             if key is not None:
                 counter.drop(key)
-            return tensor.detach() if tensor.grad_fn is not None else tensor
+            return tensor.detach() if not tensor.is_leaf else tensor
 
     @staticmethod
     def unpack(held: Any) -> Any:

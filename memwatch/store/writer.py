@@ -32,6 +32,9 @@ from memwatch.records import (
 from memwatch.store.claim import claim_run_path, discard_claimed
 from memwatch.store.schema import APPLICATION_ID, DDL, SCHEMA_VERSION
 
+#: The writer's SQLite page cache, KiB (64 pages of 4 KiB: the right edge of every table).
+WRITER_CACHE_KIB = 256
+
 _INSERT_STEP = (
     f"INSERT OR REPLACE INTO steps ({', '.join(STEP_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in STEP_COLUMNS)})"
@@ -74,6 +77,9 @@ class RunWriter:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Appends touch only the last pages of each table: SQLite's default 2 MB page
+            # cache would fill over thousands of steps as memwatch's own growth (issue 15).
+            self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self._conn.executescript(DDL)
         except sqlite3.Error as exc:  # a full disk at start, a filesystem without locks...

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "overhead.py"
-WORKLOADS = {"tiny-mlp", "mlp-1024", "convnet"}
+WORKLOADS = {"tiny-mlp", "mlp-1024", "convnet", "many-forwards", "bptt"}
 CONFIGS = {"none", "memwatch", "memwatch-deep", "profiler", "gc-census"}
 
 

@@ -184,6 +184,33 @@ def test_hidden_state_detached_at_each_batch_is_silent() -> None:
     assert _graph_findings(mw) == []
 
 
+def test_a_state_that_stops_being_detached_late_is_reported_within_five_steps() -> None:
+    # GIVEN truncated BPTT done right for 30 steps (``hidden`` rebound, never reaching its
+    #       previous graph: memwatch then searches it only every other step), after which
+    #       the state is no longer detached
+    #       (retain_graph and a ``p.data`` update keep torch quiet, as in the RNN sample)
+    torch.manual_seed(0)
+    model = Recurrent()
+    start, reported_at = 30, None
+    with memwatch(store=False) as mw:
+        hidden = torch.zeros(4, 16)
+        for step in range(start + 10):
+            if step < start:
+                hidden = hidden.detach()
+            out, hidden = model(torch.randn(4, 8), hidden)
+            loss = out.pow(2).mean()
+            model.zero_grad()
+            loss.backward(retain_graph=True)
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-0.01)
+            # WHEN we look at the findings after each step
+            if reported_at is None and _graph_findings(mw):
+                reported_at = step
+    # THEN the leak of `hidden` is reported within five steps of its start
+    assert reported_at is not None and reported_at <= start + 5
+    assert _graph_findings(mw)[0].variable == "hidden"
+
+
 def test_episodes_growing_longer_within_each_step_are_silent() -> None:
     # GIVEN a policy-gradient style loop whose episode (and graph) is longer every step,
     #       but built afresh inside the step

@@ -108,7 +108,7 @@ class ForwardsRecorder:
     ) -> bool:
         """A root forward with grad finished; True when it leaves something to record."""
         if isinstance(output, _Tensor):  # the common case, without building a list
-            if output.grad_fn is None:
+            if output.is_leaf:  # no grad_fn (read without making its Python wrapper)
                 return False
             tensors = [output]
         else:
