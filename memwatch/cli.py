@@ -9,6 +9,7 @@ one ``memwatch: ...`` line and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -68,5 +69,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: ``memwatch ... | head -1``: the reader went away. A shell reports a process killed by
+#: SIGPIPE as 128 + 13; memwatch exits with that status (check's 1 and bad input's 2 stay
+#: unambiguous), silently, as ``cat`` or ``grep`` end there.
+BROKEN_PIPE_STATUS = 141
+
+
+def console_main() -> NoReturn:
+    """The ``memwatch`` command (and ``python -m memwatch``): ``main()``, then end the
+    process the way python would.
+
+    * A closed stdout (``memwatch report RUN | head -1``) ends the command quietly with
+      status 141, stdout pointed at devnull so that the interpreter's own final flush
+      cannot raise again (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(BROKEN_PIPE_STATUS)
+    sys.exit(status)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
