@@ -79,7 +79,10 @@ def test_a_gap_between_stale_checks_breaks_the_run() -> None:
 def test_orphans_that_get_gradients_are_used_without_a_module() -> None:
     # GIVEN orphans that had nonzero gradients at the step (a free nn.Parameter, master
     #       weights of mixed precision, torch.func weights)
-    events = [_check(n, orphans_with_grad=4, orphan_grads_checked=4, orphan_grads_zero=1) for n in (4, 8, 12)]
+    events = [
+        _check(n, orphans_with_grad=4, orphan_grads_checked=4, orphan_grads_zero=1)
+        for n in (4, 8, 12)
+    ]
     # THEN they are in use: silent
     assert _judge(*events) == []
 

@@ -109,8 +109,8 @@ def _finding(run: list[Seen]) -> Finding | None:
         f"no module uses any more, pinning {format_size(held)}"
     )
     detail = (
-        f"From step {first.step} to step {last.step} ({len(run)} checks), the {optimizer}{built} "
-        f"stepped{stepped} with {which} in the modules that ran ({modules}) and no gradient "
+        f"From step {first.step} to step {last.step} ({len(run)} checks), the {optimizer} "
+        f"optimizer{built} stepped{stepped} with {which} in the modules that ran ({modules}) and no gradient "
         f"reaching them: the model was replaced, reloaded or re-created after the optimizer "
         f"was built. It keeps the old parameters ({format_size(info.orphan_bytes)}), their "
         f"gradients ({format_size(info.grad_bytes)}) and optimizer state "

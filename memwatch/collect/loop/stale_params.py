@@ -68,9 +68,7 @@ class StaleParamsRecorder:
         self._tracker: ProbeHost | None = None
         self._roots: dict[int, tuple[weakref.ref[Any], int]] = {}
         self._followed: weakref.WeakKeyDictionary[Any, _Followed] = weakref.WeakKeyDictionary()
-        self._created: weakref.WeakKeyDictionary[Any, dict[str, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._created: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self._serials = 0
         self._last_forward_step = -1
 
