@@ -110,8 +110,8 @@ def _finding(run: list[Seen]) -> Finding | None:
     )
     detail = (
         f"From step {first.step} to step {last.step} ({len(run)} checks), the {optimizer} "
-        f"optimizer{built} stepped{stepped} with {which} in the modules that ran ({modules}) and no gradient "
-        f"reaching them: the model was replaced, reloaded or re-created after the optimizer "
+        f"optimizer{built} stepped{stepped} with {which} in the modules that ran "
+        f"({modules}) and no gradient reaching them: the model was replaced, reloaded or re-created after the optimizer "
         f"was built. It keeps the old parameters ({format_size(info.orphan_bytes)}), their "
         f"gradients ({format_size(info.grad_bytes)}) and optimizer state "
         f"({format_size(info.state_bytes)}) alive, and {consequence}."
