@@ -108,13 +108,15 @@ def _finding(run: list[Seen]) -> Finding | None:
         f"{optimizer} {name} steps {info.orphans} parameter{'s' if info.orphans != 1 else ''} "
         f"no module uses any more, pinning {format_size(held)}"
     )
+    old, grads, state = (
+        format_size(n) for n in (info.orphan_bytes, info.grad_bytes, info.state_bytes)
+    )
     detail = (
         f"From step {first.step} to step {last.step} ({len(run)} checks), the {optimizer} "
         f"optimizer{built} stepped{stepped} with {which} in the modules that ran "
-        f"({modules}) and no gradient reaching them: the model was replaced, reloaded or re-created after the optimizer "
-        f"was built. It keeps the old parameters ({format_size(info.orphan_bytes)}), their "
-        f"gradients ({format_size(info.grad_bytes)}) and optimizer state "
-        f"({format_size(info.state_bytes)}) alive, and {consequence}."
+        f"({modules}) and no gradient reaching them: the model was replaced, reloaded or "
+        f"re-created after the optimizer was built. It keeps the old parameters ({old}), "
+        f"their gradients ({grads}) and optimizer state ({state}) alive, and {consequence}."
     )
     fix = (
         f"Build the optimizer on the model that is trained: create {name} again after "
