@@ -263,3 +263,31 @@ def test_a_free_parameter_used_without_a_module_is_silent() -> None:
             opt.step()
     # THEN it gets gradients: in use, not stale
     assert of_kind(mw.findings, KIND) == []
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk, self.fc = nn.Linear(16, 512), nn.Linear(512, 1024)  # fc: 2 MiB
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(x))
+
+
+def test_a_submodule_replaced_inside_the_model_warns_once_the_walk_is_refreshed() -> None:
+    # GIVEN `model.fc = nn.Linear(...)` after the optimizer was built: the model keeps
+    #       running, its old head (2 MiB + momentum) stays in the optimizer
+    torch.manual_seed(0)
+    model = _Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with memwatch(store=False) as mw:
+        for i in range(100):
+            if i == 6:
+                model.fc = nn.Linear(512, 1024)
+            _train(model, opt)
+    # THEN a warning (some parameters still used) for the 2 orphans, after the cached
+    #      parameter ids were walked again
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.severity == "warning"
+    assert (finding.evidence["orphans"], finding.evidence["params"]) == (2, 4)
+    assert finding.evidence["state_bytes"] == finding.evidence["orphan_bytes"] > 2 * MiB
