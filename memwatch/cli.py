@@ -9,6 +9,8 @@ one ``memwatch: ...`` line and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -53,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"memwatch: {exc}", file=sys.stderr)
             return exc.exit_code
         args_list = ["run", *head]
+    run.ended_by_ctrl_c = False
     args = parser.parse_args(args_list)
     if getattr(args, "command", None) is None:
         parser.print_help()
@@ -65,8 +68,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"memwatch: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        run.ended_by_ctrl_c = True
         return 130
 
 
+#: ``memwatch ... | head -1``: the reader went away. A shell reports a process killed by
+#: SIGPIPE as 128 + 13; memwatch exits with that status (check's 1 and bad input's 2 stay
+#: unambiguous), silently, as ``cat`` or ``grep`` end there.
+BROKEN_PIPE_STATUS = 141
+
+
+def console_main() -> NoReturn:
+    """The ``memwatch`` command (and ``python -m memwatch``): ``main()``, then end the
+    process the way python would.
+
+    * A closed stdout (``memwatch report RUN | head -1``) ends the command quietly with
+      status 141, stdout pointed at devnull so that the interpreter's own final flush
+      cannot raise again (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    * Ctrl-C: once the run's end is recorded and the report printed, the process dies by
+      SIGINT, as python does for an uncaught KeyboardInterrupt (since 3.8), so the shell
+      or a parent script sees a signal death (a bash loop stops, ``returncode == -2``).
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(BROKEN_PIPE_STATUS)
+    if run.ended_by_ctrl_c:
+        _die_by_sigint()
+    sys.exit(status)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _die_by_sigint() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if sys.platform != "win32":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(130)  # where the signal cannot end the process (Windows): python's status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

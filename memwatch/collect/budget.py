@@ -45,11 +45,15 @@ from types import FrameType
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
+
+try:  # private: the CPU counting's only mechanism; without it the counting is off
+    from torch.utils import _python_dispatch
+except ImportError:  # pragma: no cover - a torch without the module
+    _python_dispatch = None  # type: ignore[assignment]
 
 from memwatch.collect import cuda
 from memwatch.collect import oom as oom_observer
-from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading
+from memwatch.collect.device import CudaMemory, DeviceMemory, DeviceReading, NoDeviceMemory
 from memwatch.notices import notice
 
 _Tensor = torch.Tensor
@@ -88,6 +92,20 @@ def budget_oom_message(requested: int, in_use: int, budget: int) -> str:
     )
 
 
+def _dispatch_api() -> tuple[Any, Any] | None:
+    """``(TorchDispatchMode, _get_current_dispatch_mode)`` of this torch, looked up now;
+    None when either is missing (torch.utils._python_dispatch is private)."""
+    mode = getattr(_python_dispatch, "TorchDispatchMode", None)
+    current = getattr(_python_dispatch, "_get_current_dispatch_mode", None)
+    return None if mode is None or current is None else (mode, current)
+
+
+_api_at_import = _dispatch_api()
+#: TensorTracker's base: the dispatch mode where this torch has one (a plain object keeps
+#: this module importable on a torch without it; the tracker is then never created).
+_DispatchModeBase: Any = _api_at_import[0] if _api_at_import is not None else object
+
+
 class _StorageRef(weakref.ref):
     """The registry entry of one tracked storage *is* its weakref: no extra object per op."""
 
@@ -98,7 +116,7 @@ class _StorageRef(weakref.ref):
     seq: int
 
 
-class TensorTracker(TorchDispatchMode):
+class TensorTracker(_DispatchModeBase):
     """Live bytes of CPU tensors created under it, optionally refusing to pass a budget.
 
     ``live`` is exact at op granularity; ``peak`` is the highest ``live`` since the last
@@ -348,7 +366,9 @@ class TensorTracker(TorchDispatchMode):
         self.release_raised_frames()
         if not self._pushed:
             return True
-        if threading.get_ident() != self._tid or _get_current_dispatch_mode() is not self:
+        api = _dispatch_api()
+        current = api[1]() if api is not None else None
+        if threading.get_ident() != self._tid or current is not self:
             # Another thread, or someone entered a mode above ours and left it there:
             # popping would remove theirs. Ours stays as a pass-through.
             return False
@@ -410,6 +430,13 @@ class Budget:
     def install(self, cpu: bool = False) -> Budget:
         if not cpu and cuda.host_has_devices():
             self._install_cuda()
+        elif _dispatch_api() is None or _api_at_import is None:
+            lost = "the budget is not applied" if self.budget_bytes is not None else "no bytes"
+            notice(
+                "this torch has no torch.utils._python_dispatch.TorchDispatchMode: CPU "
+                f"tensors are not counted ({lost}); the program runs unchanged"
+            )
+            self._device = NoDeviceMemory()
         else:
             self.tensors = TensorTracker(self.budget_bytes)
             self.tensors.enter()

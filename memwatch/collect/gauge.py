@@ -147,7 +147,11 @@ def open_gauge(budget_bytes: int | None) -> Gauge:
     if cuda.initialized():
         owned = install_budget(budget_bytes) if budget_bytes is not None else None
         return CudaGauge(budget_bytes, owned)
-    return TrackedGauge(install_budget(budget_bytes, cpu=True), owned=True)
+    budget = install_budget(budget_bytes, cpu=True)
+    if budget.tensors is None:  # this torch cannot count CPU tensors (said once)
+        budget.uninstall()
+        raise MemwatchError("find_batch_size: this torch cannot measure memory on CPU")
+    return TrackedGauge(budget, owned=True)
 
 
 def run_trial(step_fn: Callable[[int], object], size: int) -> bool:

@@ -47,6 +47,7 @@ import torch
 from memwatch.collect.frames import display_path
 from memwatch.collect.holders import Entry, FrameInfo, Scan, first_tensor
 from memwatch.evidence import GraphAccumulation
+from memwatch.notices import notice
 from memwatch.records import Location
 from memwatch.source.statements import (
     Statement,
@@ -75,7 +76,25 @@ MAX_MARKS = 4096
 #: torch 2.13 CPU for mm/relu/sum/add chains); a graph's device memory is the tensors.
 NODE_BYTES_ESTIMATE = 700
 
-_peek_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
+
+def _peek_sequence_nr() -> int | None:
+    """The thread's next autograd sequence number (private ``_get_sequence_nr``, looked up
+    at each use); None on a torch without it: the watermarks then fall back to the highest
+    node number seen, so steps are attributed a little later but nothing is lost."""
+    peek = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
+    return int(peek()) if peek is not None else None
+
+
+class _NoSequenceNumbers(Exception):
+    """This torch's autograd nodes have no ``_sequence_nr()``: the check cannot run."""
+
+
+def _sequence_nr(node: Any) -> int:
+    """A node's creation number (private ``Node._sequence_nr()``)."""
+    method = getattr(node, "_sequence_nr", None)
+    if method is None:
+        raise _NoSequenceNumbers
+    return int(method())
 
 
 @dataclass(slots=True)
@@ -115,15 +134,16 @@ class GraphChecker:
         self._passes = 0
         #: something is suspicious (a new name with a graph, a hit): check the next step too
         self.eager = False
+        #: this torch's nodes have no ``_sequence_nr()``: the check is off (said once)
+        self.unsupported = False
 
     # -- watermarks ----------------------------------------------------------------------------
     def _watermark(self) -> int:
-        if _peek_sequence_nr is not None:
-            try:
-                return int(_peek_sequence_nr())
-            except Exception:
-                pass
-        return self._max_seen
+        try:
+            peeked = _peek_sequence_nr()
+        except Exception:
+            peeked = None
+        return peeked if peeked is not None else self._max_seen
 
     def _step_of(self, seq: int, current: int) -> int:
         """The step in whose window a node with sequence number ``seq`` was created."""
@@ -134,6 +154,19 @@ class GraphChecker:
 
     # -- per step -----------------------------------------------------------------------------
     def on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
+        if self.unsupported:
+            return
+        try:
+            self._on_step_end(tracker, scan)
+        except _NoSequenceNumbers:
+            self.unsupported = True
+            self.eager = False
+            notice(
+                "this torch's autograd nodes have no _sequence_nr(); the "
+                "graph-accumulation check is off for this run (the other checks run)"
+            )
+
+    def _on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
         self.eager = False
         step = scan.step
         previous = self._marks[-1] if self._marks else -1
@@ -186,7 +219,7 @@ class GraphChecker:
         grad_names: _GradNames,
     ) -> None:
         root = tensor.grad_fn
-        seq = root._sequence_nr()
+        seq = _sequence_nr(root)
         if seq < MAX_SEQ and seq > self._max_seen:
             self._max_seen = seq
         key = (scan.frames[entry.frame_index].code, name)
@@ -339,7 +372,7 @@ class GraphChecker:
             return fallback
         try:
             first = first_tensor(container[track.start_length])
-            seq = first.grad_fn._sequence_nr()
+            seq = _sequence_nr(first.grad_fn)
         except Exception:
             return fallback
         return self._step_of(seq, step) if seq < MAX_SEQ else fallback
@@ -356,7 +389,7 @@ class GraphChecker:
         queue = [root]
         seen = {id(root)}
         steps: set[int] = set()
-        seq = root._sequence_nr()
+        seq = _sequence_nr(root)
         if seq < MAX_SEQ:
             steps.add(self._step_of(seq, current))
         index = 0
@@ -373,7 +406,7 @@ class GraphChecker:
                 cid = id(child)
                 if cid in seen:
                     continue
-                seq = child._sequence_nr()
+                seq = _sequence_nr(child)
                 if seq >= MAX_SEQ:
                     continue
                 seen.add(cid)
@@ -544,7 +577,7 @@ def _reaches(root: Any, target: int, count: bool = True) -> tuple[bool, int, boo
         for child, _ in children:
             if child is None:
                 continue
-            seq = child._sequence_nr()
+            seq = _sequence_nr(child)
             if seq == target:
                 found = True
                 if not count:
@@ -575,7 +608,7 @@ def _count(root: Any) -> tuple[int, bool]:
         except Exception:
             continue
         for child, _ in children:
-            if child is None or id(child) in seen or child._sequence_nr() >= MAX_SEQ:
+            if child is None or id(child) in seen or _sequence_nr(child) >= MAX_SEQ:
                 continue
             seen.add(id(child))
             queue.append(child)

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from memwatch.notices import notice
+
 
 class SavedTensorCounter:
     """Live bytes saved for backward, their in-step peak and their age in steps.
@@ -123,6 +125,12 @@ def _inplace_error(tensor: Any, saved_version: int) -> RuntimeError:
     )
 
 
+#: autograd's private default-hooks stack (what ``torch.autograd.graph.saved_tensors_hooks``
+#: uses); looked up at each use, so a torch without it only switches the counting off.
+_PUSH = "_push_saved_tensors_default_hooks"
+_POP = "_pop_saved_tensors_default_hooks"
+
+
 class SavedTensorHooks:
     """The pack/unpack pair, pushed on autograd's default-hooks stack while enabled."""
 
@@ -175,13 +183,25 @@ class SavedTensorHooks:
         return held
 
     # -- installing -----------------------------------------------------------------------
-    def push(self) -> None:
-        torch._C._autograd._push_saved_tensors_default_hooks(self.pack, self.unpack)
+    def push(self) -> bool:
+        """Install the hooks; False (counting off, one notice) on a torch without autograd's
+        private default-hooks stack: the program then runs exactly as unwatched."""
+        autograd = getattr(torch._C, "_autograd", None)
+        push_hooks = getattr(autograd, _PUSH, None)
+        if push_hooks is None or getattr(autograd, _POP, None) is None:
+            self.enabled = False
+            notice(
+                f"this torch has no torch._C._autograd.{_PUSH}; autograd's saved tensors "
+                "are not measured in this run (the other checks run)"
+            )
+            return False
+        push_hooks(self.pack, self.unpack)
         self._pushed = True
+        return True
 
     def pop(self) -> None:
         if self._pushed:
-            torch._C._autograd._pop_saved_tensors_default_hooks()
+            getattr(torch._C._autograd, _POP)()
             self._pushed = False
 
     def on_top(self) -> bool:

@@ -14,7 +14,6 @@ nothing else; recording history is switched off again when the watch stops.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -24,6 +23,7 @@ import torch
 
 from memwatch.collect import cuda
 from memwatch.collect.probe import Probe
+from memwatch.notices import notice
 from memwatch.records import Event, StepRecord
 
 if TYPE_CHECKING:
@@ -69,10 +69,9 @@ class SnapshotProbe(Probe):
     def on_start(self, tracker: ProbeHost) -> None:
         self._api = snapshot_api()
         if self._api is None:
-            print(
-                "memwatch: CUDA memory snapshots need a CUDA device and "
-                "torch.cuda.memory._record_memory_history; no snapshot will be written",
-                file=sys.stderr,
+            notice(
+                "CUDA memory snapshots need a CUDA device and "
+                "torch.cuda.memory._record_memory_history; no snapshot will be written"
             )
             return
         # Never initialise CUDA for the program: start recording when it does.
@@ -111,10 +110,7 @@ class SnapshotProbe(Probe):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._api[1](str(path))
         tracker.emit(Event(SNAPSHOT_EVENT, step, time.time(), {"path": str(path), "reason": tag}))
-        print(
-            f"memwatch: CUDA memory snapshot at {path} (open it in PyTorch's memory_viz)",
-            file=sys.stderr,
-        )
+        notice(f"CUDA memory snapshot at {path} (open it in PyTorch's memory_viz)")
         return path
 
     def _stop_recording(self) -> None:

@@ -217,7 +217,10 @@ def _prepare(module: str | None, target: str) -> str | int:
         return 1
     except BaseException as exc:  # the package's own import failed: python's traceback
         print_user_traceback(type(exc), exc, exc.__traceback__)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        if isinstance(exc, KeyboardInterrupt):
+            _ended_by_ctrl_c()
+            return 130
+        return 1
     finally:
         if saved_path0 is not None:
             sys.path[0] = saved_path0
@@ -251,6 +254,7 @@ def _execute(
         watch.start()  # an unusable --out stops here, before the script runs
     except KeyboardInterrupt:  # Ctrl-C before the run started: no run, no report
         print("KeyboardInterrupt", file=sys.stderr)
+        _ended_by_ctrl_c()
         return 130
     restore_sigterm = _record_then_die_on_sigterm(watch, report)
     if module is None:
@@ -268,6 +272,7 @@ def _execute(
     except KeyboardInterrupt as exc:
         print_user_traceback(type(exc), exc, exc.__traceback__)
         status = 130
+        _ended_by_ctrl_c()
     except BaseException as exc:  # the script's own error: shown as python shows it
         watch.note_exception(exc)
         print_user_traceback(type(exc), exc, exc.__traceback__)
@@ -281,6 +286,17 @@ def _execute(
     if report is not None:
         report(watch)
     return status
+
+
+#: Set when Ctrl-C (KeyboardInterrupt) ended the script: the ``memwatch`` command then
+#: dies by SIGINT after the report, as python does (``cli.console_main``); ``main()``
+#: called as a function just returns 130.
+ended_by_ctrl_c = False
+
+
+def _ended_by_ctrl_c() -> None:
+    global ended_by_ctrl_c
+    ended_by_ctrl_c = True
 
 
 def _record_then_die_on_sigterm(

@@ -17,7 +17,22 @@ from memwatch.collect.frames import display_path
 from memwatch.records import Location
 from memwatch.source.calls import CallSite, call_site_at
 
-_STOCHASTIC = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+
+def module_base(module: Any, private: str, public: tuple[type, ...]) -> tuple[type, ...]:
+    """The private base class ``module.private`` of torch.nn layers (``_ConvNd``, ``_Loss``,
+    ...) for ``isinstance``, or, on a torch without it, the public classes it stands for."""
+    found = getattr(module, private, None)
+    return (found,) if isinstance(found, type) else public
+
+
+_nn = torch.nn
+_STOCHASTIC = module_base(
+    _nn.modules.dropout,
+    "_DropoutNd",
+    (_nn.Dropout, _nn.Dropout1d, _nn.Dropout2d, _nn.Dropout3d, _nn.AlphaDropout),
+) + module_base(
+    _nn.modules.batchnorm, "_BatchNorm", (_nn.BatchNorm1d, _nn.BatchNorm2d, _nn.BatchNorm3d)
+)
 
 MAX_PENDING = 256  # forwards remembered between two backwards (an eval pass can be long)
 EMIT_FREELY = 256  # events of one kind emitted before thinning to one step in 16

@@ -15,13 +15,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from memwatch.collect.frames import first_user_frame
-from memwatch.collect.loop.common import Site, Thinning, call_at, location_of, site_of
+from memwatch.collect.loop.common import (
+    Site,
+    Thinning,
+    call_at,
+    location_of,
+    module_base,
+    site_of,
+)
 from memwatch.evidence import ConvInputShapes
 
 if TYPE_CHECKING:
     from memwatch.collect.probe import ProbeHost
 
-_CONV = torch.nn.modules.conv._ConvNd
+_CONV = module_base(
+    torch.nn.modules.conv,
+    "_ConvNd",
+    tuple(getattr(torch.nn, f"Conv{kind}{n}d") for kind in ("", "Transpose") for n in (1, 2, 3)),
+)
 MAX_SHAPES = 1024  # distinct conv input shapes remembered per module
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from memwatch.collect.loop.common import LoopOrder, StochasticModules, Thinning
+from memwatch.collect.loop.common import LoopOrder, StochasticModules, Thinning, module_base
 from memwatch.collect.loop.conv_shapes import ConvShapesRecorder, cudnn_benchmark
 from memwatch.collect.loop.eval_mode import EvalModeRecorder
 from memwatch.collect.loop.forwards import ForwardsRecorder
@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 _grad_enabled = torch.is_grad_enabled
 _Tensor = torch.Tensor
-_LOSS = torch.nn.modules.loss._Loss
+_LOSS = module_base(
+    torch.nn.modules.loss,
+    "_Loss",
+    tuple(
+        value
+        for name, value in vars(torch.nn).items()
+        if name.endswith("Loss") and isinstance(value, type) and issubclass(value, torch.nn.Module)
+    ),
+)
 
 
 class LoopProbe(Probe):
