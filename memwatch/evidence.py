@@ -267,6 +267,35 @@ class GradReset(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class StaleOptimizerParams(Evidence):
+    """At an optimizer step: its parameters that no recently forwarded root module holds.
+
+    ``orphans`` of the optimizer's ``params`` (those requiring grad) are in none of the
+    ``forwarded`` root modules run since its previous check; ``orphans_with_grad`` of them
+    had a gradient at the step, ``orphan_grads_zero`` of the ``orphan_grads_checked``
+    sampled gradients were all zeros. Bytes are storages counted once: the orphan
+    parameters, their gradients and their optimizer state. ``optimizer_serial`` tells the
+    optimizers of one run apart; ``created_at`` is where it was built, when seen.
+    """
+
+    KIND: ClassVar[str] = "stale-optimizer-params"
+    optimizer: str | None = None
+    optimizer_serial: int = 0
+    variable: str | None = None
+    params: int = 0
+    orphans: int = 0
+    orphans_with_grad: int = 0
+    orphan_grads_checked: int = 0
+    orphan_grads_zero: int = 0
+    orphan_bytes: int = 0
+    grad_bytes: int = 0
+    state_bytes: int = 0
+    forwarded: int = 0
+    modules: tuple[str, ...] = ()
+    created_at: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnbatchedForwards(Evidence):
     """A step's root forwards on single samples (1-D or batch of 1)."""
 
@@ -347,6 +376,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         EvalPassTrainMode,
         MicrobatchBackward,
         GradReset,
+        StaleOptimizerParams,
         UnbatchedForwards,
         ConvInputShapes,
         OomRetry,

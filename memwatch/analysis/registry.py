@@ -23,6 +23,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     oom_retry_loop,  # docs/oom.md
     rank_imbalance,
     retain_graph_leak,
+    stale_optimizer_params,
     unbatched_forward,
 )
 from memwatch.notices import notice
@@ -37,6 +38,7 @@ DETECTORS: tuple[Detector, ...] = (
     eval_mode_missing.DETECTOR,
     microbatch_graph_accumulation.DETECTOR,
     grad_reset_before_step.DETECTOR,
+    stale_optimizer_params.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,
     host_memory_growth.DETECTOR,

@@ -109,6 +109,7 @@ LOOP_KINDS = frozenset(
         "grad-reset-before-step",
         "cudnn-benchmark-dynamic-shapes",
         "unbatched-forward",
+        "stale-optimizer-params",
         "host-memory-growth",
     }
 )

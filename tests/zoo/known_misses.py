@@ -89,20 +89,6 @@ KNOWN_MISSES: dict[str, str] = {
         "switches only the Dropout layers back to train under no_grad (BatchNorm stays in eval)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/word_lm_reload_best_checkpoint_optimizer_pins_old": (
-        "stale-optimizer-params is not a kind yet: after `model = torch.load(f)` the Adam "
-        "optimizer keeps stepping the old parameters (grads + exp_avg/exp_avg_sq pinned); "
-        "memwatch reported nothing"
-    ),
-    "bugs/optimizer_built_before_model_reinstantiated": (
-        "stale-optimizer-params is not a kind yet: module-level `rnn` rebound after the SGD "
-        "optimizer was built on the first instance; memwatch reported nothing"
-    ),
-    "bugs/kfold_optimizer_built_once_outside_folds": (
-        "stale-optimizer-params is not a kind yet: a new model per fold, the optimizer in "
-        "config['optimizer'] still holds the first model's parameters; memwatch reported "
-        "nothing"
-    ),
     "bugs/zero_grad_per_microbatch": (
         "not found: zero_grad runs between the backward passes of one accumulation (bwd, "
         "zero_grad, bwd, ... , step); grad-reset-before-step only checks zero_grad directly "

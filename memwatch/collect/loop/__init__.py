@@ -11,6 +11,7 @@ One file per evidence kind, one probe to ride the hooks:
 | ``GradReset`` | ``grad_reset.py`` | ``grad-reset-before-step`` |
 | ``ConvInputShapes`` | ``conv_shapes.py`` | ``cudnn-benchmark-dynamic-shapes`` |
 | ``UnbatchedForwards`` | ``unbatched.py`` | ``unbatched-forward`` |
+| ``StaleOptimizerParams`` | ``stale_params.py`` | ``stale-optimizer-params`` |
 
 ``probe.LoopProbe`` dispatches the tracker's hooks to them (``common.py`` holds what
 they share). Cost, in the common path of a healthy loop: a few attribute reads per hook.
@@ -18,8 +19,8 @@ Source lines are read (``memwatch.source.calls``) only when evidence is recorded
 are never kept (they hold the user's tensors). Evidence is recorded at step ends, only
 for steps where something was seen, and thinned after the first 256 of a kind
 (``common.Thinning``). No hook raises into the user's program: the tracker switches a
-failing probe off, and the patched ``zero_grad`` and the optimizer pre-hook catch their
-own errors.
+failing probe off, and the patched ``zero_grad``/``Optimizer.__init__`` and the optimizer
+pre-hooks catch their own errors.
 """
 
 from memwatch.collect.loop.probe import LoopProbe

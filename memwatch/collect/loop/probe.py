@@ -27,6 +27,7 @@ from memwatch.collect.loop.forwards import ForwardsRecorder
 from memwatch.collect.loop.grad_reset import GradResetRecorder
 from memwatch.collect.loop.microbatch import MicrobatchRecorder
 from memwatch.collect.loop.retain import RetainRecorder
+from memwatch.collect.loop.stale_params import StaleParamsRecorder
 from memwatch.collect.loop.unbatched import UnbatchedRecorder
 from memwatch.collect.probe import BackwardCall, Probe
 
@@ -63,6 +64,7 @@ class LoopProbe(Probe):
         self.microbatch = MicrobatchRecorder()
         self.unbatched = UnbatchedRecorder()
         self.shapes = ConvShapesRecorder()
+        self.stale_params = StaleParamsRecorder()
         self._cur_unbatched = False
         self._skip = False  # the current root forward is a loss module
         self._continues = False  # ... or takes the previous root forward's output
@@ -71,10 +73,12 @@ class LoopProbe(Probe):
 
     def on_start(self, tracker: ProbeHost) -> None:
         self.grad_reset.install(tracker)
+        self.stale_params.install(tracker)
 
     # -- forwards -------------------------------------------------------------------------
     def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
         self._cur_unbatched = False
+        self.stale_params.note_forward(module, tracker.step)
         if isinstance(module, _LOSS):  # criterion(out, y): part of the pass, not a model call
             self._skip = True
             return
