@@ -150,8 +150,9 @@ class RunFeed(Protocol):
 
     def categories(self, lo: int, hi: int, points: int) -> list[MemoryCategories]:
         """Memory by category over steps ``lo..hi``: the recorded rows (strided), led by the
-        last one before ``lo``; in a window with more than ``points`` rows, the rows in
-        force at ``points`` evenly spaced steps. Empty for a run without categories."""
+        last one before ``lo``; in a window with more than ``points`` rows, the last row of
+        each of about ``points`` buckets (the value held at the bucket's end). Empty for a
+        run without categories."""
         ...
 
     def findings(self) -> list[Finding]: ...
@@ -244,7 +245,8 @@ class FileFeed:
         def read() -> list[MemoryCategories]:
             rows = self._reader.categories_window(lo, hi, points)
             if len(rows) > points:
-                rows = self._reader.categories_sample(sample_points(lo, hi, points))
+                held = [r for r in rows[:1] if r.step < lo]
+                rows = held + self._reader.categories_buckets(lo, hi, _bucket(lo, hi, points))
             return rows
 
         return self._checked(read, _check_all(check_categories))
@@ -257,6 +259,11 @@ class FileFeed:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _bucket(lo: int, hi: int, points: int) -> int:
+    """Steps per bucket when a window's category rows are thinned to about ``points``."""
+    return math.ceil((hi - lo + 1) / max(1, points - 1))
 
 
 def nearest(step: int, before: int | None, after: int | None) -> int | None:
@@ -480,13 +487,11 @@ class FakeFeed:
         before = [c for c in self._categories if c.step < lo][-1:]
         rows = before + [c for c in self._categories if lo <= c.step <= hi]
         if len(rows) > points:
-            held = [
-                max(
-                    (c for c in self._categories if c.step <= s), key=lambda c: c.step, default=None
-                )
-                for s in sample_points(lo, hi, points)
-            ]
-            rows = list({c.step: c for c in held if c is not None}.values())
+            size = _bucket(lo, hi, points)
+            last: dict[int, MemoryCategories] = {}
+            for c in rows[len(before) :]:
+                last[(c.step - lo) // size] = c
+            rows = before + list(last.values())
         return rows
 
     def findings(self) -> list[Finding]:

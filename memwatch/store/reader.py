@@ -223,22 +223,22 @@ class RunReader:
         )
         return [MemoryCategories(*row) for row in [*before, *rows]]
 
-    def categories_sample(self, steps: Sequence[int]) -> list[MemoryCategories]:
-        """For each wanted step, the last category row at or before it (each row once):
-        the step-held value there, for windows too wide to read every row."""
+    def categories_buckets(self, start: int, stop: int, size: int) -> list[MemoryCategories]:
+        """The last category row of each bucket of ``size`` steps in ``start..stop``: the
+        step-held value at each bucket's end, for windows too wide to read every row.
+
+        One query; SQLite walks the window's primary-key entries in C (a few ms for
+        60,000 rows), so a follow refresh of a long run stays cheap.
+        """
         if not self._has_categories():
             return []
-        sql = (
-            f"SELECT {_CATEGORY_COLUMNS} FROM categories WHERE step <= ? ORDER BY step DESC LIMIT 1"
+        rows = self._query(
+            f"SELECT {_CATEGORY_COLUMNS} FROM categories WHERE step IN ("
+            "SELECT MAX(step) FROM categories WHERE step >= ? AND step <= ? "
+            "GROUP BY (step - ?) / ?) ORDER BY step",
+            (start, stop, start, max(1, size)),
         )
-        out: list[MemoryCategories] = []
-        seen: set[int] = set()
-        for want in steps:
-            rows = self._query(sql, (want,))
-            if rows and rows[0][0] not in seen:
-                seen.add(rows[0][0])
-                out.append(MemoryCategories(*rows[0]))
-        return out
+        return [MemoryCategories(*row) for row in rows]
 
     def findings(self) -> list[Finding]:
         rows = self._query("SELECT data FROM findings ORDER BY found_at")
