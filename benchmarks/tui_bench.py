@@ -3,7 +3,8 @@
     python benchmarks/tui_bench.py                 # 1,000,000 steps (targets: <1 s, <50 ms)
     python benchmarks/tui_bench.py --steps 2000    # quick smoke run
 
-Writes a run file of N generated CUDA steps (meta through ``RunWriter``, rows with one
+Writes a run file of N generated CUDA steps and their strided memory categories (meta
+through ``RunWriter``, rows with one
 ``executemany``), opens the dashboard headless at 160x50 and reports:
 
 * open → first drawn timeline (a preview from sampled steps on long runs), and
@@ -65,6 +66,19 @@ def rows(start: int, count: int) -> Iterator[tuple[object, ...]]:
 INSERT = f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * 15)})"
 
 
+#: Memory by category, recorded as the collector does (steps 0-7, then every 16th).
+INSERT_CATEGORIES = "INSERT INTO categories VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def category_rows(start: int, count: int) -> Iterator[tuple[object, ...]]:
+    for step in range(start, start + count):
+        if step < 8 or step % 16 == 0:
+            activations = 200 * MiB + (step % 100) * MiB
+            total = 2 * GiB + activations
+            yield (step, GiB // 2, GiB // 2, GiB, activations, total - 2 * GiB - activations,
+                   total, "cuda-allocator")  # fmt: skip
+
+
 def make_run(path: Path, steps: int) -> float:
     """A live-looking run file of ``steps`` steps; returns the seconds it took."""
     started = time.perf_counter()
@@ -77,6 +91,7 @@ def make_run(path: Path, steps: int) -> float:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executemany(INSERT, rows(0, steps))
+        conn.executemany(INSERT_CATEGORIES, category_rows(0, steps))
     return time.perf_counter() - started
 
 
@@ -123,6 +138,7 @@ async def measure(path: Path, refreshes: int) -> dict[str, float]:
             count = app.refresh_count
             with writer:
                 writer.executemany(INSERT, rows(last + 1, 100))
+                writer.executemany(INSERT_CATEGORIES, category_rows(last + 1, 100))
             last += 100
             await wait_until(partial(refreshed_past, app, count))
             await wait_until(partial(drawn_up_to, timeline, last))

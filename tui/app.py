@@ -39,6 +39,7 @@ from .view import (
     PANE_OF,
     RunState,
     Viewport,
+    categories_at,
     finding_pane,
     finding_steps,
     grow,
@@ -143,7 +144,7 @@ class MemwatchApp(App[str | None]):
         Binding("l", "toggle_log", "Output"),
         Binding("d", "detail_full", "Detail"),
         Binding("t", "toggle_dark", "Light/dark", show=False),
-        *(Binding(str(n), f"toggle_series({n})", show=False) for n in range(1, 7)),
+        *(Binding(str(n), f"toggle_series({n})", show=False) for n in range(1, 8)),
     ]
 
     def __init__(
@@ -443,8 +444,11 @@ class MemwatchApp(App[str | None]):
             and self.cursor_data.step != self.viewport.cursor
         )
         columns = self.chart.columns if self.chart is not None else ()
+        held = None
+        if self.chart is not None and self.viewport is not None:
+            held = categories_at(self.chart.categories, self.viewport.cursor)
         self.query_one(CursorBar).show(
-            self.viewport, record, columns, self._timeline.hidden, stale=stale
+            self.viewport, record, columns, self._timeline.hidden, stale=stale, categories=held
         )
 
     def _tick_clock(self) -> None:

@@ -21,7 +21,18 @@ import itertools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from .view import PANE_OF, PANES, ChartData, Line, nice_ticks, short_count, short_size
+from .view import (
+    CATEGORY_NAMES,
+    PANE_OF,
+    PANES,
+    ChartData,
+    Line,
+    Pane,
+    category_lines,
+    nice_ticks,
+    short_count,
+    short_size,
+)
 
 #: Braille dot bit for (x within the cell 0..1, y within the cell 0..3).
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
@@ -40,13 +51,13 @@ class Run:
 Row = tuple[Run, ...]
 
 
-def y_range(lines: Sequence[Line]) -> tuple[float, float]:
+def y_range(lines: Sequence[Line], from_zero: bool = False) -> tuple[float, float]:
     """The value range drawn for ``lines``: theirs, padded 5 %, never below zero.
 
     Fitted to what is shown (the window, the series not hidden), so zooming in on a
-    small change makes it fill the pane.
+    small change makes it fill the pane; ``from_zero`` pins the bottom at 0 (a stack).
     """
-    lo = min(min(line.ys) for line in lines)
+    lo = 0.0 if from_zero else min(min(line.ys) for line in lines)
     hi = max(max(line.ys) for line in lines)
     if hi <= lo:
         lo, hi = lo - 1024, hi + 1024
@@ -81,12 +92,12 @@ def draw(
     finding (its title is marked) and ``marks`` the steps that finding names (tinted in
     that pane, ``▲`` on the step axis).
     """
-    if data is None or not data.lines or width < 16 or height < 4:
+    if data is None or not (data.lines or data.categories) or width < 16 or height < 4:
         text = message if data is None else "no steps recorded yet"
         return _message(text, width, height)
+    lines = [*data.lines, *category_lines(data.categories, data.lo, data.hi)]
     panes = [
-        (pane, [line for line in data.lines if PANE_OF.get(line.column) == pane.name])
-        for pane in PANES
+        (pane, [line for line in lines if PANE_OF.get(line.column) == pane.name]) for pane in PANES
     ]
     panes = [(pane, lines) for pane, lines in panes if lines]
     rows_left = height - 2  # the step axis and its labels below
@@ -108,8 +119,7 @@ def draw(
     for (pane, lines), rows in zip(panes, pane_heights(len(panes), rows_left)):
         focused = pane.name == focus
         marked = mark_cols if focused else ()
-        title = f" {pane.title} ◀ finding " if focused else f" {pane.title} "
-        role = "focus" if focused else "label"
+        title = _title(pane, lines, focused, data.estimated, cols)
         if rows >= 3:
             # A row of its own for the title: it never hides the top of a series.
             blank = _cells([0] * cols, [""] * cols, 0, cols, cursor_col, marked)
@@ -117,21 +127,58 @@ def draw(
                 (
                     Run(" " * (margin - 1), "label"),
                     Run("╷", "axis"),
-                    *_label_blanks(tuple(blank), 0, title, role),
+                    *_label_segments(tuple(blank), title),
                 )
             )
-            out += _pane(lines, rows - 1, cols, margin, px_of, cursor_col, marked)
+            out += _pane(lines, rows - 1, cols, margin, px_of, cursor_col, marked, pane.from_zero)
         else:
             # Too short for that: the title goes where the series leave cells blank.
-            out += _pane(lines, rows, cols, margin, px_of, cursor_col, marked)
+            out += _pane(lines, rows, cols, margin, px_of, cursor_col, marked, pane.from_zero)
             first = out[-rows]
-            out[-rows] = (*first[:2], *_label_blanks(first[2:], 0, title, role))
+            out[-rows] = (*first[:2], *_label_segments(first[2:], title))
     if not data.exact:
         note = " preview: sampled steps "
         if cols > len(note) + 4 and len(out) > 1:
             second = out[1]
             out[1] = (*second[:2], *_overlay(second[2:], cols - len(note), note, "label"))
     out.extend(_x_axis(lo, hi, margin, cols, px_of, cursor_col, mark_cols))
+    return out
+
+
+def _title(
+    pane: Pane, lines: Sequence[Line], focused: bool, estimated: bool, cols: int
+) -> list[tuple[str, str]]:
+    """A pane's title as ``(text, role)`` segments.
+
+    The categories pane says that its values are held between the recorded (strided)
+    rows and, on a CPU run without a total, estimated; then a coloured key per layer.
+    """
+    if pane.name != "categories":
+        if focused:
+            return [(f" {pane.title} ◀ finding ", "focus")]
+        return [(f" {pane.title} ", "label")]
+    keys: list[tuple[str, str]] = []
+    for line in lines:
+        keys += [("■", line.column), (CATEGORY_NAMES[line.column] + " ", "label")]
+    key_width = sum(len(text) for text, _ in keys)
+    est = "estimated · " if estimated else ""
+    for head in (
+        f" {pane.title} · {est}held between samples ",
+        f" by category · {est}held ",
+        f" by category{' (est.)' if estimated else ''} ",
+    ):
+        if len(head) + key_width <= cols:
+            break
+    return [(head, "label"), *keys]
+
+
+def _label_segments(runs: tuple[Run, ...], segments: Sequence[tuple[str, str]]) -> list[Run]:
+    """Write ``segments`` one after another into the blank cells of ``runs``."""
+    out = list(runs)
+    at = 0
+    for text, role in segments:
+        out = _label_blanks(tuple(out), at, text, role)
+        at += len(text)
     return out
 
 
@@ -143,9 +190,10 @@ def _pane(
     px_of: Callable[[float], int],
     cursor_col: int,
     mark_cols: Collection[int],
+    from_zero: bool = False,
 ) -> list[Row]:
     """``rows`` rows of one pane: its y labels and axis, then its series rasterised."""
-    y_lo, y_hi = y_range(lines)
+    y_lo, y_hi = y_range(lines, from_zero)
     px_h = rows * 4
     y_ticks = nice_ticks(y_lo, y_hi, max(1, rows // 3), binary=True)
 

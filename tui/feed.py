@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from memwatch.errors import RunFileError
-from memwatch.records import Finding, Holder, Location, RunInfo, StepRecord
+from memwatch.records import Finding, Holder, Location, MemoryCategories, RunInfo, StepRecord
 from memwatch.store import RunReader, resolve_run
 from memwatch.store.paths import find_run_files, is_rank_directory, rank_of_file
 
@@ -148,6 +148,13 @@ class RunFeed(Protocol):
         largest first; each ``Holder.step`` says which snapshot it is."""
         ...
 
+    def categories(self, lo: int, hi: int, points: int) -> list[MemoryCategories]:
+        """Memory by category over steps ``lo..hi``: the recorded rows (strided), led by the
+        last one before ``lo``; in a window with more than ``points`` rows, the last row of
+        each of about ``points`` buckets (the value held at the bucket's end). Empty for a
+        run without categories."""
+        ...
+
     def findings(self) -> list[Finding]: ...
 
     def findings_version(self) -> tuple[int, float]:
@@ -234,6 +241,16 @@ class FileFeed:
         holders = self._checked(lambda: self._reader.holders_at(chosen), _check_all(check_holder))
         return holders
 
+    def categories(self, lo: int, hi: int, points: int) -> list[MemoryCategories]:
+        def read() -> list[MemoryCategories]:
+            rows = self._reader.categories_window(lo, hi, points)
+            if len(rows) > points:
+                held = [r for r in rows[:1] if r.step < lo]
+                rows = held + self._reader.categories_buckets(lo, hi, _bucket(lo, hi, points))
+            return rows
+
+        return self._checked(read, _check_all(check_categories))
+
     def findings(self) -> list[Finding]:
         return self._checked(self._reader.findings, _check_all(check_finding))
 
@@ -242,6 +259,11 @@ class FileFeed:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _bucket(lo: int, hi: int, points: int) -> int:
+    """Steps per bucket when a window's category rows are thinned to about ``points``."""
+    return math.ceil((hi - lo + 1) / max(1, points - 1))
 
 
 def nearest(step: int, before: int | None, after: int | None) -> int | None:
@@ -316,6 +338,17 @@ def check_step(record: StepRecord | None) -> None:
         _size(getattr(record, column))
 
 
+def check_categories(row: MemoryCategories) -> None:
+    _size(row.step)
+    for name in ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes"):
+        if getattr(row, name) is None:
+            raise TypeError(f"a step's {name} is missing")
+        _size(getattr(row, name))
+    _size(row.other_bytes)
+    _size(row.total_bytes)
+    _text(row.basis, "a category basis")
+
+
 def check_holder(holder: Holder) -> None:
     _text(holder.name, "a holder's name")
     _size(holder.bytes)
@@ -381,7 +414,9 @@ class FakeFeed:
         holders: Sequence[Holder] = (),
         findings: Sequence[Finding] = (),
         label: str = "fake.db",
+        categories: Sequence[MemoryCategories] = (),
     ) -> None:
+        self._categories = sorted(categories, key=lambda c: c.step)
         self._info = info
         self._steps: dict[int, StepRecord] = {s.step: s for s in steps}
         self._holders = list(holders)
@@ -446,6 +481,18 @@ class FakeFeed:
         after = min((h.step for h in self._holders if h.step > step), default=None)
         at = nearest(step, before, after)
         return sorted((h for h in self._holders if h.step == at), key=lambda h: -h.bytes)
+
+    def categories(self, lo: int, hi: int, points: int) -> list[MemoryCategories]:
+        self.calls.append("categories")
+        before = [c for c in self._categories if c.step < lo][-1:]
+        rows = before + [c for c in self._categories if lo <= c.step <= hi]
+        if len(rows) > points:
+            size = _bucket(lo, hi, points)
+            last: dict[int, MemoryCategories] = {}
+            for c in rows[len(before) :]:
+                last[(c.step - lo) // size] = c
+            rows = before + list(last.values())
+        return rows
 
     def findings(self) -> list[Finding]:
         self.calls.append("findings")

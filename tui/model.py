@@ -157,16 +157,19 @@ class RunModel:
         buckets = max(1, buckets)
         span = hi - lo + 1
         with self._reading():
+            categories = tuple(self.source.categories(lo, hi, 2 * buckets))
             if span <= self._base * buckets:
                 size = max(1, math.ceil(span / buckets))
                 blocks = self.source.block_stats(lo, hi + 1, size)
-                return chart_from_blocks(blocks, lo, hi)
+                return chart_from_blocks(blocks, lo, hi, categories=categories)
             if self._index is not None:
                 found = self._index.query(lo, hi, buckets)
                 if found is not None:
-                    return chart_from_blocks(found, lo, hi)
+                    return chart_from_blocks(found, lo, hi, categories=categories)
             samples = self.source.sample(sample_points(lo, hi, 2 * buckets))
-            return chart_from_blocks(blocks_from_samples(samples), lo, hi, exact=False)
+            return chart_from_blocks(
+                blocks_from_samples(samples), lo, hi, exact=False, categories=categories
+            )
 
     def cursor(self, step: int) -> CursorData:
         with self._reading():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from memwatch.records import Finding, Holder, RunInfo, StepRecord
+from memwatch.records import CATEGORY_FIELDS, Finding, Holder, MemoryCategories, RunInfo, StepRecord
 from memwatch.units import format_size
 
 from .feed import SERIES_COLUMNS, Block, Values
@@ -26,6 +26,20 @@ SERIES_NAMES: dict[str, tuple[str, str]] = {
     "saved_peak_bytes": ("saved peak in step", "svpk"),
     "saved_bytes": ("saved at step end", "saved"),
     "rss_bytes": ("RSS", "rss"),
+    "categories": ("cat", "cat"),
+}
+
+#: The stacked category series (bottom first): the drawn line of ``cat_gradients`` is
+#: parameters + gradients, and so on up to ``cat_other``, the step's total.
+CATEGORY_COLUMNS: tuple[str, ...] = tuple(f"cat_{name}" for name, _ in CATEGORY_FIELDS)
+
+#: Short names of the categories for the pane's key and the legend.
+CATEGORY_NAMES: dict[str, str] = {
+    "cat_parameters": "param",
+    "cat_gradients": "grad",
+    "cat_optimizer": "optim",
+    "cat_activations": "activ",
+    "cat_other": "other",
 }
 
 
@@ -41,15 +55,19 @@ class Pane:
     name: str
     title: str
     columns: tuple[str, ...]
+    #: The y axis starts at 0 (a stack's layers are read as heights from the bottom).
+    from_zero: bool = False
 
 
 PANES: tuple[Pane, ...] = (
     Pane("device", "device memory", ("reserved_bytes", "allocated_bytes", "peak_allocated_bytes")),
     Pane("autograd", "autograd saved", ("saved_peak_bytes", "saved_bytes")),
     Pane("host", "host RSS", ("rss_bytes",)),
+    Pane("categories", "memory by category", CATEGORY_COLUMNS, from_zero=True),
 )
 
 PANE_OF: dict[str, str] = {c: pane.name for pane in PANES for c in pane.columns}
+PANE_OF["categories"] = "categories"  # the legend's one entry for the whole stack
 
 #: Finding kinds whose evidence is autograd-saved memory, and host memory; the rest are
 #: about device memory (drawn on the autograd pane when the run has no device series).
@@ -226,13 +244,69 @@ class ChartData:
     hi: int
     lines: tuple[Line, ...]
     exact: bool = True
+    #: Memory by category in the window (recorded on a stride; empty for runs without).
+    categories: tuple[MemoryCategories, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return tuple(line.column for line in self.lines)
+        """The legend's entries: each series, then ``categories`` (one key for the stack)."""
+        lines = tuple(line.column for line in self.lines)
+        return (*lines, "categories") if self.categories else lines
+
+    @property
+    def estimated(self) -> bool:
+        """Whether any category row in the window is an estimate (CPU without a total)."""
+        return any(row.basis == "estimated" for row in self.categories)
 
 
-def chart_from_blocks(blocks: Sequence[Block], lo: int, hi: int, exact: bool = True) -> ChartData:
+def category_lines(rows: Sequence[MemoryCategories], lo: int, hi: int) -> list[Line]:
+    """The stacked categories as step-held lines, bottom (parameters) first.
+
+    Categories are recorded on a stride (every step at first, then every few): each
+    recorded value is held flat until the next recorded row, where the line steps, and
+    the last row is drawn at its own step only: nothing is drawn past what was recorded.
+    A category never recorded (``other`` on a CPU run without a total) is left out.
+    """
+    rows = [r for r in rows if r.step <= hi]
+    if not rows:
+        return []
+    out: list[Line] = []
+    totals = [0] * len(rows)
+    for (_, field), column in zip(CATEGORY_FIELDS, CATEGORY_COLUMNS):
+        values = [getattr(r, field) for r in rows]
+        if all(v is None for v in values):
+            continue
+        totals = [t + (v or 0) for t, v in zip(totals, values)]
+        xs: list[float] = []
+        ys: list[float] = []
+        for i, row in enumerate(rows):
+            x = float(max(lo, row.step))
+            if i:
+                xs.append(x)
+                ys.append(ys[-1])  # held up to this row's step
+            xs.append(x)
+            ys.append(float(totals[i]))
+        out.append(Line(column, tuple(xs), tuple(ys)))
+    return out
+
+
+def categories_at(rows: Sequence[MemoryCategories], step: int) -> MemoryCategories | None:
+    """The category row in force at ``step``: the last one recorded at or before it."""
+    found = None
+    for row in rows:
+        if row.step > step:
+            break
+        found = row
+    return found
+
+
+def chart_from_blocks(
+    blocks: Sequence[Block],
+    lo: int,
+    hi: int,
+    exact: bool = True,
+    categories: tuple[MemoryCategories, ...] = (),
+) -> ChartData:
     """Plot points for each series with data: per block its min then max (or max then min).
 
     The order of the pair follows the previous point, so the line zig-zags through each
@@ -258,7 +332,7 @@ def chart_from_blocks(blocks: Sequence[Block], lo: int, hi: int, exact: bool = T
             ys.extend((float(pair[0]), float(pair[1])))
         if ys:
             lines.append(Line(column, tuple(xs), tuple(ys)))
-    return ChartData(lo, hi, tuple(lines), exact)
+    return ChartData(lo, hi, tuple(lines), exact, categories)
 
 
 def blocks_from_samples(samples: Iterable[tuple[int, Values]]) -> list[Block]:

@@ -131,13 +131,15 @@ class TestModel:
             pass
         source.calls.clear()
         whole = model.chart(0, 19_999, 100)
-        # THEN the whole run comes from the index (no file read) and shows the spike
-        assert whole.exact and source.calls == []
+        # THEN the whole run's series come from the index (the only read is the category
+        # rows, none here) and show the spike
+        assert whole.exact and source.calls == ["categories"]
         peak = next(line for line in whole.lines if line.column == "peak_allocated_bytes")
         assert max(peak.ys) == 1 << 50
         # AND a narrow window is read from the file
+        source.calls.clear()
         narrow = model.chart(100, 199, 100)
-        assert narrow.exact and source.calls == ["block_stats"]
+        assert narrow.exact and source.calls == ["categories", "block_stats"]
 
     def test_refresh_reports_only_changes_and_indexes_the_new_tail(self):
         source = FakeFeed(make_info(ended_at=None), make_steps(1000))

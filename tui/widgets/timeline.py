@@ -33,6 +33,14 @@ SERIES_COLORS: dict[str, tuple[RGB, RGB]] = {
     "saved_peak_bytes": ((255, 135, 175), (185, 30, 90)),
     "saved_bytes": ((200, 120, 255), (110, 40, 170)),
     "rss_bytes": ((110, 210, 130), (20, 125, 55)),
+    # The stacked categories (their own pane): distinct hues, bottom layer first.
+    "cat_parameters": ((120, 200, 230), (0, 110, 150)),
+    "cat_gradients": ((240, 210, 90), (150, 110, 0)),
+    "cat_optimizer": ((180, 150, 255), (90, 60, 190)),
+    "cat_activations": ((255, 135, 175), (185, 30, 90)),
+    "cat_other": ((170, 170, 170), (100, 100, 100)),
+    # The legend's swatch for the whole stack: its bottom layer's colour.
+    "categories": ((120, 200, 230), (0, 110, 150)),
 }
 
 
@@ -56,7 +64,7 @@ class Timeline(Widget):
         self.data: ChartData | None = None
         self.cursor: int | None = None
         self.message = "reading the run…"
-        #: Series the user switched off (keys 1-6): the y axes fit the others.
+        #: Series the user switched off (keys 1-7): the y axes fit the others.
         self.hidden: frozenset[str] = frozenset()
         #: The selected finding's pane and the steps it names (highlighted).
         self.focus_pane: str | None = None
@@ -123,9 +131,13 @@ class Timeline(Widget):
         on_cursor = Style(bgcolor=cursor_bg)
         on_mark = Style(bgcolor=mark_bg)
         data, message = self.data, self.message
-        if data is not None and self.hidden and data.lines:
-            data = replace(data, lines=tuple(x for x in data.lines if x.column not in self.hidden))
-            if not data.lines:
+        if data is not None and self.hidden and (data.lines or data.categories):
+            data = replace(
+                data,
+                lines=tuple(x for x in data.lines if x.column not in self.hidden),
+                categories=() if "categories" in self.hidden else data.categories,
+            )
+            if not data.lines and not data.categories:
                 data, message = None, "every series is hidden: press its number to show it"
         rows = draw(
             data,
@@ -149,7 +161,7 @@ class Timeline(Widget):
                 text.append(run.text, style)
         done = time.perf_counter()
         self.last_draw_s = (done - started, time.thread_time() - started_cpu)
-        if self.data is not None and self.data.lines:
+        if self.data is not None and (self.data.lines or self.data.categories):
             self.draws.append((done, self.data.exact))
             del self.draws[:-64]
             self.draw_count += 1
