@@ -25,6 +25,7 @@ from memwatch.collect import cuda
 from memwatch.collect.probe import Probe
 from memwatch.notices import notice
 from memwatch.records import Event, StepRecord
+from memwatch.store.claim import claim_fresh_file
 
 if TYPE_CHECKING:
     from memwatch.collect.probe import ProbeHost
@@ -41,15 +42,6 @@ def snapshot_api() -> tuple[Any, Any] | None:
     if record is None or dump is None or not cuda.built() or not cuda.host_has_devices():
         return None
     return record, dump
-
-
-def free_path(path: Path) -> Path:
-    """``path``, or ``path`` with ``-2``, ``-3``... before the suffix if it exists."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
 
 
 class SnapshotProbe(Probe):
@@ -106,9 +98,14 @@ class SnapshotProbe(Probe):
 
     def _dump(self, tracker: ProbeHost, tag: str, step: int) -> Path | None:
         assert self._api is not None
-        path = free_path(self.base.with_name(f"{self.base.name}-{tag}.pickle"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._api[1](str(path))
+        path = claim_fresh_file(
+            self.base.with_name(f"{self.base.name}-{tag}.pickle"), "snapshot file"
+        )
+        try:
+            self._api[1](str(path))  # overwrites the empty file claimed for it, nothing else
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         tracker.emit(Event(SNAPSHOT_EVENT, step, time.time(), {"path": str(path), "reason": tag}))
         notice(f"CUDA memory snapshot at {path} (open it in PyTorch's memory_viz)")
         return path

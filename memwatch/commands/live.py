@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from memwatch.errors import RunFileError
+from memwatch.store.claim import claim_fresh_file
 
 #: How long a stopped training gets to record its end before a harder signal.
 STOP_GRACE_S = (10.0, 5.0)
@@ -59,8 +60,9 @@ def live_session(
     out = out if out is not None else sys.stderr
     show = dashboard if dashboard is not None else open_dashboard
     before = _identity(run_path)
-    log_path, log = open_fresh_log(log_path)
-    with log:
+    # never truncates a file already there: the user's results.log, an earlier run's log
+    log_path = claim_fresh_file(log_path, "log file")
+    with open(log_path, "wb") as log:
         child = subprocess.Popen(
             command,
             stdout=log,
@@ -85,29 +87,6 @@ def live_session(
         return status
     choice = show(child, run_path, log_path)
     return finish(choice, child, run_path, log_path, out)
-
-
-def open_fresh_log(path: Path) -> tuple[Path, IO[bytes]]:
-    """Create the script's log file exclusively: ``path``, else ``<stem>-2.log``, ...
-
-    A file already there (the user's own ``results.log``, an earlier run's log) is never
-    truncated or replaced.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFileError(f"cannot create the log file {path}: {exc.strerror or exc}") from None
-    candidate = path
-    for n in range(2, 1002):
-        try:
-            return candidate, open(candidate, "xb")
-        except FileExistsError:
-            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        except OSError as exc:
-            raise RunFileError(
-                f"cannot create the log file {candidate}: {exc.strerror or exc}"
-            ) from None
-    raise RunFileError(f"cannot find a free log-file name near {path}")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -75,7 +75,7 @@ def _taken(path: Path) -> bool:
     return any(os.path.lexists(f"{path}{suffix}") for suffix in ("", *COMPANION_SUFFIXES))
 
 
-def _create_exclusively(path: Path) -> bool:
+def _create_exclusively(path: Path, what: str = "run file") -> bool:
     """Create ``path`` as a new empty file; False if something is already there."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -83,24 +83,24 @@ def _create_exclusively(path: Path) -> bool:
         return False
     except OSError as exc:
         raise RunFileError(
-            f"cannot create the run file {plain(path)}: {exc.strerror or exc}"
+            f"cannot create the {what} {plain(path)}: {exc.strerror or exc}"
         ) from None
     os.close(fd)
     return True
 
 
-def _make_parent(path: Path) -> None:
+def _make_parent(path: Path, what: str = "run file") -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocking is not None:
             raise RunFileError(
-                f"cannot create the run file {plain(path)}: {plain(blocking)} is a file, "
+                f"cannot create the {what} {plain(path)}: {plain(blocking)} is a file, "
                 "not a directory"
             ) from None
         raise RunFileError(
-            f"cannot create the run file {plain(path)}: cannot create its directory "
+            f"cannot create the {what} {plain(path)}: cannot create its directory "
             f"({exc.strerror or exc})"
         ) from None
 
@@ -183,6 +183,21 @@ def claim_run_path(
     if _create_exclusively(first):
         return first
     raise RunFileExistsError(f"{plain(first)} was created by another process meanwhile")
+
+
+def claim_fresh_file(path: Path, what: str) -> Path:
+    """Create an empty file at ``path``, else ``<stem>-2<suffix>``, ``-3``...; return it.
+
+    For the files memwatch writes beside a run (the ``--live`` log, CUDA snapshots): a file
+    already there, the user's or an earlier run's, is never opened for writing. ``what``
+    names the file in the error (``RunFileError``) when none can be created.
+    """
+    _make_parent(path, what)
+    for n in range(1, MAX_ALTERNATIVES + 1):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if _create_exclusively(candidate, what):
+            return candidate
+    raise RunFileError(f"cannot find a free {what} name near {plain(path)}")
 
 
 def _bounded(alternatives: Iterable[Path]) -> list[Path]:
