@@ -24,6 +24,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     rank_imbalance,
     retain_graph_leak,
     stale_optimizer_params,
+    tensors_in_gc_cycle,  # docs/gc-cycles.md
     unbatched_forward,
 )
 from memwatch.notices import notice
@@ -39,6 +40,7 @@ DETECTORS: tuple[Detector, ...] = (
     microbatch_graph_accumulation.DETECTOR,
     grad_reset_before_step.DETECTOR,
     stale_optimizer_params.DETECTOR,
+    tensors_in_gc_cycle.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,
     host_memory_growth.DETECTOR,
