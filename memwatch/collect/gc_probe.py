@@ -471,22 +471,24 @@ def _user_class(tp: type) -> bool:
 
 
 def _class_file(tp: type) -> str | None:
-    """The file a class is defined in, from one of its functions (or its module)."""
+    """The file a class is defined in: its module's, else one of its functions'."""
+    module = sys.modules.get(getattr(tp, "__module__", "") or "")
+    filename = getattr(module, "__file__", None)
+    if filename:
+        return str(filename)
     for value in vars(tp).values():
         code = getattr(value, "__code__", None) or getattr(
             getattr(value, "__func__", None), "__code__", None
         )
-        if code is not None:
-            return str(code.co_filename)
-    module = sys.modules.get(getattr(tp, "__module__", "") or "")
-    filename = getattr(module, "__file__", None)
-    return str(filename) if filename else None
+        if code is not None and not code.co_filename.startswith("<"):
+            return str(code.co_filename)  # (a dataclass's generated methods say "<string>")
+    return None
 
 
 def _class_line(tp: type) -> int:
     for value in vars(tp).values():
         code = getattr(value, "__code__", None)
-        if code is not None:
+        if code is not None and not code.co_filename.startswith("<"):
             return int(code.co_firstlineno)
     return 0
 

@@ -140,7 +140,13 @@ def tensor_bytes(found: Walk) -> int:
 def _chain(found: Walk) -> list[int] | None:
     """Indices from the root (0) along the walk to an object referring to the root, and
     the root again; None when no walked object refers to it."""
-    closing = next((k for k, children in enumerate(found.edges) if 0 in children), None)
+    closing: int | None = None
+    shortest = 0
+    for k, children in enumerate(found.edges):
+        if 0 in children:
+            depth = _depth(found, k)
+            if closing is None or depth < shortest:
+                closing, shortest = k, depth
     if closing is None:
         return None
     chain = [0]
@@ -150,6 +156,14 @@ def _chain(found: Walk) -> list[int] | None:
         node = found.parent[node]
     chain.append(0)
     return chain
+
+
+def _depth(found: Walk, node: int) -> int:
+    depth = 0
+    while node > 0 and depth < 64:
+        node = found.parent[node]
+        depth += 1
+    return depth
 
 
 def cycle_objects(found: Walk) -> list[Any]:
