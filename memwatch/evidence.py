@@ -312,7 +312,8 @@ class GcCycleGarbage(Evidence):
     ``peak_reclaimed_at_once`` the most one collection freed; ``object_bytes`` the tensor
     bytes one object kept alive (the largest seen), ``peak_pending_bytes`` those of the
     peak. ``garbage_objects``: distinct objects shown to be garbage during the run (found
-    unreachable, or reclaimed by a collection before a test). ``longest_pending_steps``: steps the longest-waiting object stayed unreachable.
+    unreachable, or reclaimed by a collection before a test). ``longest_pending_steps``:
+    steps the longest-waiting object stayed unreachable.
     ``at_stop`` (``at_stop_bytes``): objects first found unreachable when the watch
     stopped, not counted in the run's numbers. ``user_type``: an object on the cycle
     (class or function) is the program's own, not a library's.

@@ -338,7 +338,7 @@ class GcCycleProbe(Probe):
             hops = gc_walk.cycle_path(found)
             nbytes = gc_walk.tensor_bytes(found) if hops is not None else 0
             on_cycle = gc_walk.cycle_objects(found)[1:] if hops is not None else []
-            user = hops is not None and any(_user_object(o) for o in on_cycle + [value])
+            user = hops is not None and any(_user_object(o) for o in [*on_cycle, value])
         finally:
             found.clear()
         if hops is None:
@@ -455,7 +455,9 @@ def _is_candidate_type(tp: type) -> bool:
 
 def _user_object(obj: Any) -> bool:
     """An instance of the program's class, or the program's function or bound method."""
-    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__func__", None), "__code__", None)
+    code = getattr(obj, "__code__", None) or getattr(
+        getattr(obj, "__func__", None), "__code__", None
+    )
     if code is not None:
         return is_user_file(code.co_filename)
     return _user_class(type(obj))

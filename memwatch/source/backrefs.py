@@ -39,9 +39,12 @@ def _stores(node: ast.AST, name: str) -> bool:
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Attribute) and sub.attr == name:
                     return True
-                if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Constant):
-                    if sub.slice.value == name:
-                        return True
+                if (
+                    isinstance(sub, ast.Subscript)
+                    and isinstance(sub.slice, ast.Constant)
+                    and sub.slice.value == name
+                ):
+                    return True
         value = node.value
         if isinstance(value, ast.Name) and value.id == name and not _declares(node):
             return True

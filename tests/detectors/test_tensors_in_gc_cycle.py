@@ -225,7 +225,9 @@ class Config:
         self.sub = Storage(owner=self, lr=0.1)
 
 
-def per_step(make: Callable[[], Any], steps: int = 12, collect_every: int = 0) -> Callable[[], None]:
+def per_step(
+    make: Callable[[], Any], steps: int = 12, collect_every: int = 0
+) -> Callable[[], None]:
     """A loop building one object per step (a batch, a tree) and training on its tensor."""
     model = nn.Linear(16, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

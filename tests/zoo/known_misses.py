@@ -118,19 +118,6 @@ KNOWN_MISSES: dict[str, str] = {
         "hooks-accumulate is not a kind yet: a FaultInjector every 5 steps registers forward "
         "hooks and drops the handles (8 hooks per layer at the end); reported nothing"
     ),
-    "bugs/module_method_alias_ref_cycle": (
-        "tensors-in-gc-cycle is not a kind yet: `self.which_act = self.relu_act` makes each "
-        "trial's model (2 MiB buffer) a cycle; 10 models alive until gc; reported nothing"
-    ),
-    "bugs/forward_hook_closure_captures_self": (
-        "tensors-in-gc-cycle is not a kind yet: a forward hook closure capturing self makes "
-        "each restart's model a cycle; reported nothing"
-    ),
-    "bugs/data_storage_parent_backref_cycle": (
-        "tensors-in-gc-cycle is not a kind yet: each batch's Storage holds `_parent=self`, 40 "
-        "batches alive until gc; reported lingering-step-locals (warning: h, agg, loss) and "
-        "host-memory-growth (warning, no location)"
-    ),
     "bugs/lightning_training_step_outputs_keep_graph": (
         "not found: every training_step loss (with its graph) appended to LightningModule "
         "attribute self.training_step_outputs (list of dicts), cleared at epoch end; steps come "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from memwatch.analysis.base import AnalysisInput, Detector
 from memwatch.evidence import GcCycleGarbage, Observed
-from memwatch.records import Finding, Location
+from memwatch.records import Finding, Location, Severity
 from memwatch.units import format_size
 
 KIND = "tensors-in-gc-cycle"
@@ -69,6 +69,7 @@ def _finding(event: Seen) -> Finding | None:
     if info.garbage_objects < 1:
         return None
     at_once, held = held_at_once(info)
+    severity: Severity
     repeated = info.garbage_objects >= MIN_GARBAGE_OBJECTS and at_once >= MIN_AT_ONCE
     if repeated and held >= MIN_BYTES and info.user_type:
         severity = "warning"
