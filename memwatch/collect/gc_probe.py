@@ -14,7 +14,8 @@ How, at each step end (bounded, nothing on the per-forward path):
    is walked once (``gc_walk``, bounded): if a path leads from it back to itself it is
    *watched* through a weak reference (never kept alive) and its tensor bytes are
    noted; otherwise it is remembered as clean and walked once more after
-   ``REPROFILE_AFTER`` steps (a cycle made later, on first use).
+   ``REPROFILE_AFTER`` steps (a cycle made later, on first use). A class whose first
+   ``CLEAN_CLASS_AFTER`` objects had no cycle is not walked any more.
 2. **Departures**: a watched object no longer bound where it was seen, but alive, is
    tested for unreachability without collecting (``gc_walk.is_garbage``, the collector's
    own test on the walked set). Unreachable: it is *pending* (garbage only ``gc`` frees);
@@ -67,6 +68,9 @@ MAX_CHECKS_PER_STEP = 8
 MAX_CHECKS = 4
 #: A clean object is walked again once, this many steps after its first walk.
 REPROFILE_AFTER = 8
+#: After this many objects of one class were walked without a cycle (and none with one),
+#: new objects of that class are not walked (a plain batch class built every step).
+CLEAN_CLASS_AFTER = 8
 #: Attributes of a plain object looked at for sightings.
 MAX_ATTRIBUTES = 32
 #: A changing cycle's evidence is emitted at most every this many steps (and at stop).
@@ -180,6 +184,7 @@ class GcCycleProbe(Probe):
         self._clean: dict[int, tuple[Any, int]] = {}  # id -> (weak ref, reprofile step)
         self._cycles: dict[str, _Cycle] = {}
         self._kinds: dict[type, bool] = {}
+        self._clean_classes: dict[type, int] = {}  # walks without a cycle; -1: has cycles
         self._collection = _Collection()
         self._step = 0
         self._stopped = False
@@ -328,6 +333,8 @@ class GcCycleProbe(Probe):
                 continue
             if profiles >= MAX_PROFILES_PER_STEP or len(self._watched) >= MAX_WATCHED:
                 continue
+            if self._clean_classes.get(type(value), 0) >= CLEAN_CLASS_AFTER:
+                continue
             profiles += 1
             self._profile(name, value, step, again=clean is not None and clean[0]() is value)
 
@@ -341,11 +348,15 @@ class GcCycleProbe(Probe):
             user = hops is not None and any(_user_object(o) for o in [*on_cycle, value])
         finally:
             found.clear()
+        classes = self._clean_classes
         if hops is None:
+            if classes.get(type(value), 0) >= 0 and len(classes) < 4096:
+                classes[type(value)] = classes.get(type(value), 0) + 1
             if len(self._clean) >= MAX_CLEAN:
                 self._clean.clear()
             self._clean[id(value)] = (weakref.ref(value), -1 if again else step + REPROFILE_AFTER)
             return
+        classes[type(value)] = -1
         self._clean.pop(id(value), None)
         for other in on_cycle:  # the same cycle seen from another of its objects: once
             if self._candidate(type(other)):

@@ -363,6 +363,29 @@ def test_the_probe_keeps_no_object_alive(collector_off: None) -> None:
     assert [ref() for ref in models] == [None] * len(models)
 
 
+class PlainBatch:
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+
+def test_a_plain_class_built_every_step_stops_being_walked(monkeypatch: Any) -> None:
+    # GIVEN a loop building a plain batch object (no cycle) every step, walks counted
+    walks: list[int] = []
+    real_walk = gc_walk.walk
+
+    def counting(root: Any, limit: int = gc_walk.MAX_WALK) -> gc_walk.Walk:
+        walks.append(1)
+        return real_walk(root, limit)
+
+    monkeypatch.setattr(gc_walk, "walk", counting)
+    # WHEN 30 steps run
+    findings = _findings(per_step(lambda: PlainBatch(torch.zeros(4)), steps=30))
+    # THEN nothing is reported and the class is walked a bounded number of times (its
+    #      first objects, the model once or twice), not once per step
+    assert findings == []
+    assert len(walks) <= 12
+
+
 # -- the unreachability test itself ----------------------------------------------------------
 
 
