@@ -73,7 +73,8 @@ REPROFILE_AFTER = 8
 CLEAN_CLASS_AFTER = 8
 #: Attributes of a plain object looked at for sightings.
 MAX_ATTRIBUTES = 32
-#: A changing cycle's evidence is emitted at most every this many steps (and at stop).
+#: A changing cycle's evidence is emitted at most every this many steps (more rarely
+#: after every 16 emits), and at stop.
 EMIT_EVERY = 4
 #: Objects tested at stop.
 MAX_CHECKS_AT_STOP = 64
@@ -111,6 +112,7 @@ class _Cycle:
     at_stop_bytes: int = 0
     dirty: bool = True
     last_emit: int | None = None
+    emits: int = 0
 
     def evidence(self) -> GcCycleGarbage:
         return GcCycleGarbage(
@@ -217,19 +219,28 @@ class GcCycleProbe(Probe):
 
     # -- the gc and weak-reference callbacks (any time, any thread: counters only) ---------
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        collection = self._collection
-        if phase == "start":
-            collection.running = True
-            return
-        collection.running = False
-        if collection.reclaimed:
-            for key, count in collection.reclaimed.items():
-                cycle = self._cycles.get(key)
-                if cycle is not None and count > cycle.peak_reclaimed_at_once:
-                    cycle.peak_reclaimed_at_once = count
-            collection.reclaimed.clear()
+        try:
+            collection = self._collection
+            if phase == "start":
+                collection.running = True
+                return
+            collection.running = False
+            if collection.reclaimed:
+                for key, count in collection.reclaimed.items():
+                    cycle = self._cycles.get(key)
+                    if cycle is not None and count > cycle.peak_reclaimed_at_once:
+                        cycle.peak_reclaimed_at_once = count
+                collection.reclaimed.clear()
+        except Exception:  # never an "Exception ignored in gc callback" in the program
+            pass
 
     def _died(self, ref: Any) -> None:
+        try:
+            self._count_death(ref)
+        except Exception:  # never an "Exception ignored in weakref callback"
+            pass
+
+    def _count_death(self, ref: Any) -> None:
         watched = self._by_ref.pop(id(ref), None)
         if watched is None or self._stopped:
             return
@@ -268,7 +279,9 @@ class GcCycleProbe(Probe):
         for cycle in self._cycles.values():
             if cycle.pending:
                 self._lag(cycle, step)
-            if cycle.dirty and (cycle.last_emit is None or step - cycle.last_emit >= EMIT_EVERY):
+            # every EMIT_EVERY steps at first, sparser as a long run keeps changing
+            every = EMIT_EVERY * (1 + cycle.emits // 16)
+            if cycle.dirty and (cycle.last_emit is None or step - cycle.last_emit >= every):
                 self._emit(tracker, cycle)
 
     def _lag(self, cycle: _Cycle, step: int) -> None:
@@ -276,12 +289,12 @@ class GcCycleProbe(Probe):
             if watched.cycle is cycle and watched.state == _PENDING:
                 waited = step - watched.pending_since
                 if waited > cycle.longest_pending_steps:
-                    cycle.longest_pending_steps = waited
-                    cycle.dirty = True
+                    cycle.longest_pending_steps = waited  # sent with the next change
 
     def _emit(self, tracker: ProbeHost, cycle: _Cycle) -> None:
         cycle.dirty = False
         cycle.last_emit = self._step
+        cycle.emits += 1
         tracker.emit(cycle.evidence().event(self._step, cycle.created_at))
 
     def _candidate(self, tp: type) -> bool:
