@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 #: Objects watched at once (cycles); beyond it new ones are not watched.
 MAX_WATCHED = 512
+#: Distinct cycles (class and path) followed in one run.
+MAX_CYCLES = 256
 #: Objects remembered as walked without a cycle.
 MAX_CLEAN = 2048
 #: New objects walked per step end.
@@ -276,17 +278,18 @@ class GcCycleProbe(Probe):
         finally:
             seen.clear()
         self._departures(step)
+        self._lag(step)
         for cycle in self._cycles.values():
-            if cycle.pending:
-                self._lag(cycle, step)
             # every EMIT_EVERY steps at first, sparser as a long run keeps changing
             every = EMIT_EVERY * (1 + cycle.emits // 16)
             if cycle.dirty and (cycle.last_emit is None or step - cycle.last_emit >= every):
                 self._emit(tracker, cycle)
 
-    def _lag(self, cycle: _Cycle, step: int) -> None:
+    def _lag(self, step: int) -> None:
+        """How long the longest-waiting unreachable object of each cycle has waited."""
         for watched in list(self._watched.values()):
-            if watched.cycle is cycle and watched.state == _PENDING:
+            if watched.state == _PENDING:
+                cycle = watched.cycle
                 waited = step - watched.pending_since
                 if waited > cycle.longest_pending_steps:
                     cycle.longest_pending_steps = waited  # sent with the next change
@@ -376,6 +379,8 @@ class GcCycleProbe(Probe):
                 self._clean[id(other)] = (weakref.ref(other), -1)
         on_cycle.clear()
         cycle = self._cycle(name, value, tuple(hops), step, user)
+        if cycle is None:
+            return
         ref = weakref.ref(value, self._died)
         watched = _Watched(ref, id(value), cycle, name, step, nbytes)
         self._watched[id(value)] = watched
@@ -386,13 +391,15 @@ class GcCycleProbe(Probe):
 
     def _cycle(
         self, name: str, value: Any, hops: tuple[tuple[str, str], ...], step: int, user: bool
-    ) -> _Cycle:
+    ) -> _Cycle | None:
         tp = type(value)
         object_type = getattr(tp, "__qualname__", tp.__name__)
         # One cycle for every object built the same way: positions and hook ids vary.
         key = object_type + "".join(_INDEX.sub("[]", label) for label, _ in hops)
         cycle = self._cycles.get(key)
         if cycle is None:
+            if len(self._cycles) >= MAX_CYCLES:
+                return None
             cycle = _Cycle(
                 key,
                 object_type,
