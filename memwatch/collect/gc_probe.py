@@ -287,6 +287,8 @@ class GcCycleProbe(Probe):
 
     def _lag(self, step: int) -> None:
         """How long the longest-waiting unreachable object of each cycle has waited."""
+        if not self._watched:
+            return
         for watched in list(self._watched.values()):
             if watched.state == _PENDING:
                 cycle = watched.cycle
@@ -312,12 +314,14 @@ class GcCycleProbe(Probe):
         """(name, object) for the modules and program objects the frames name."""
         found: list[tuple[str, Any]] = []
         ids: set[int] = set()
+        kinds = self._kinds
         for frame in frames:
             is_module = not (frame.f_code.co_flags & 0x0001)
             for name, value in read_locals(frame):
-                if (is_module and name.startswith("__")) or not self._candidate(type(value)):
-                    continue
-                if id(value) in ids:
+                candidate = kinds.get(type(value))  # inline: this loop runs every step end
+                if candidate is None:
+                    candidate = self._candidate(type(value))
+                if not candidate or (is_module and name[:2] == "__") or id(value) in ids:
                     continue
                 ids.add(id(value))
                 found.append((name, value))
@@ -414,6 +418,8 @@ class GcCycleProbe(Probe):
         return cycle
 
     def _departures(self, step: int) -> None:
+        if not self._watched:
+            return
         checks = 0
         for watched in list(self._watched.values()):
             if watched.state != _WATCHING or watched.last_seen >= step:
