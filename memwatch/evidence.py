@@ -314,6 +314,7 @@ class GcCycleGarbage(Evidence):
     peak. ``garbage_objects``: distinct objects shown to be garbage during the run (found
     unreachable, or reclaimed by a collection before a test). ``longest_pending_steps``:
     steps the longest-waiting object stayed unreachable.
+    ``first_step``: the step end at which the first object was shown to be garbage.
     ``at_stop`` (``at_stop_bytes``): objects first found unreachable when the watch
     stopped, not counted in the run's numbers. ``user_type``: an object on the cycle
     (class or function) is the program's own, not a library's.

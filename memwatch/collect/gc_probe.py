@@ -96,7 +96,7 @@ class _Cycle:
     hops: tuple[tuple[str, str], ...]
     variable: str | None
     created_at: Location | None
-    first_step: int
+    first_step: int | None = None  # the first step an object was shown to be garbage
     object_bytes: int = 0
     watched: int = 0
     garbage_objects: int = 0
@@ -258,6 +258,8 @@ class GcCycleProbe(Probe):
         if self._collection.running:
             if watched.state == _WATCHING:
                 cycle.garbage_objects += 1
+                if cycle.first_step is None:
+                    cycle.first_step = self._step
             cycle.reclaimed_by_gc += 1
             reclaimed = self._collection.reclaimed
             reclaimed[cycle.key] = reclaimed.get(cycle.key, 0) + 1
@@ -411,7 +413,6 @@ class GcCycleProbe(Probe):
                 hops,
                 name,
                 _created_at(value, hops),
-                step,
             )
             self._cycles[key] = cycle
         cycle.variable = name
@@ -457,6 +458,8 @@ class GcCycleProbe(Probe):
             cycle.object_bytes = max(cycle.object_bytes, nbytes)
             cycle.unreachable += 1
             cycle.garbage_objects += 1
+            if cycle.first_step is None:
+                cycle.first_step = self._step
             cycle.pending += 1
             cycle.pending_bytes += nbytes
             if cycle.pending > cycle.peak_pending:
