@@ -507,3 +507,38 @@ def _line(location: Location) -> str:
     if not path.is_absolute():
         path = Path.cwd() / path
     return linecache.getline(str(path), location.line)
+
+
+# -- the statement that closes the cycle -----------------------------------------------------
+
+
+def test_the_back_reference_search_knows_the_ways_code_stores_a_name(tmp_path: Any) -> None:
+    from memwatch.source.backrefs import find_back_reference
+
+    # GIVEN a file with one class storing names of a cycle in five different ways
+    source = tmp_path / "model.py"
+    source.write_text(
+        "class Tree:\n"
+        "    def __init__(self, parent):\n"
+        "        setattr(self, 'owner', parent)\n"  # line 3
+        "        parent.children.append(self)\n"  # line 4
+        "        self.box = Box(back=self)\n"  # line 5
+        "        def hook(m, i, o):\n"
+        "            return self\n"
+        "        self.register_forward_hook(hook)\n"  # line 8
+        "        self.pick = self.choose\n",  # line 9
+        encoding="utf-8",
+    )
+    classes = [(str(source), "Tree", 2)]
+
+    def line(name: str) -> int | None:
+        found = find_back_reference(classes, [name])
+        return None if found is None else found.line
+
+    # THEN each name leads to the statement that stores it, and an unknown name to none
+    assert line("owner") == 3
+    assert line("children") == 4
+    assert line("back") == 5
+    assert line("hook") == 8
+    assert line("pick") == 9
+    assert line("elsewhere") is None
