@@ -250,8 +250,11 @@ KNOWN_MISSES: dict[str, str] = {
         "reported nothing"
     ),
     "bugs/relevance_hooks_cycle_keeps_inputs": (
-        "tensors-in-gc-cycle is not a kind yet: module -> _forward_hooks -> bound method -> "
-        "hook -> module cycles hold the stored input/output tensors until gc; reported nothing"
+        "not found: the cycles (Conv2d/Linear -> _forward_hooks -> bound method "
+        "EpsilonHook.forward -> .module -> the layer) lie inside the model copy, not through "
+        "an object the program names at a step end (`modified` and `composite` themselves die "
+        "by reference counting); the gc probe only watches cycles that pass through a named "
+        "object; reported nothing"
     ),
     # false alarms on the holdout's controls
     "fixed/episode_runner_actions_keep_graph": (
