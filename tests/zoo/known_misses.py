@@ -89,27 +89,6 @@ KNOWN_MISSES: dict[str, str] = {
         "switches only the Dropout layers back to train under no_grad (BatchNorm stays in eval)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/zero_grad_per_microbatch": (
-        "not found: zero_grad runs between the backward passes of one accumulation (bwd, "
-        "zero_grad, bwd, ... , step); grad-reset-before-step only checks zero_grad directly "
-        "before step; reported nothing"
-    ),
-    "bugs/zero_grad_outside_accumulation_if": (
-        "not found: zero_grad every batch, step every 4th (two optimizers); the 3 discarded "
-        "backward passes are not recognised; reported nothing"
-    ),
-    "bugs/accelerate_zero_grad_at_start_of_accumulate": (
-        "not found: accelerate's wrapped zero_grad really zeroes only on the sync micro-step, "
-        "wiping 3 accumulated backward passes before the last one; reported nothing"
-    ),
-    "bugs/zero_grad_missing_in_trainer_step": (
-        "grad-never-reset is not a kind yet: Trainer.train_step never zeroes the LoRA "
-        "gradients; reported nothing"
-    ),
-    "bugs/zero_grad_once_per_epoch": (
-        "grad-never-reset is not a kind yet: model.zero_grad() once per epoch, 20 steps add up "
-        "their gradients; reported nothing"
-    ),
     "bugs/forward_hook_registered_every_forward": (
         "hooks-accumulate is not a kind yet: forward() registers a pre-hook (closure holding a "
         "tensor) on 3 layers per call, only the last handle is removed; reported nothing"
@@ -168,11 +147,6 @@ KNOWN_MISSES: dict[str, str] = {
         "found but not named: host-memory-growth (warning) has no location or holder for the "
         "Dataset's self._memo dict of numpy arrays (zoo-b saw it missed entirely after other "
         "cases in one process; each case now runs in its own forked child)"
-    ),
-    "fixed/per_sample_gradients_python_loop": (
-        "FALSE ALARM: grad-reset-before-step (error): torch.func.grad (vmap) counted as a "
-        "backward, then zero_grad, then p.grad assigned by hand before step (the bug twin gets "
-        "the same false error besides its correct unbatched-forward)"
     ),
     "fixed/data_storage_parent_backref_cycle": (
         "FALSE ALARM: lingering-step-locals (warning) `h`, `agg`, `loss` from the previous step "
