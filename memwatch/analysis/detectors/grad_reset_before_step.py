@@ -6,9 +6,9 @@ parameters, or ``p.grad = None`` by hand) discarded ``passes_discarded`` backwar
 that had written into its parameters and that no optimizer had stepped yet, and then the
 optimizer stepped (``passes_kept`` passes reached the step). Either the step updates with
 zero (or no) gradients, or gradient accumulation keeps only the passes after the last
-reset. One occurrence is enough: the order is wrong by construction. A reset that is not
-followed by a step of that optimizer (gradients computed to be read, then cleared) is
-never recorded; a backward that writes no ``.grad`` (``torch.autograd.grad``,
+reset. Seen at ``MIN_STEPS`` steps, it is an error: the order is wrong by construction.
+A reset that no step of that optimizer follows (gradients computed to be read, then
+cleared) is never recorded; a backward that writes no ``.grad`` (``torch.autograd.grad``,
 ``torch.func``) is not a pass at all.
 """
 
@@ -24,6 +24,10 @@ KIND = "grad-reset-before-step"
 
 #: Backward passes a reset must discard, unused, before the optimizer's step.
 MIN_PASSES_DISCARDED = 1
+#: Steps at which such resets are seen: a single one is a deliberate one-off (a saliency or
+#: pruning pass whose gradients are read and cleared before training starts); a loop in the
+#: wrong order repeats it at every step (or every accumulation).
+MIN_STEPS = 2
 
 
 def _plural(n: int, word: str) -> str:
@@ -34,7 +38,7 @@ def detect(data: AnalysisInput) -> list[Finding]:
     events = [
         e for e in data.observed(GradReset) if e.evidence.passes_discarded >= MIN_PASSES_DISCARDED
     ]
-    if not events:
+    if len({e.step for e in events}) < MIN_STEPS:
         return []
     first = events[0]
     location, variable = site(first)

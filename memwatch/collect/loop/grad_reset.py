@@ -105,6 +105,7 @@ class _Followed:
         "discarded",
         "groups",
         "in_step_reset",
+        "judged",
         "last_reset",
         "params",
         "passes_in_sum",
@@ -135,6 +136,7 @@ class _Followed:
         self.last_reset: tuple[str | None, Any] | None = None  # (call text, location dict)
         self.stepping = 0
         self.steps = 0
+        self.judged = False  # the step in progress was judged at its pre-hook
         self.resample(optimizer)
 
     def resample(self, optimizer: Any) -> None:
@@ -372,11 +374,8 @@ class GradResetRecorder:
                 f.carry = f.stacked = False
             if f.discarded:
                 self._judge_discards(tracker, f, optimizer)
-            if f.stacked:
-                f.carried += 1
-                self._record_carried(tracker, f, optimizer)
-            elif f.pending:
-                f.carried = 0
+            f.judged = bool(f.pending)
+            self._judge_carried(tracker, f, optimizer)
             f.discarded = []
             f.stacked = False
             f.use_pending()
@@ -403,6 +402,8 @@ class GradResetRecorder:
                 lost = [p for p in reset.passes if not p.used]
                 if lost:
                     self._record_reset(tracker, f, optimizer, [(reset, lost)], [], inside=True)
+            if not f.judged:  # the passes came from the closure, inside the step
+                self._judge_carried(tracker, f, optimizer)
             f.use_pending()
             f.stacked = False
             f.snap = f.read()
@@ -412,6 +413,15 @@ class GradResetRecorder:
             tracker.fail("the loop probe (optimizer step)", exc)
 
     # -- recording ------------------------------------------------------------------------
+    def _judge_carried(self, tracker: ProbeHost, f: _Followed, optimizer: Any) -> None:
+        """The step uses passes added on top of gradients an earlier step used (stacked),
+        or fresh ones (the run of carried steps ends)."""
+        if f.stacked:
+            f.carried += 1
+            self._record_carried(tracker, f, optimizer)
+        elif f.pending:
+            f.carried = 0
+
     def _judge_discards(self, tracker: ProbeHost, f: _Followed, optimizer: Any) -> None:
         """At ``optimizer``'s step: which discarded passes did no optimizer use?
 
