@@ -41,8 +41,9 @@ def detect(data: AnalysisInput) -> list[Finding]:
     if len({e.step for e in events}) < MIN_STEPS:
         return []
     first = events[0]
-    location, variable = site(first)
-    info = first.evidence
+    latest = events[-1]  # the steady state (an optimizer followed late misses passes)
+    location, variable = site(latest)
+    info = latest.evidence
     via = str(info.via)
     by_hand = not via.endswith("zero_grad")
     call = f"{variable}.zero_grad()" if variable else (via if by_hand else f"{via}()")

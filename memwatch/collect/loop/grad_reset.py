@@ -210,6 +210,7 @@ class GradResetRecorder:
         self._followed: list[_Followed] = []
         self._index: dict[int, _Followed] = {}  # id(optimizer) -> followed (ref checked)
         self._serials = 0
+        self._scaler_stepping: Any = None  # the optimizer GradScaler.step is stepping
 
     def install(self, tracker: ProbeHost) -> None:
         self._tracker = tracker
@@ -339,7 +340,11 @@ class GradResetRecorder:
 
         @functools.wraps(original)
         def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(scaler, optimizer, *args, **kwargs)
+            outer, recorder._scaler_stepping = recorder._scaler_stepping, optimizer
+            try:
+                result = original(scaler, optimizer, *args, **kwargs)
+            finally:
+                recorder._scaler_stepping = outer
             try:
                 f = recorder._index.get(id(optimizer))
                 if f is not None and f.ref() is optimizer and not f.stepping:
@@ -478,11 +483,14 @@ class GradResetRecorder:
             return
         site = site_of(first_user_frame(sys._getframe(2)))
         call = call_at(site, "step")
+        variable = call.receiver if call else None
+        if call is not None and self._scaler_stepping is optimizer:
+            variable = call.first_arg  # scaler.step(optimizer)
         reset_call, reset_location = f.last_reset or (None, None)
         evidence = GradCarriedOver(
             optimizer=type(optimizer).__name__,
             optimizer_serial=f.serial,
-            variable=call.receiver if call else None,
+            variable=variable,
             carried_steps=f.carried,
             passes_in_sum=f.passes_in_sum,
             steps=f.steps + 1,
