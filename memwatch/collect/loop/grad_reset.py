@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 _is_compiling = torch.compiler.is_compiling
 _Optimizer = torch.optim.Optimizer
 
-SAMPLE = 4  # parameters per optimizer whose gradients are compared
+SAMPLE = 2  # parameters per optimizer whose gradients are compared (first and last)
 MAX_OPTIMIZERS = 16  # optimizers followed at once (dead ones are dropped)
 MAX_PENDING = 256  # passes remembered per optimizer between two steps or resets
 GRADS_CHECKED = 8  # parameters read for ``grads_none`` when a GradReset is recorded
@@ -68,8 +68,6 @@ ADDED = 2  # the same gradient tensor, one version later: one accumulation on to
 INPLACE = 4  # the same tensor, changed in place more than once (zero_, clip, unscale)
 SWAPPED = 8  # another tensor than before (``p.grad = ...``, a create_graph backward)
 NONE = 16  # a gradient there before is None now
-
-Snapshot = tuple[tuple[Any, int], ...]  # per sampled parameter: (weakref to grad | None, version)
 
 
 class _Pass:
@@ -103,6 +101,7 @@ class _Followed:
         "carried",
         "carry",
         "discarded",
+        "grads",
         "groups",
         "in_step_reset",
         "judged",
@@ -113,10 +112,10 @@ class _Followed:
         "ref",
         "resets",
         "serial",
-        "snap",
         "stacked",
         "stepping",
         "steps",
+        "versions",
     )
 
     def __init__(self, optimizer: Any, serial: int) -> None:
@@ -124,7 +123,8 @@ class _Followed:
         self.serial = serial
         self.groups = -1
         self.params: tuple[weakref.ref[Any], ...] = ()
-        self.snap: Snapshot = ()
+        self.grads: list[weakref.ref[Any] | None] = []  # per sampled parameter
+        self.versions: list[int] = []
         self.pending: list[_Pass] = []  # passes since its last step or reset
         self.discarded: list[_Reset] = []  # since its last step
         self.in_step_reset: _Reset | None = None
@@ -147,36 +147,39 @@ class _Followed:
         if n > SAMPLE:
             flat = [flat[round(i * (n - 1) / (SAMPLE - 1))] for i in range(SAMPLE)]
         self.params = tuple(weakref.ref(p) for p in flat)
-        self.snap = self.read()
+        self.grads = [None] * len(flat)
+        self.versions = [0] * len(flat)
+        self.observe()
 
-    def read(self) -> Snapshot:
-        out = []
-        for ref in self.params:
+    def observe(self) -> int:
+        """What changed in the sample since the last look (flags); remember it now.
+
+        A weak reference is made only for a gradient tensor not seen before, so the common
+        case (the same tensors, accumulated or zeroed in place) is a few attribute reads.
+        """
+        flags = 0
+        grads, versions = self.grads, self.versions
+        for i, ref in enumerate(self.params):
             p = ref()
             g = None if p is None else p.grad
-            out.append((None, 0) if g is None else (weakref.ref(g), g._version))
-        return tuple(out)
-
-    def compare(self, before: Snapshot) -> tuple[int, Snapshot]:
-        """What changed in the sample since ``before``, and the sample now."""
-        flags = 0
-        now = self.read()
-        for (old_ref, old_ver), (new_ref, new_ver) in zip(before, now, strict=False):
-            if new_ref is None:
-                if old_ref is not None:
+            old = grads[i]
+            if g is None:
+                if old is not None:
                     flags |= NONE
-            elif old_ref is None:
-                flags |= WROTE
-            elif old_ref() is not new_ref():
-                flags |= WROTE | SWAPPED
-            elif new_ver == old_ver + 1:
-                flags |= WROTE | ADDED
-            elif new_ver != old_ver:
-                flags |= WROTE | INPLACE
-        return flags, now
+                    grads[i] = None
+                continue
+            version = g._version
+            if old is not None and old() is g:
+                if version != versions[i]:
+                    flags |= WROTE | (ADDED if version == versions[i] + 1 else INPLACE)
+            else:
+                flags |= WROTE if old is None else WROTE | SWAPPED
+                grads[i] = weakref.ref(g)
+            versions[i] = version
+        return flags
 
     def had_grads(self) -> bool:
-        return any(ref is not None for ref, _ in self.snap)
+        return any(ref is not None for ref in self.grads)
 
     def unused(self) -> list[_Pass]:
         return [p for p in self.pending if not p.used]
@@ -264,7 +267,7 @@ class GradResetRecorder:
         new_pass: _Pass | None = None
         owners = []
         for f in self._followed:
-            flags, f.snap = f.compare(f.snap)
+            flags = f.observe()
             if flags & (NONE | INPLACE) or (flags & SWAPPED and not call.create_graph):
                 f.reset()  # reset or replaced by hand since the last look
             if not flags & WROTE:
@@ -292,27 +295,25 @@ class GradResetRecorder:
             if tracker is None or tracker.off or _is_compiling():
                 return original(target, *args, **kwargs)
             try:
-                before = [(f, f.read()) for f in recorder._followed]
+                for f in recorder._followed:
+                    recorder._by_hand(f, f.observe())
             except Exception as exc:
                 tracker.fail("the loop probe (zero_grad)", exc)
                 return original(target, *args, **kwargs)
             result = original(target, *args, **kwargs)
             try:
-                recorder._after_reset(target, kind, before, sys._getframe(1))
+                recorder._after_reset(target, kind, sys._getframe(1))
             except Exception as exc:
                 tracker.fail("the loop probe (zero_grad)", exc)
             return result
 
         return zero_grad
 
-    def _after_reset(
-        self, target: Any, kind: str, before: list[tuple[_Followed, Snapshot]], frame: FrameType
-    ) -> None:
+    def _after_reset(self, target: Any, kind: str, frame: FrameType) -> None:
         site: Site | None = None
         located = False
-        for f, snap in before:
-            flags, f.snap = f.compare(snap)
-            if not flags:  # this zero_grad did not reach its parameters' gradients
+        for f in self._followed:
+            if not f.observe():  # this zero_grad did not reach its parameters' gradients
                 continue
             unused = f.unused()
             if unused or f.carried:
@@ -333,6 +334,17 @@ class GradResetRecorder:
             f.reset()
         if kind == "optimizer" and not is_wrapper(target):
             self._follow(target)
+
+    def _by_hand(self, f: _Followed, flags: int) -> None:
+        """Changes seen before a step or a ``zero_grad``, since the last backward: made by
+        hand (in place ones are clips and unscales: ignored)."""
+        if flags & NONE:  # p.grad = None
+            unused = f.unused()
+            if unused:
+                f.discarded.append(_Reset("p.grad = None", None, None, unused))
+            f.reset()
+        elif flags & SWAPPED:  # p.grad = <another tensor>
+            f.carry = f.stacked = False
 
     # -- steps ----------------------------------------------------------------------------
     def _wrap_scaler_step(self, original: Any) -> Any:
@@ -369,14 +381,7 @@ class GradResetRecorder:
                 return
             if len(optimizer.param_groups) != f.groups:
                 f.resample(optimizer)
-            flags, f.snap = f.compare(f.snap)
-            if flags & NONE:  # gradients set to None by hand since the last backward
-                unused = f.unused()
-                if unused:
-                    f.discarded.append(_Reset("p.grad = None", None, None, unused))
-                f.reset()
-            elif flags & SWAPPED:  # set by hand (in place changes are clips, unscales)
-                f.carry = f.stacked = False
+            self._by_hand(f, f.observe())
             if f.discarded:
                 self._judge_discards(tracker, f, optimizer)
             f.judged = bool(f.pending)
@@ -411,7 +416,7 @@ class GradResetRecorder:
                 self._judge_carried(tracker, f, optimizer)
             f.use_pending()
             f.stacked = False
-            f.snap = f.read()
+            f.observe()
             f.carry = f.had_grads()
             f.steps += 1
         except Exception as exc:
