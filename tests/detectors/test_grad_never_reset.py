@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from memwatch import memwatch
 from memwatch.analysis.detectors import grad_never_reset as detector
 from memwatch.records import Event
-from tests.detectors.loop_helpers import analysis, event, loop_problems, of_kind, step
+from tests.detectors.loop_helpers import (
+    analysis,
+    at,
+    event,
+    line_of,
+    loop_problems,
+    of_kind,
+    problems,
+    step,
+)
+from tests.helpers import only, run_sample
 
 KIND = "grad-never-reset"
+SAMPLE = "bugs/grad_never_reset.py"
 
 
 def _model() -> nn.Module:
@@ -250,4 +263,20 @@ def test_three_carried_steps_make_a_warning_per_optimizer() -> None:
     assert finding.variable == "opt"
     assert finding.evidence["carried_steps"] == 3
     assert finding.evidence["passes_in_sum"] == 4
-    assert finding.first_step == 3
+    assert finding.first_step == 1
+
+
+# -- the sample and its fixed twin -------------------------------------------------------------
+def test_buggy_sample_names_the_optimizer_at_its_step_line(tmp_path: Path) -> None:
+    # GIVEN samples/bugs/grad_never_reset.py (train_step clips and steps, never zeroes)
+    run = run_sample(SAMPLE, "--steps", "8", out=tmp_path / "run.db")
+    # THEN one warning names `self.optimizer` at its step line
+    finding = only(run.findings, KIND)
+    assert finding.variable == "self.optimizer"
+    assert at(finding) == ("grad_never_reset.py", line_of(SAMPLE, "self.optimizer.step()"))
+    assert finding.evidence["carried_steps"] == 7
+
+
+def test_fixed_twin_is_clean(tmp_path: Path) -> None:
+    run = run_sample("bugs/grad_never_reset_fixed.py", "--steps", "8", out=tmp_path / "run.db")
+    assert problems(run.findings) == []

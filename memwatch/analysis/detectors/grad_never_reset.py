@@ -54,7 +54,7 @@ def _finding(events: list[Seen], longest: Seen) -> Finding:
     reset_at = Location.from_dict(info.reset_location)
     step_at = latest.location
     size = f" ({format_size(info.grad_bytes)} of gradients)" if info.grad_bytes else ""
-    first = next(e for e in events if e.evidence.carried_steps >= MIN_CARRIED_STEPS)
+    first = events[0]  # its first step on carried-over gradients
     if info.reset_call:
         title = (
             f"`{info.reset_call}` resets {name}'s gradients only once every "
