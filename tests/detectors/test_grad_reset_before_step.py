@@ -9,6 +9,8 @@ from torch import nn
 
 from memwatch import memwatch
 from memwatch.analysis.detectors import grad_reset_before_step as detector
+from memwatch.collect.loop import LoopProbe
+from memwatch.collect.loop.grad_reset import MAX_RESETS
 from memwatch.records import Event
 from tests.detectors.loop_helpers import (
     analysis,
@@ -442,3 +444,20 @@ def test_a_saliency_pass_cleared_before_training_is_silent() -> None:
     assert len(scores) == 4
     # THEN no alarm
     assert loop_problems(mw.findings) == []
+
+
+def test_resets_with_no_step_after_them_stay_bounded_and_silent() -> None:
+    # GIVEN an attribution loop: backward, read the gradients, zero_grad, for many inputs,
+    #       with an optimizer that never steps
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with memwatch(store=False) as mw:
+        (probe,) = [p for p in mw._tracker.probes if isinstance(p, LoopProbe)]
+        for x in _batches(200):
+            _loss(model, x).backward()
+            opt.zero_grad()
+        (followed,) = probe.grad_reset._followed
+        remembered = len(followed.discarded)
+    # THEN no alarm, and what is remembered about the discarded passes stays bounded
+    assert loop_problems(mw.findings) == []
+    assert remembered == MAX_RESETS

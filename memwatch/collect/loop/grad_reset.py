@@ -60,6 +60,7 @@ _Optimizer = torch.optim.Optimizer
 SAMPLE = 2  # parameters per optimizer whose gradients are compared (first and last)
 MAX_OPTIMIZERS = 16  # optimizers followed at once (dead ones are dropped)
 MAX_PENDING = 256  # passes remembered per optimizer between two steps or resets
+MAX_RESETS = 64  # discarding resets remembered per optimizer between two of its steps
 GRADS_CHECKED = 8  # parameters read for ``grads_none`` when a GradReset is recorded
 
 # What one comparison of the sample says (bit flags).
@@ -325,7 +326,7 @@ class GradResetRecorder:
                     reset = _Reset(f"{kind}.zero_grad", site, variable, unused)
                     if f.stepping:
                         f.in_step_reset = reset
-                    else:
+                    elif len(f.discarded) < MAX_RESETS:  # no step may ever come
                         f.discarded.append(reset)
                 if f.carried:
                     where = location_of(site)
@@ -340,7 +341,7 @@ class GradResetRecorder:
         hand (in place ones are clips and unscales: ignored)."""
         if flags & NONE:  # p.grad = None
             unused = f.unused()
-            if unused:
+            if unused and len(f.discarded) < MAX_RESETS:
                 f.discarded.append(_Reset("p.grad = None", None, None, unused))
             f.reset()
         elif flags & SWAPPED:  # p.grad = <another tensor>
