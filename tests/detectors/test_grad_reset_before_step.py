@@ -461,3 +461,27 @@ def test_resets_with_no_step_after_them_stay_bounded_and_silent() -> None:
     # THEN no alarm, and what is remembered about the discarded passes stays bounded
     assert loop_problems(mw.findings) == []
     assert remembered == MAX_RESETS
+
+
+def test_sam_two_passes_per_step_are_silent() -> None:
+    # GIVEN sharpness-aware minimization: backward, perturb the weights by the gradient
+    #       (an in-place update, not an optimizer step), zero_grad, backward at the
+    #       perturbed weights, restore them and step the base optimizer
+    model = _model()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    with memwatch(store=False) as mw:
+        for x in _batches(6):
+            _loss(model, x).backward()
+            with torch.no_grad():
+                eps = [0.05 * p.grad / (p.grad.norm() + 1e-12) for p in model.parameters()]
+                for p, e in zip(model.parameters(), eps, strict=True):
+                    p.add_(e)
+            base.zero_grad()
+            _loss(model, x).backward()
+            with torch.no_grad():
+                for p, e in zip(model.parameters(), eps, strict=True):
+                    p.sub_(e)
+            base.step()
+            base.zero_grad()
+    # THEN no alarm: the first pass's gradients moved the weights
+    assert loop_problems(mw.findings) == []

@@ -17,6 +17,9 @@ says what happened in between, for a few attribute reads:
   after the call, so a module's ``zero_grad`` reaches exactly the optimizers whose
   parameters it holds) or gradients found ``None`` at the step (``p.grad = None`` by hand)
   is a reset; the passes it discards that no optimizer used are remembered;
+* weights updated in place after a pass (SAM's ``first_step`` perturbing them, a
+  hand-written update under ``no_grad``; the sampled parameters' version counters) mean
+  the pass was used, even without an optimizer step;
 * a gradient replaced by another tensor (``p.grad = ...`` by hand, ``create_graph``
   backward) or changed in place by more than one accumulation (``p.grad.zero_()``, a
   clip) between two observations cannot be told apart from a transform: it counts as a
@@ -117,6 +120,7 @@ class _Followed:
         "stepping",
         "steps",
         "versions",
+        "weights",
     )
 
     def __init__(self, optimizer: Any, serial: int) -> None:
@@ -150,6 +154,7 @@ class _Followed:
         self.params = tuple(weakref.ref(p) for p in flat)
         self.grads = [None] * len(flat)
         self.versions = [0] * len(flat)
+        self.weights = self.weight_versions()
         self.observe()
 
     def observe(self) -> int:
@@ -184,6 +189,16 @@ class _Followed:
 
     def unused(self) -> list[_Pass]:
         return [p for p in self.pending if not p.used]
+
+    def weight_versions(self) -> tuple[int, ...]:
+        """The sampled parameters' own version counters (an in-place update moves them)."""
+        return tuple(-1 if (p := ref()) is None else p._version for ref in self.params)
+
+    def weights_moved(self) -> bool:
+        """The weights were updated in place since the last pass was credited: the passes
+        were used, by an update that is not an optimizer step (SAM's ``first_step``, a
+        hand-written update under ``no_grad``)."""
+        return bool(self.pending) and self.weight_versions() != self.weights
 
     def use_pending(self) -> None:
         for p in self.pending:
@@ -275,6 +290,7 @@ class GradResetRecorder:
                 continue
             if new_pass is None:
                 new_pass = _Pass()
+            f.weights = f.weight_versions()
             owners.append(f.serial)
             if f.stepping:
                 f.in_step_reset = None  # a reset inside step(closure) prepared this pass
@@ -316,6 +332,8 @@ class GradResetRecorder:
         for f in self._followed:
             if not f.observe():  # this zero_grad did not reach its parameters' gradients
                 continue
+            if f.weights_moved():
+                f.use_pending()
             unused = f.unused()
             if unused or f.carried:
                 if not located:
@@ -340,6 +358,8 @@ class GradResetRecorder:
         """Changes seen before a step or a ``zero_grad``, since the last backward: made by
         hand (in place ones are clips and unscales: ignored)."""
         if flags & NONE:  # p.grad = None
+            if f.weights_moved():
+                f.use_pending()
             unused = f.unused()
             if unused and len(f.discarded) < MAX_RESETS:
                 f.discarded.append(_Reset("p.grad = None", None, None, unused))
