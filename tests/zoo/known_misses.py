@@ -189,11 +189,6 @@ KNOWN_MISSES: dict[str, str] = {
         "are not found"
     ),
     # kinds that exist today, missed on a new shape
-    "bugs/epoch_start_zero_grad_drops_last_accumulation": (
-        "not found: the zero_grad that wipes gradients between backward and step is the "
-        "epoch-start `self.optimizer.zero_grad()` (step only every `accumulate` batches, the "
-        "epoch's last batches are backpropagated then wiped); reported nothing"
-    ),
     "bugs/pruning_speedup_replaces_layers_after_optimizer": (
         "not found: the model object is kept and its layers are swapped in place with setattr "
         "after the optimizer was built (no `model = ...` rebinding); the Adam optimizer keeps "
@@ -221,10 +216,6 @@ KNOWN_MISSES: dict[str, str] = {
     "bugs/batch_loop_keeps_last_step_output": (
         "graph-kept-across-step is not a kind yet: `loop.batch_output` keeps the last step's "
         "loss and output (with grad_fn) until the next step overwrites it; reported nothing"
-    ),
-    "bugs/detr_engine_missing_zero_grad": (
-        "grad-never-reset is not a kind yet: train_one_epoch never calls zero_grad (gradients "
-        "summed over the whole run, clipped, stepped); reported nothing"
     ),
     "bugs/feature_extractor_hooks_persist": (
         "hooks-accumulate is not a kind yet: every FeatureExtractor registers 2 forward hooks "
