@@ -240,11 +240,6 @@ KNOWN_MISSES: dict[str, str] = {
         "FALSE ALARM: lingering-step-locals (warning) `mac_out` (512 KiB) from the previous step "
         "alive at the next forward (a flat loop in main(); not the reported bug)"
     ),
-    "fixed/trainer_oom_retry_next_batch_in_except": (
-        "FALSE ALARM: oom-retry-loop (error, held by `self`): the retry runs after the except "
-        "block (flag set inside, `exc` gone); the trainer object `self` holding model and "
-        "optimizer is counted as the failed attempt's memory"
-    ),
     "healthy/swa_averaged_model_update_bn": (
         "FALSE ALARM: eval-mode-missing (warning, `update_bn`): torch.optim.swa_utils.update_bn "
         "runs BatchNorm in training mode under no_grad on purpose, to recompute its statistics"
