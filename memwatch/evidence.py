@@ -347,6 +347,8 @@ class UnbatchedForwards(Evidence):
     shape: tuple[int, ...] = ()
     model: str | None = None
     variable: str | None = None
+    listed: int = 0  # of the calls checked, inputs found in one list the caller holds
+    listed_checked: int = 0  # calls checked for that (the first few of the step)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,18 +199,9 @@ KNOWN_MISSES: dict[str, str] = {
         "with the model in training mode (hidden/attention dropout active) every 5 steps; "
         "reported nothing"
     ),
-    "bugs/variable_size_images_forward_one_by_one": (
-        "not found: the model is called 16 times per step on `img.unsqueeze(0)` (a batch of "
-        "one, 4-D, the images of different sizes); reported nothing"
-    ),
     "bugs/episode_logger_stats_never_cleared": (
         "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
         "memory); reported lingering-step-locals (warning: mac_out) instead"
-    ),
-    "bugs/launcher_enables_cudnn_benchmark_varlen_text": (
-        "not found: cudnn.benchmark is on and the Conv1d text model's sequence length changes "
-        "every step, but the model's root input is 2-D token ids (conv shapes are only noted "
-        "for root inputs of 3 or more dims); reported nothing"
     ),
     # proposed kinds: no detector yet
     "bugs/batch_loop_keeps_last_step_output": (

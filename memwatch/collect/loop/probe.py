@@ -96,7 +96,7 @@ class LoopProbe(Probe):
                 self._cur_unbatched = True
                 self._dirty = True
                 self.unbatched.note(module, first)
-            if dim >= 3 and cudnn_benchmark() and self.shapes.note(module, first):
+            if dim >= 2 and cudnn_benchmark() and self.shapes.note(module, first):
                 self._dirty = True
         if not _grad_enabled():
             training = self._modules.training(module)
