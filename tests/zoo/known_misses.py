@@ -189,11 +189,6 @@ KNOWN_MISSES: dict[str, str] = {
         "are not found"
     ),
     # kinds that exist today, missed on a new shape
-    "bugs/pruning_speedup_replaces_layers_after_optimizer": (
-        "not found: the model object is kept and its layers are swapped in place with setattr "
-        "after the optimizer was built (no `model = ...` rebinding); the Adam optimizer keeps "
-        "only the replaced layers' parameters; reported nothing"
-    ),
     "bugs/transformers_bert_predict_without_eval": (
         "not found: predict() runs a tiny BertForSequenceClassification under torch.no_grad() "
         "with the model in training mode (hidden/attention dropout active) every 5 steps; "
