@@ -188,6 +188,9 @@ class LingeringLocals(Evidence):
     forward_line: int | None = None
     tensors_from_step: int | None = None
     occurrences: int = 0
+    #: autograd-saved bytes from earlier steps still alive at that forward (the graph the
+    #: lingering names may keep; 0 when backward freed it and only outputs linger)
+    stale_saved_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
