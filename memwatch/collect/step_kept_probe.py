@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from memwatch.collect.frames import display_path, first_user_frame, user_frames
+from memwatch.collect.frames import display_path, first_user_frame, is_user_file, user_frames
 from memwatch.collect.holder_path import HolderPath, StoreHint, find_paths, roots_from_stack
 from memwatch.collect.holders import read_locals, storage_of
 from memwatch.collect.loop.common import call_at, location_of, site_of
@@ -276,13 +276,19 @@ class StepKeptProbe(Probe):
 
 
 def _not_loop_locals(tensors: list[Any], start: FrameType) -> list[Any]:
-    """The tensors that no variable of the nearest user frames holds directly."""
+    """The tensors that no variable of the nearest user frames holds directly.
+
+    Closure variables (free and cell variables) do not count as the frame's own: a
+    ``nonlocal last`` outlives the step, the holder walk decides."""
     direct: set[int] = set()
     frames = user_frames(start, limit=4)
     try:
         for frame in frames:
-            for _, value in read_locals(frame):
-                direct.add(id(value))
+            code = frame.f_code
+            shared = set(code.co_freevars) | set(code.co_cellvars)
+            for name, value in read_locals(frame):
+                if name not in shared:
+                    direct.add(id(value))
     finally:
         del frames
     return [t for t in tensors if id(t) not in direct]
@@ -353,7 +359,11 @@ def _grad_fn_name(tensor: Any) -> str | None:
 
 
 def _find_store(hints: tuple[StoreHint, ...]) -> Location | None:
+    """The user's statement that stores into the holder; None rather than a guess (a
+    library class, or a store written from outside the owner's methods)."""
     for hint in hints:
+        if not is_user_file(hint.file):
+            continue
         statement: Statement | None = None
         try:
             if hint.scope == "class":
@@ -364,7 +374,11 @@ def _find_store(hints: tuple[StoreHint, ...]) -> Location | None:
                 statement = find_in_function(hint.file, hint.first_line, hint.name, hint.target)
         except Exception:
             statement = None
-        if statement is not None and not _stores_a_constant(statement):
+        if (
+            statement is not None
+            and statement.pattern != "method-call"
+            and not _stores_a_constant(statement)
+        ):
             return Location(display_path(statement.file), statement.line, statement.function)
     return None
 
@@ -394,6 +408,10 @@ def _non_constant_store(hint: StoreHint) -> Statement | None:
             if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             statement = find_in_function(hint.file, method.lineno, method.name, hint.target)
-            if statement is not None and not _stores_a_constant(statement):
+            if (
+                statement is not None
+                and statement.pattern != "method-call"
+                and not _stores_a_constant(statement)
+            ):
                 return statement
     return None

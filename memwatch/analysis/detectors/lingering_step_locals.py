@@ -9,14 +9,17 @@ what it measured; the bytes matter here when they are at least ``MIN_BYTES`` and
 detector asks for two such steps, so a one-off (the last batch of an epoch kept for
 logging) stays quiet.
 
-Severity: in a plain loop, ``out`` and ``loss`` of step N alive at step N+1's forward is
-ordinary Python scoping: backward freed their graph, so at most one step's *outputs*
-coexist with the new activations. That is reported as ``info`` (the peak is higher by
-those bytes, worth knowing, not a bug). It is a ``warning`` only when the previous step's
-*graph* is still alive at that forward too (``stale_saved_bytes`` at least ``MIN_BYTES``
-and ``MIN_FRACTION`` of the saved peak): a name holding an output whose branch no
-backward consumed (an auxiliary head left out of the loss) keeps that branch's
-activations through the next forward, a whole step of them at the peak.
+Severity: always ``info``. ``out`` and ``loss`` of step N alive at step N+1's forward is
+ordinary Python scoping: the names are rebound right after that forward, so it costs at
+most one step (its outputs, and whatever part of its graph no backward freed: a WGAN-GP
+penalty's double-backward graph, an auxiliary output left out of the loss) and never
+grows. The peak is higher by those bytes, which is worth knowing and easy to avoid, not a
+bug. What *is* worth a warning is reported by the kinds that see its cause:
+``graph-kept-across-step`` (a holder outside the step's locals: an attribute, a closure,
+a framework's state; or ``retain_graph=True`` on the step's last backward),
+``graph-retained-in-inference`` (forwards no backward used), ``graph-accumulation``
+(growing). ``graph_saved_bytes`` (the previous step's saved activations alive at that
+forward) is reported in the detail when the locals keep a graph too.
 
 The fix is to drop the names at the end of the step, or to put the step body in a
 function whose locals die when it returns.
@@ -44,7 +47,8 @@ def matters(seen: Observed[LingeringLocals]) -> bool:
 
 
 def keeps_graph(d: LingeringLocals) -> bool:
-    """Whether the previous step's saved activations were alive too, not just outputs."""
+    """Whether the previous step's saved activations were alive too, not just outputs
+    (reported in the detail; the severity stays info, see the module docstring)."""
     return (
         d.stale_saved_bytes >= MIN_BYTES
         and d.stale_saved_bytes >= MIN_FRACTION * d.saved_peak_bytes
@@ -99,7 +103,8 @@ def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Findi
         detail += (
             f" The previous step's graph is alive at that forward too: "
             f"{format_size(graph)} of saved activations that no backward freed, kept until "
-            "the names are rebound."
+            "the names are rebound. This costs at most one step (ordinary Python scoping, "
+            "not a leak)."
         )
     else:
         detail += (
@@ -112,7 +117,7 @@ def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Findi
     )
     return Finding(
         kind=KIND,
-        severity="warning" if graph else "info",
+        severity="info",
         title=title,
         detail=detail,
         first_step=events[0].step,
