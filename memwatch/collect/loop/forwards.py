@@ -175,7 +175,7 @@ class ForwardsRecorder:
         if not waiting and len(pending) == 1 and not pending[0].hooked:  # the usual step
             pending.clear()
             return [], False
-        consumed = []
+        consumed: list[Forward] = []
         still: list[Forward] = []
         for e in waiting:
             (consumed if e.consumed else still).append(e)
