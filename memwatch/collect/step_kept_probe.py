@@ -13,13 +13,15 @@ grow, so ``graph-accumulation`` never sees them; they cost one step at the peak)
 
 How it looks (cheap first, a walk only on a hit):
 
-* every root forward with grad keeps weak references to up to ``MAX_OUTPUTS`` of its
-  output tensors; every backward notes whether it retained the graph (attribute writes);
-* at a training step's end, those are armed; at the next step's first root forward the
-  probe checks which outputs are still alive and not a variable of the loop's frames, and
-  (``SCAN_FIRST`` times, then every ``SCAN_EVERY`` steps: a *when to look* rule) which
-  attributes of the root modules hold tensors with a ``grad_fn``; it reads the saved-tensor
-  counter's ``stale_bytes`` (saved in an earlier step, still alive);
+* every backward notes whether it retained the graph (an attribute write); at the next
+  step's first root forward the probe reads the saved-tensor counter's ``stale_bytes``
+  (saved in an earlier step, still alive): every step, it costs two reads;
+* on sampled steps (the first ``CHECK_FIRST`` training steps, then one in
+  ``CHECK_EVERY``: a *when to look* rule — the bug repeats every step, so a sample sees
+  it), every root forward with grad keeps weak references to up to ``MAX_OUTPUTS`` of its
+  output tensors, and at the next step's first root forward the probe checks which are
+  still alive and not a variable of the loop's frames, and which attributes of the root
+  modules hold tensors with a ``grad_fn``;
 * on a hit worth ``ARM_MIN_BYTES`` (a cost trigger, not a verdict), ``holder_path.py``
   names the holder with a bounded walk from the stack's roots, and the source search finds
   the statement that stores into it. Events are thinned (``EMIT_FIRST``, then one in
@@ -62,8 +64,8 @@ if TYPE_CHECKING:
 ARM_MIN_BYTES = 64 * 1024
 MAX_OUTPUTS = 8
 MAX_MODULES = 512
-SCAN_FIRST = 6
-SCAN_EVERY = 16
+CHECK_FIRST = 6
+CHECK_EVERY = 16
 EMIT_FIRST = 3
 EMIT_EVERY = 32
 
@@ -99,7 +101,8 @@ class StepKeptProbe(Probe):
     def __init__(self) -> None:
         self._step = _StepState()
         self._armed: _Armed | None = None
-        self._checks = 0
+        self._training_steps = 0
+        self._collect = True  # the first training step is checked
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._where: dict[tuple[str, str], Location | None] = {}
 
@@ -108,7 +111,7 @@ class StepKeptProbe(Probe):
         self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
     ) -> None:
         state = self._step
-        if saved_delta <= 0 or len(state.outputs) >= MAX_OUTPUTS:
+        if not self._collect or saved_delta <= 0 or len(state.outputs) >= MAX_OUTPUTS:
             return
         for tensor in graph_tensors(output):
             if len(state.outputs) >= MAX_OUTPUTS:
@@ -137,11 +140,18 @@ class StepKeptProbe(Probe):
         if not training:
             self._armed = None
             return
+        checked = self._collect
+        self._training_steps += 1
+        upcoming = self._training_steps + 1
+        self._collect = upcoming <= CHECK_FIRST or upcoming % CHECK_EVERY == 0
+        if not checked and state.retained is None:
+            self._armed = None
+            return
         self._armed = _Armed(
             record.step,
             record.saved_peak_bytes,
             state.outputs,
-            list(state.modules.values()),
+            list(state.modules.values()) if checked else [],
             state.retained,
         )
 
@@ -154,11 +164,10 @@ class StepKeptProbe(Probe):
         stale = tracker.saved.stale_bytes
         if armed.retained is not None and stale >= ARM_MIN_BYTES:
             self._retained(tracker, armed, stale)
-        self._checks += 1
         candidates = [t for t in (ref() for ref in armed.outputs) if t is not None]
         if candidates:
             candidates = _not_loop_locals(candidates, sys._getframe(1))
-        if self._checks <= SCAN_FIRST or self._checks % SCAN_EVERY == 0:
+        if armed.modules:
             candidates.extend(_module_attribute_tensors(armed.modules, candidates))
         if not candidates:
             return
