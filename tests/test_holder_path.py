@@ -19,6 +19,15 @@ class _Box:
         self.inner: Any = None
 
 
+def _make_step(tensor: torch.Tensor) -> Any:
+    last = tensor
+
+    def step() -> Any:
+        return last
+
+    return step
+
+
 def _paths(*refs: weakref.ref[Any]) -> dict[int, Any]:
     """Paths to the referents (weak references: the caller's own names would hold them)."""
     return find_paths([r() for r in refs], roots_from_stack(sys._getframe(1)))
@@ -40,6 +49,7 @@ def test_attributes_items_and_module_children_are_spelled_like_code() -> None:
     # WHEN the walk looks for them
     paths = _paths(*refs)
     a, b, c, d = (r() for r in refs)
+    assert cache["out"] is b and history[1][0] is c  # both were alive during the walk
     # THEN each path reads like the code that reaches it, with the holder's kind
     assert (paths[id(a)].path, paths[id(a)].kind) == ("box.inner.inner[0]", "attribute")
     assert (paths[id(b)].path, paths[id(b)].kind) == ("cache['out']", "item")
@@ -51,16 +61,7 @@ def test_attributes_items_and_module_children_are_spelled_like_code() -> None:
 def test_a_closure_variable_and_a_global_are_named() -> None:
     # GIVEN a tensor kept in a closure cell and one in a module global
     kept, glob = torch.zeros(2), torch.zeros(3)
-
-    def make() -> Any:
-        last = kept
-
-        def step() -> Any:
-            return last
-
-        return step
-
-    step = make()
+    step = _make_step(kept)
     HELD_GLOBALLY["x"] = glob
     refs = weakref.ref(kept), weakref.ref(glob)
     del kept, glob
@@ -71,6 +72,7 @@ def test_a_closure_variable_and_a_global_are_named() -> None:
         assert closure.path == "last"
         assert paths[id(refs[1]())].path == "HELD_GLOBALLY['x']"
         assert paths[id(refs[1]())].kind == "global"
+        assert step() is refs[0]()
     finally:
         HELD_GLOBALLY.clear()
 
