@@ -188,6 +188,39 @@ class LingeringLocals(Evidence):
     forward_line: int | None = None
     tensors_from_step: int | None = None
     occurrences: int = 0
+    #: autograd-saved bytes from earlier steps still alive at that forward (the graph the
+    #: lingering names may keep; 0 when backward freed it and only outputs linger)
+    stale_saved_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GraphKeptAcrossStep(Evidence):
+    """Last step's autograd history still alive at the next step's first forward.
+
+    Gathered by ``collect/step_kept_probe.py``. ``cause`` says how it was seen: "held" (a
+    tensor with a ``grad_fn`` from the previous step reached through an attribute, a
+    closure, a global or a container below one: ``holder`` is that path) or
+    "retain-graph" (the step's last ``backward``/``autograd.grad`` passed
+    ``retain_graph=True`` and saved bytes of the previous step are still alive:
+    ``holder`` is the tensor it was called on). How many bytes matter is the
+    ``graph-kept-across-step`` detector's call.
+    """
+
+    KIND: ClassVar[str] = "graph-kept-across-step"
+    cause: str = "held"
+    holder: str | None = None
+    #: "attribute", "closure", "global", "item" (a container below a local) or "local"
+    holder_kind: str | None = None
+    tensors: int = 0
+    #: storage bytes of the kept tensors (their own data, counted once)
+    tensor_bytes: int = 0
+    #: autograd-saved bytes of earlier steps still alive at that forward
+    stale_saved_bytes: int = 0
+    #: the previous step's saved-for-backward peak (what the kept bytes add to)
+    saved_peak_bytes: int = 0
+    grad_fn: str | None = None
+    tensors_from_step: int | None = None
+    occurrences: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +496,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         GraphAccumulation,
         HolderGrowth,
         LingeringLocals,
+        GraphKeptAcrossStep,
         RetainGraphBackward,
         ForwardWithoutBackward,
         EvalPassTrainMode,

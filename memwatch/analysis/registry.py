@@ -16,6 +16,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     grad_never_reset,
     grad_reset_before_step,
     graph_accumulation,
+    graph_kept_across_step,
     graph_retained_in_inference,
     host_memory_growth,
     lingering_step_locals,
@@ -34,6 +35,7 @@ from memwatch.records import Finding, sort_findings
 DETECTORS: tuple[Detector, ...] = (
     graph_accumulation.DETECTOR,
     lingering_step_locals.DETECTOR,
+    graph_kept_across_step.DETECTOR,
     memory_growth.DETECTOR,
     retain_graph_leak.DETECTOR,
     graph_retained_in_inference.DETECTOR,

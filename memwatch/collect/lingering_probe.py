@@ -10,8 +10,9 @@ its activations: the peak carries one extra output. The check is two cheap looks
   (``ARM_MIN_BYTES``: a cost trigger, it decides when to look);
 * at the next root forward pre-hook: which of those names still hold the *same* tensor.
 
-It records ``memwatch.evidence.LingeringLocals`` (names, bytes, the step's saved peak)
-whenever those names still hold ``ARM_MIN_BYTES`` or more; whether that matters (a share
+It records ``memwatch.evidence.LingeringLocals`` (names, bytes, the step's saved peak and
+the autograd-saved bytes of earlier steps still alive at that forward) whenever those
+names still hold ``ARM_MIN_BYTES`` or more; whether that matters (a graph kept, a share
 of the peak) is the ``lingering-step-locals`` detector's decision. Loops
 whose steps are found from the forward itself (no optimizer, no ``mw.step()``) are not
 judged: their "step end" *is* the next forward.
@@ -159,6 +160,7 @@ class LingeringChecker:
             forward_line=forward_line,
             tensors_from_step=self._record_step,
             occurrences=self._hits,
+            stale_saved_bytes=tracker.saved.stale_bytes,
         )
         self._last = (evidence, location, self._hits)
         tracker.emit(evidence.event(tracker.step, location))

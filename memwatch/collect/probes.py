@@ -11,6 +11,7 @@ from memwatch.collect.holders_probe import HoldersProbe
 from memwatch.collect.loop import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe
+from memwatch.collect.step_kept_probe import StepKeptProbe
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ def default_probes(options: ProbeOptions) -> list[Probe]:
     probes.append(LoopProbe())  # loop-order detectors (docs/detectors-loop.md)
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
     probes.append(HoldersProbe.for_mode(options.deep))  # holders, graphs: detectors-holders.md
+    probes.append(StepKeptProbe())  # graphs kept one step: docs/graph-kept-across-step.md
     probes.append(CategoriesProbe())  # memory by category per step (docs/compare.md)
     probes.append(GcCycleProbe())  # objects freed only by the cyclic gc (docs/gc-cycles.md)
     if options.snapshot_at_step is not None or options.snapshot_on_oom:

@@ -212,3 +212,79 @@ def test_the_closing_step_dropping_the_outputs_does_not_hide_the_growth() -> Non
     # THEN the growth is still reported
     assert finding.severity == "error"
     assert finding.growth_per_step_bytes == 50_000
+
+
+def _gan(detach_fake_for_d: bool, extra_unused_forward: bool = False) -> list[str]:
+    torch.manual_seed(0)
+    net_g = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 64))
+    net_d = nn.Sequential(nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
+    bce = nn.BCEWithLogitsLoss()
+    kept = []
+    with memwatch(store=False) as mw:
+        for _ in range(12):
+            real, fake = torch.randn(256, 64), net_g(torch.randn(256, 16))
+            ones, zeros = torch.ones(256, 1), torch.zeros(256, 1)
+            # both losses are built before either backward (G's first)
+            loss_g = bce(net_d(fake), ones)
+            d_fake = fake.detach() if detach_fake_for_d else fake
+            loss_d = bce(net_d(real), ones) + bce(net_d(d_fake), zeros)
+            if extra_unused_forward:
+                # two forwards per step that no backward ever reaches
+                kept.extend(net_d(torch.randn(256, 64)) for _ in range(2))
+            opt_g.zero_grad()
+            loss_g.backward(retain_graph=not detach_fake_for_d)
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_g.step()
+            opt_d.step()
+            kept = kept[-4:]
+    return [f.kind for f in mw.findings if f.severity in ("warning", "error")]
+
+
+def test_gan_forwards_used_by_the_steps_second_backward_are_not_inference() -> None:
+    # GIVEN a GAN step: G forward, D on fake (used by loss_g's backward), D on real and
+    # on fake.detach() (used only by loss_d's backward, which runs second)
+    # WHEN it runs under memwatch
+    # THEN no forward counts as an unused graph (each backward pass of the step counts)
+    assert KIND not in _gan(detach_fake_for_d=True)
+
+
+def test_a_forward_no_backward_of_the_step_reaches_is_still_reported() -> None:
+    # GIVEN the same GAN plus, every step, two more D forwards whose outputs are only kept
+    # WHEN it runs under memwatch
+    # THEN those forwards are still unused graphs
+    assert KIND in _gan(detach_fake_for_d=True, extra_unused_forward=True)
+
+
+def test_gradient_penalty_forwards_used_by_autograd_grad_are_not_inference() -> None:
+    # GIVEN a WGAN-GP critic step: D on fake.detach() and on real, then D on the
+    # interpolates and the penalty through torch.autograd.grad(create_graph=True), then
+    # d_loss.backward() (the first two forwards are used only by that last backward)
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 64))
+    critic = nn.Sequential(nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=1e-4)
+    with memwatch(store=False) as mw:
+        for step_index in range(12):
+            real, fake = torch.randn(256, 64), gen(torch.randn(256, 16))
+            critic_terms = critic(fake.detach()).mean() - critic(real).mean()
+            alpha = torch.rand(256, 1)
+            mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+            grads = torch.autograd.grad(
+                critic(mixed).sum(), mixed, create_graph=True, retain_graph=True
+            )[0]
+            penalty = ((grads.norm(2, dim=1) - 1) ** 2).mean()
+            d_loss = critic_terms + 10 * penalty
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            if step_index % 2 == 0:
+                g_loss = -critic(gen(torch.randn(256, 16))).mean()
+                opt_g.zero_grad()
+                g_loss.backward()
+                opt_g.step()
+    # THEN no forward counts as an unused graph
+    assert not [f for f in mw.findings if f.kind == KIND and f.severity != "info"]

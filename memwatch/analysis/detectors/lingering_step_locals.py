@@ -2,15 +2,27 @@
 
 Evidence: ``lingering-locals`` events from ``memwatch.collect.lingering_probe``: at the
 first root forward of a step, the variables that still hold the previous step's tensors
-(same objects, by weakref), their bytes, and the previous step's saved-for-backward peak.
-The probe records what it measured; the bytes matter here when they are at least
-``MIN_BYTES`` and ``MIN_FRACTION`` of that peak (ordinary loops with small outputs stay
-quiet), and this detector asks for two such steps, so a one-off (the last batch of an
-epoch kept for logging) stays quiet.
+(same objects, by weakref), their bytes, the previous step's saved-for-backward peak and
+the autograd-saved bytes of earlier steps still alive at that forward. The probe records
+what it measured; the bytes matter here when they are at least ``MIN_BYTES`` and
+``MIN_FRACTION`` of that peak (ordinary loops with small outputs stay quiet), and this
+detector asks for two such steps, so a one-off (the last batch of an epoch kept for
+logging) stays quiet.
 
-The peak during the next forward is higher by up to those bytes: the old output coexists
-with the new activations. The fix is to drop the names at the end of the step, or to put
-the step body in a function whose locals die when it returns.
+Severity: always ``info``. ``out`` and ``loss`` of step N alive at step N+1's forward is
+ordinary Python scoping: the names are rebound right after that forward, so it costs at
+most one step (its outputs, and whatever part of its graph no backward freed: a WGAN-GP
+penalty's double-backward graph, an auxiliary output left out of the loss) and never
+grows. The peak is higher by those bytes, which is worth knowing and easy to avoid, not a
+bug. What *is* worth a warning is reported by the kinds that see its cause:
+``graph-kept-across-step`` (a holder outside the step's locals: an attribute, a closure,
+a framework's state; or ``retain_graph=True`` on the step's last backward),
+``graph-retained-in-inference`` (forwards no backward used), ``graph-accumulation``
+(growing). ``graph_saved_bytes`` (the previous step's saved activations alive at that
+forward) is reported in the detail when the locals keep a graph too.
+
+The fix is to drop the names at the end of the step, or to put the step body in a
+function whose locals die when it returns.
 """
 
 from __future__ import annotations
@@ -34,6 +46,15 @@ def matters(seen: Observed[LingeringLocals]) -> bool:
     return d.bytes >= MIN_BYTES and d.bytes >= MIN_FRACTION * d.saved_peak_bytes
 
 
+def keeps_graph(d: LingeringLocals) -> bool:
+    """Whether the previous step's saved activations were alive too, not just outputs
+    (reported in the detail; the severity stays info, see the module docstring)."""
+    return (
+        d.stale_saved_bytes >= MIN_BYTES
+        and d.stale_saved_bytes >= MIN_FRACTION * d.saved_peak_bytes
+    )
+
+
 def detect(data: AnalysisInput) -> list[Finding]:
     groups: dict[Any, list[Observed[LingeringLocals]]] = {}
     for event in filter(matters, data.observed(LingeringLocals)):
@@ -55,6 +76,9 @@ def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Findi
     entries = [(n.name, n.bytes) for n in d.names]
     names = [n for n, _ in entries]
     total = d.bytes
+    graph = max(
+        (e.evidence.stale_saved_bytes for e in events if keeps_graph(e.evidence)), default=0
+    )
     saved_peak = d.saved_peak_bytes
     peak_allocated = d.peak_allocated_bytes
     basis = int(peak_allocated) if peak_allocated else saved_peak + total
@@ -75,13 +99,25 @@ def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Findi
         f"{format_size(total)} (~{share:.0%}). Seen in {occurrences} steps, first at step "
         f"{events[0].step}."
     )
+    if graph:
+        detail += (
+            f" The previous step's graph is alive at that forward too: "
+            f"{format_size(graph)} of saved activations that no backward freed, kept until "
+            "the names are rebound. This costs at most one step (ordinary Python scoping, "
+            "not a leak)."
+        )
+    else:
+        detail += (
+            " Backward already freed their graph, so this costs at most one step's outputs "
+            "(ordinary Python scoping, not a leak)."
+        )
     fix = (
         f"Add `del {', '.join(names)}` at the end of each step (after `optimizer.step()`), "
         "or move the step body into a function so its locals are freed when it returns."
     )
     return Finding(
         kind=KIND,
-        severity="warning",
+        severity="info",
         title=title,
         detail=detail,
         first_step=events[0].step,
@@ -98,6 +134,7 @@ def _finding(events: list[Observed[LingeringLocals]], occurrences: int) -> Findi
             "peak_reduction_fraction": round(share, 3),
             "steps_seen": occurrences,
             "forward_line": d.forward_line,
+            "graph_saved_bytes": graph,
         },
     )
 

@@ -4,10 +4,14 @@ Whether a forward's graph was used by a backward is known exactly from a pre-hoo
 output's ``grad_fn`` (it fires when backward reaches the output), but registering one
 costs a few µs, so the first forward after a backward in train mode (the training
 forward) is not hooked: a backward that follows is taken to have used it. Only further
-forwards before a backward, and forwards in eval mode, are hooked. Forwards a backward
-did not use by the step end are recorded as ``ForwardWithoutBackward`` (and, when the
-model still trains its dropout/batch-norm, as ``EvalPassTrainMode`` "no_backward").
-The forwards a backward did use are handed to the micro-batch recorder.
+forwards before a backward, and forwards in eval mode, are hooked. A hooked forward that
+one backward did not reach waits for the step's later backward passes and
+``autograd.grad`` calls (a GAN's D on real, on fake and on ``fake.detach()``, used by two
+backward passes; a gradient penalty through ``autograd.grad(create_graph=True)``): only
+forwards that no backward or ``autograd.grad`` of the step reached by the step end are
+recorded as ``ForwardWithoutBackward`` (and, when the model still trains its
+dropout/batch-norm, as ``EvalPassTrainMode`` "no_backward"). The forwards a backward did
+use are handed to the micro-batch recorder.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class ForwardsRecorder:
 
     def __init__(self) -> None:
         self.pending: list[Forward] = []
+        # hooked forwards a backward of this step has not reached yet (a later one may)
+        self.waiting: list[Forward] = []
         self.last_out: weakref.ref[Any] | None = None
         self._fast = Forward(0, 0, True, False)
         self._carried = 0
@@ -94,6 +100,7 @@ class ForwardsRecorder:
 
     def reset(self) -> None:
         self.unconsumed: list[Forward] = []
+        self.waiting = []
         self.overflow = [0, 0]  # forwards past MAX_PENDING: count, bytes
 
     def after_forward(
@@ -157,29 +164,42 @@ class ForwardsRecorder:
         return False
 
     def on_backward(self) -> tuple[list[Forward], bool]:
-        """A backward ran: the forwards it used, and whether some were left unused."""
+        """A backward ran: the forwards it used, and whether some are still unused.
+
+        An unused hooked forward is not judged yet: a later backward or ``autograd.grad``
+        of the same step may reach it (``at_step_end`` judges what is left)."""
         pending = self.pending
-        if not pending:
+        waiting = self.waiting
+        if not pending and not waiting:
             return [], False
-        if len(pending) == 1 and not pending[0].hooked:  # the usual training step
+        if not waiting and len(pending) == 1 and not pending[0].hooked:  # the usual step
             pending.clear()
             return [], False
-        consumed = []
-        left = False
+        consumed: list[Forward] = []
+        still: list[Forward] = []
+        for e in waiting:
+            (consumed if e.consumed else still).append(e)
         for e in pending:
             if e.consumed or not e.hooked:
                 consumed.append(e)
-            elif len(self.unconsumed) < MAX_PENDING:
-                left = True
-                self.unconsumed.append(e)
+            elif len(still) < MAX_PENDING:
+                still.append(e)
         pending.clear()
+        self.waiting = still
+        left = bool(still)
         # Forwards past MAX_PENDING were not hooked: judge them like the ones we saw.
-        if self.overflow[0] and len(consumed) >= len(self.unconsumed):
+        if self.overflow[0] and len(consumed) >= len(still):
             self.overflow = [0, 0]
         return consumed, left
 
     def at_step_end(self, record: StepRecord, any_backward: bool) -> None:
         """Pending forwards count as unused, unless they may still await a first backward."""
+        if self.waiting:
+            # hooked forwards that no backward of the step reached, however many ran
+            left = [e for e in self.waiting if not e.consumed]
+            room = MAX_PENDING - len(self.unconsumed)
+            self.unconsumed.extend(left[: max(0, room)])
+            self.waiting = []
         if not self.pending:
             return
         if record.boundary == "forward" and not any_backward and self._carried < CARRY_STEPS:
