@@ -422,7 +422,7 @@ class GraphChecker:
     ) -> Statement | None:
         frame = scan.frames[entry.frame_index]
         prefer = [n for n in grad_names.of(entry.frame_index) if n != variable]
-        return locate_statement(frame, entry, variable, prefer)
+        return locate_statement(frame, entry, entry.target or variable, prefer)
 
     def _emit(
         self,
@@ -528,23 +528,40 @@ def locate_statement(
     attributes in the owner's class (``self.cache = ...``); globals in the whole file
     (they are often extended from a hook defined elsewhere).
     """
+    if entry.statement is not None:
+        return entry.statement  # known without searching (a decorator's line)
+    key = entry.key if entry.census else None
+    if entry.census and entry.target:
+        target = entry.target  # ``epoch_loss`` for ``epoch_loss['total']``
     found: Statement | None = None
     if entry.scope == "module" and entry.owner_type is not None and entry.attr:
         filename = _class_file(entry.owner_type)
         if filename:
-            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer)
+            found = find_in_class(
+                filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer, key
+            )
     if found is None:
         found = find_in_function(
-            frame.filename, frame.first_line, frame.function, target, prefer, near_line=frame.line
+            frame.filename,
+            frame.first_line,
+            frame.function,
+            target,
+            prefer,
+            near_line=frame.line,
+            key=key,
         )
         if found is not None and found.pattern == "assign":
             found = None
     if found is None and entry.scope == "attribute" and entry.owner_type is not None and entry.attr:
         filename = _class_file(entry.owner_type)
         if filename:
-            found = find_in_class(filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer)
-    if found is None and entry.scope in ("global", "module"):
-        found = find_in_file(frame.filename, target, prefer)
+            found = find_in_class(
+                filename, entry.owner_type.__name__, f"self.{entry.attr}", prefer, key
+            )
+    if found is None and (entry.scope in ("global", "module") or entry.census):
+        # Globals are extended from hooks and helpers anywhere in the file; so are the
+        # census's holders (``_log_metrics(logs, ...)`` storing into main()'s ``logs``).
+        found = find_in_file(frame.filename, target, prefer, key)
     return found
 
 
