@@ -437,13 +437,25 @@ def _stack(start: FrameType | None) -> tuple[list[FrameType], list[FrameType]]:
     return user, framework
 
 
+_user_modules: tuple[int, list[ModuleType]] = (-1, [])
+
+
 def user_modules() -> list[ModuleType]:
-    """Modules whose file is the user's code (not memwatch, site-packages or stdlib)."""
+    """Modules whose file is the user's code (not memwatch, site-packages or stdlib).
+
+    Recomputed only when ``sys.modules`` changed size (a framework imports thousands of
+    modules: looking at each costs milliseconds)."""
+    global _user_modules
+    count = len(sys.modules)
+    if _user_modules[0] == count:
+        return _user_modules[1]
     found = []
     for module in list(sys.modules.values()):
         filename = getattr(module, "__file__", None)
         if isinstance(filename, str) and is_user_file(filename):
-            found.append(module)
+            if module.__name__.split(".", 1)[0] != "memwatch":
+                found.append(module)
+    _user_modules = (count, found)
     return found
 
 
@@ -470,11 +482,7 @@ class Census:
         user, framework = _stack(start)
         for frame in user:
             self._frame_roots(queue, frame, framework=False)
-        modules_seen: set[int] = set()
         for module in user_modules():
-            if module.__name__.split(".", 1)[0] == "memwatch":
-                continue
-            modules_seen.add(id(module.__dict__))
             self._module_roots(queue, module)
         for frame in framework:
             self._frame_roots(queue, frame, framework=True)
@@ -604,10 +612,7 @@ class Census:
         elif kind == _MODULE:
             self._module(node, queue)
         elif kind == _OPTIM:
-            size = _Measure().size(getattr(value, "state", {}))
-            if size.tensor_bytes:
-                child = self._child(node, getattr(value, "state", None), ("s", None), "state")
-                candidates.append(self._holder(child, size.tensor_bytes, False))
+            return  # its state is measured by the holder scan (and stale-optimizer-params)
         elif kind == _FUNC:
             self._function(node, queue)
         elif kind == _LRU:

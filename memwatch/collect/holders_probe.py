@@ -37,13 +37,16 @@ STRIDE = 3
 #: Training steps (counted from 1) at which a census always runs: a leak present from the
 #: start is found while young, and its holder followed at every scan from then on.
 CENSUS_EARLY = (1, 3)
-#: A census at least this often (steps) whatever the signals say (sampling).
+#: A census at least this often (steps) when its time allows (sampling).
 CENSUS_SAMPLE_EVERY = 16
-#: Signals between two censuses at least this many steps apart (more when one is costly).
+#: Signals between two censuses at least this many steps apart.
 CENSUS_MIN_GAP = 4
-#: The census may take this share of the time steps take; its gap widens to stay within.
-CENSUS_COST_SHARE = 0.05
-CENSUS_MAX_GAP = 256
+#: The census's time budget: it earns this share of every step's duration, starts with
+#: ``CENSUS_CREDIT_S`` (the early censuses) and may save up to ``CENSUS_BURST`` censuses'
+#: worth; a census runs only when the budget covers the last one's cost.
+CENSUS_COST_SHARE = 0.03
+CENSUS_CREDIT_S = 0.025
+CENSUS_BURST = 3
 KiB = 1024
 #: Cheap signals read from the step record: host RSS or device allocated bytes risen by
 #: this much since the last census, or autograd-saved bytes alive at the step end.
@@ -67,8 +70,8 @@ class HoldersProbe(Probe):
         self._census_step = -(10**9)
         self._census_rss: int | None = None
         self._census_allocated: int | None = None
-        self._census_gap = CENSUS_MIN_GAP
-        self._step_seconds: list[float] = []
+        self._census_credit = CENSUS_CREDIT_S
+        self._census_cost = 0.0
 
     @classmethod
     def for_mode(cls, deep: bool) -> HoldersProbe:
@@ -148,16 +151,16 @@ class HoldersProbe(Probe):
         if self.census is None:
             return ""
         self._training_steps += 1
-        if record.duration_s > 0:
-            self._step_seconds.append(record.duration_s)
-            del self._step_seconds[:-32]
+        cap = max(CENSUS_CREDIT_S, CENSUS_BURST * self._census_cost)
+        earned = CENSUS_COST_SHARE * max(record.duration_s, 0.0)
+        self._census_credit = min(cap, self._census_credit + earned)
         if self._training_steps in CENSUS_EARLY:
             return "early"
         since = record.step - self._census_step
-        if since >= CENSUS_SAMPLE_EVERY and since >= self._census_gap:
-            return "sample"
-        if since < self._census_gap:
+        if since < CENSUS_MIN_GAP or self._census_credit < self._census_cost:
             return ""
+        if since >= CENSUS_SAMPLE_EVERY:
+            return "sample"
         rss, allocated = record.rss_bytes, record.allocated_bytes
         if rss is not None and self._census_rss is not None:
             if rss - self._census_rss >= CENSUS_RISE_BYTES:
@@ -172,15 +175,14 @@ class HoldersProbe(Probe):
     def _census_done(
         self, tracker: ProbeHost, record: StepRecord, result: CensusResult, trigger: str
     ) -> None:
-        """Remember when and at what memory the census ran; widen its gap if it was costly;
-        record what it found (``CensusTotals``)."""
+        """Remember when, at what memory and at what cost the census ran; record what it
+        found (``CensusTotals``)."""
         self._census_step = record.step
         self._census_rss = record.rss_bytes
         self._census_allocated = record.allocated_bytes
-        if self._step_seconds:
-            typical = sorted(self._step_seconds)[len(self._step_seconds) // 2]
-            needed = result.cost_s / max(CENSUS_COST_SHARE * typical, 1e-6)
-            self._census_gap = int(min(CENSUS_MAX_GAP, max(CENSUS_MIN_GAP, needed)))
+        self._census_cost = result.cost_s
+        if trigger != "early":  # the first censuses are a one-time cost (cold caches)
+            self._census_credit -= result.cost_s
         tracker.emit(
             CensusTotals(
                 tensor_bytes=result.tensor_bytes,
