@@ -91,6 +91,9 @@ MIN_TENSOR_HOLDER = 64 * 1024
 #: A holder that no longer resolves this many scans in a row is forgotten.
 MISSES_TO_DROP = 3
 MEASURE_DEPTH = 6
+#: A container whose identity, length and last item did not change is re-measured only
+#: every this many scans (its items may still be replaced or grow in place).
+REMEASURE_EVERY = 8
 
 _SKIP, _TENSOR, _PARAM, _ARRAY, _SEQ, _DICT, _SET = range(7)
 _MODULE, _OPTIM, _FUNC, _LRU, _CLASS, _OBJECT, _WRAPPED = range(7, 14)
@@ -205,6 +208,10 @@ class HolderPath:
     misses: int = 0
     bytes: int = 0
     grad: bool = False
+    # the last measurement and what it was of (id, length, id of the last item)
+    shape: tuple[int, int, int] | None = None
+    size: _Size | None = None
+    scans: int = 0
 
 
 def _resolve_step(obj: Any, step: Step) -> Any:
@@ -452,9 +459,12 @@ def user_modules() -> list[ModuleType]:
     found = []
     for module in list(sys.modules.values()):
         filename = getattr(module, "__file__", None)
-        if isinstance(filename, str) and is_user_file(filename):
-            if module.__name__.split(".", 1)[0] != "memwatch":
-                found.append(module)
+        if (
+            isinstance(filename, str)
+            and is_user_file(filename)
+            and module.__name__.split(".", 1)[0] != "memwatch"
+        ):
+            found.append(module)
     _user_modules = (count, found)
     return found
 
@@ -475,6 +485,9 @@ def _display(parent: str, step: Step, owner_is_module: bool = False) -> str:
 class Census:
     """Finds holders from the program's roots; remembers them as paths (``CensusWatch``)."""
 
+    def __init__(self) -> None:
+        self._module_keys: dict[int, tuple[int, tuple[str, ...]]] = {}
+
     def run(self, start: FrameType | None, node_budget: int = NODE_BUDGET) -> CensusResult:
         began = time.perf_counter()
         result = CensusResult()
@@ -482,8 +495,19 @@ class Census:
         user, framework = _stack(start)
         for frame in user:
             self._frame_roots(queue, frame, framework=False)
+        namespaces: set[int] = set()
         for module in user_modules():
+            namespaces.add(id(module.__dict__))
             self._module_roots(queue, module)
+        # The modules of the user's frames, whatever the cache above says (a script run
+        # with runpy replaces ``sys.modules['__main__']`` without changing its size).
+        for frame in user:
+            if id(frame.f_globals) in namespaces:
+                continue
+            namespaces.add(id(frame.f_globals))
+            owner = sys.modules.get(str(frame.f_globals.get("__name__", "")))
+            if owner is not None and getattr(owner, "__dict__", None) is frame.f_globals:
+                self._module_roots(queue, owner)
         for frame in framework:
             self._frame_roots(queue, frame, framework=True)
         seen: set[int] = set()
@@ -731,12 +755,27 @@ class Census:
         for name, buf in buffers:
             if buf is not None:
                 queue.append(self._attribute(node, buf, ("b", name), name, module))
-        for name, value in list(itertools.islice(namespace.items(), MAX_ATTRIBUTES * 2)):
-            if name in _STANDARD_MODULE_KEYS or isinstance(value, _CONFIG_TYPES):
-                continue
-            if _kind(type(value)) == _SKIP:
+        for name in self._extra_keys(module, namespace):
+            value = namespace.get(name)
+            if isinstance(value, _CONFIG_TYPES) or _kind(type(value)) == _SKIP:
                 continue
             queue.append(self._attribute(node, value, ("a", name), name, module))
+
+    def _extra_keys(self, module: Any, namespace: dict[str, Any]) -> tuple[str, ...]:
+        """A module's non-standard attribute names, cached while its ``__dict__`` keeps its
+        size (a model of hundreds of layers is walked at every census)."""
+        cached = self._module_keys.get(id(module))
+        if cached is not None and cached[0] == len(namespace):
+            return cached[1]
+        keys = tuple(
+            k
+            for k, v in itertools.islice(namespace.items(), MAX_ATTRIBUTES * 2)
+            if k not in _STANDARD_MODULE_KEYS and not isinstance(v, _CONFIG_TYPES)
+        )
+        if len(self._module_keys) > 8192:
+            self._module_keys.clear()
+        self._module_keys[id(module)] = (len(namespace), keys)
+        return keys
 
     def _object(self, node: _Node, queue: deque[_Node]) -> None:
         value = node.value
@@ -797,6 +836,10 @@ class Census:
         except Exception:
             return
         if length == 0:
+            if kind in (_SEQ, _DICT) and not node.framework and not isinstance(value, tuple):
+                # The user's empty list or dict (``self.outputs = []``): followed from now
+                # on, so what it gains later is seen at the next scan, not the next census.
+                candidates.append(self._holder(node, 0, False))
             return
         result.container_items += length
         if kind == _DICT and length <= EXPAND_KEYS and self._expandable(value):
@@ -1008,8 +1051,14 @@ class CensusWatch:
             length = len(value)
         except Exception:
             return None
-        size = _Measure().size(value)
         last = Census._last(value, kind) if length else None
+        shape = (id(value), length, id(last))
+        path.scans += 1
+        if path.shape == shape and path.size is not None and path.scans % REMEASURE_EVERY:
+            size = path.size  # same container, same length, same last item: unchanged
+        else:
+            size = _Measure().size(value)
+            path.shape, path.size = shape, size
         tensor = first_tensor(last) if last is not None else None
         return Entry(
             path.name,

@@ -810,13 +810,20 @@ def first_tensor(value: Any, depth: int = 3) -> Any:
         items = value
     elif isinstance(value, dict) and value and len(value) <= 8:
         items = value.values()
+    elif not isinstance(value, (nn.Module, type, str, bytes)) and hasattr(value, "__dict__"):
+        try:  # a record object (``Record(value=...)``) kept in a list
+            items = list(itertools.islice(vars(value).values(), 8))
+        except TypeError:
+            return None
     if items is None:
         return None
     nested = []
     for item in items:
         if isinstance(item, torch.Tensor):
             return item
-        if isinstance(item, (tuple, list, dict)):
+        if isinstance(item, (tuple, list, dict)) or (
+            hasattr(item, "__dict__") and not isinstance(item, (nn.Module, type))
+        ):
             nested.append(item)
     for item in nested:
         found = first_tensor(item, depth - 1)

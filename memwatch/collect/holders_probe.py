@@ -95,8 +95,8 @@ class HoldersProbe(Probe):
         scan = self.scanner.scan(frames, record.step)
         try:
             if self.census is not None and training:
+                start: FrameType | None = sys._getframe()
                 try:
-                    start = sys._getframe()
                     if census_trigger:
                         result = self.census.run(start)
                         self._census_done(tracker, record, result, census_trigger)
@@ -162,12 +162,18 @@ class HoldersProbe(Probe):
         if since >= CENSUS_SAMPLE_EVERY:
             return "sample"
         rss, allocated = record.rss_bytes, record.allocated_bytes
-        if rss is not None and self._census_rss is not None:
-            if rss - self._census_rss >= CENSUS_RISE_BYTES:
-                return "rss"
-        if allocated is not None and self._census_allocated is not None:
-            if allocated - self._census_allocated >= CENSUS_RISE_BYTES:
-                return "allocated"
+        if (
+            rss is not None
+            and self._census_rss is not None
+            and rss - self._census_rss >= CENSUS_RISE_BYTES
+        ):
+            return "rss"
+        if (
+            allocated is not None
+            and self._census_allocated is not None
+            and allocated - self._census_allocated >= CENSUS_RISE_BYTES
+        ):
+            return "allocated"
         if record.saved_stale_bytes > 0:
             return "saved-at-step-end"
         return ""

@@ -276,12 +276,16 @@ def find_in_function(
     ``first_line``/``function`` identify the scope as a code object does (``co_firstlineno``,
     ``co_name``). ``prefer`` names tensors the statement likely stores (``loss``): a
     statement mentioning one wins a tie. ``near_line`` breaks the remaining ties.
+    ``key``: the holder's item that grows (``logs["z"]``): a statement storing into that
+    item wins.
     """
     scope = _scope_body(filename, first_line, function)
     if scope is None:
         return None
     body, text = scope
-    return _search(list(_own_statements(body)), text, target, prefer, function, filename, near_line)
+    return _search(
+        list(_own_statements(body)), text, target, prefer, function, filename, near_line, key
+    )
 
 
 def find_in_class(
@@ -347,9 +351,7 @@ def find_in_file(
     return best
 
 
-def _rank_in_file(
-    found: Statement, target: str, key: object, tree: ast.Module
-) -> tuple[int, int]:
+def _rank_in_file(found: Statement, target: str, key: object, tree: ast.Module) -> tuple[int, int]:
     """Across scopes: the statement storing into the wanted item first, then by pattern."""
     other_key = 0
     if key is not None:

@@ -153,7 +153,7 @@ def detect(data: AnalysisInput) -> list[Finding]:
 def _census_verdict(
     censuses: list[Observed[CensusTotals]], first_step: int, last_step: int, rss_growth: float
 ) -> str:
-    """"explains", "flat" or "" (no census spans the growth) from the censuses' totals."""
+    """ "explains", "flat" or "" (no census spans the growth) from the censuses' totals."""
     spanning = [c for c in censuses if first_step <= c.step <= last_step]
     if len(spanning) < 2:
         return ""
