@@ -223,6 +223,12 @@ def _resolve_step(obj: Any, step: Step) -> Any:
     if op == "b":
         return obj._buffers[arg]
     if op == "i":
+        if isinstance(obj, dict):
+            # ``dict.get``, never ``obj[key]``: a defaultdict would grow the missing key
+            value = dict.get(obj, arg, _MISSING)
+            if value is _MISSING:
+                raise KeyError(arg)
+            return value
         return obj[arg]
     if op == "c":
         return obj.__closure__[arg].cell_contents
@@ -520,7 +526,10 @@ class Census:
             if nodes > node_budget:
                 result.capped = True
                 break
-            self._visit(node, queue, seen, storages, candidates, result)
+            try:
+                self._visit(node, queue, seen, storages, candidates, result)
+            except Exception:  # a container changed size under us (another thread)
+                continue
         result.nodes = nodes
         candidates.sort(key=lambda h: (not h.grad, -h.bytes))
         result.holders = candidates[: MAX_WATCH * 2]

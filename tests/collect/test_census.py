@@ -451,3 +451,18 @@ def test_census_respects_its_node_budget() -> None:
     result = Census().run(sys._getframe(), node_budget=1_000)
     # THEN it stops there and says so
     assert result.capped and result.nodes <= 1_001
+
+
+def test_following_a_defaultdict_key_never_adds_it_back() -> None:
+    # GIVEN a defaultdict whose 'z' list the census remembered
+    logs: defaultdict[str, list[Any]] = defaultdict(list)
+    logs["z"].append(torch.ones(64, 64))
+    watch = CensusWatch()
+    watch.run(sys._getframe())
+    # WHEN the user deletes the key and the holders are measured again
+    del logs["z"]
+    scan = Scan(0)
+    watch.entries(scan, sys._getframe())
+    scan.entries.clear()
+    # THEN the user's dict is as they left it
+    assert dict(logs) == {}
