@@ -88,11 +88,11 @@ def time_census(heap: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def loop_ms(steps: int, census: bool) -> float:
+def loop_ms(steps: int, census: bool, width: int = 1024, batch: int = 256) -> float:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    model = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
     opt = torch.optim.Adam(model.parameters())
-    x, y = torch.randn(256, 1024), torch.randint(0, 10, (256,))
+    x, y = torch.randn(batch, width), torch.randint(0, 10, (batch,))
     saved = holders_probe.CensusWatch
     if not census:
         holders_probe.CensusWatch = lambda: None  # type: ignore[assignment,misc,return-value]

@@ -168,6 +168,9 @@ class HolderGrowth(Evidence):
     host_bytes: int = 0
     #: found by the census (``collect/census.py``) rather than the every-step scan
     census: bool = False
+    #: the largest size before the holder was last emptied or rebuilt (0: never was): a
+    #: per-epoch list filling up again is bounded by it
+    cycle_peak_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -844,8 +844,9 @@ class Census:
             length = len(value)
         except Exception:
             return
+        watch_small = kind in (_SEQ, _DICT) and not node.framework and not isinstance(value, tuple)
         if length == 0:
-            if kind in (_SEQ, _DICT) and not node.framework and not isinstance(value, tuple):
+            if watch_small:
                 # The user's empty list or dict (``self.outputs = []``): followed from now
                 # on, so what it gains later is seen at the next scan, not the next census.
                 candidates.append(self._holder(node, 0, False))
@@ -865,6 +866,10 @@ class Census:
             tensor = first_tensor(last) if last is not None else None
             holder.grad = tensor is not None and tensor.grad_fn is not None
             candidates.append(holder)
+        elif watch_small and length <= ITEM_GRAD_KEYS:
+            # A small dict or list of numbers (``sums = {"loss": 0.0}``): followed, so an
+            # item that becomes a tensor with a graph is checked from the next scan on.
+            candidates.append(self._holder(node, 0, False))
         # Small containers of tensors with a graph: each item too (``epoch_loss['total']``)
         if kind in (_DICT, _SEQ) and length <= ITEM_GRAD_KEYS:
             items = value.items() if kind == _DICT else enumerate(value)
@@ -962,12 +967,6 @@ class CensusWatch:
                     dead.append(key)
                 continue
             path.misses = 0
-            if id(value) in known:
-                continue
-            known.add(id(value))
-            entry = self._entry(path, value)
-            if entry is None:
-                continue
             site_key = path.site.code
             index = sites.get(site_key)
             if index is None:
@@ -975,10 +974,61 @@ class CensusWatch:
                 scan.frames.append(path.site)
                 scan.frame_tensors.append([])
                 sites[site_key] = index
-            entry.frame_index = index
-            scan.entries.append(entry)
+            if id(value) not in known:
+                known.add(id(value))
+                entry = self._entry(path, value)
+                if entry is not None:
+                    entry.frame_index = index
+                    scan.entries.append(entry)
+            for item in self._graph_items(path, value, known):
+                item.frame_index = index
+                scan.entries.append(item)
         for key in dead:
             del self._paths[key]
+
+    @staticmethod
+    def _graph_items(path: HolderPath, value: Any, known: set[int]) -> list[Entry]:
+        """The tensors with a graph in a small dict or list, one entry per item
+        (``sums['loss']`` once ``sums['loss'] += loss`` made it a tensor)."""
+        kind = _kind(type(value))
+        if kind not in (_DICT, _SEQ) or isinstance(value, tuple):
+            return []
+        try:
+            if len(value) > ITEM_GRAD_KEYS:
+                return []
+            items = list(value.items()) if kind == _DICT else list(enumerate(value))
+        except Exception:
+            return []
+        found = []
+        for key, item in items:
+            if (
+                _kind(type(item)) != _TENSOR
+                or item.grad_fn is None
+                or id(item) in known
+                or not isinstance(key, _SIMPLE_KEYS)
+            ):
+                continue
+            known.add(id(item))
+            found.append(
+                Entry(
+                    f"{path.name}[{key!r}]",
+                    path.scope,
+                    "tensor",
+                    storage_of(item)[1],
+                    1,
+                    0,
+                    item,
+                    path.owner_type,
+                    path.attr,
+                    path.target or path.name,
+                    grad=True,
+                    census=True,
+                    target=path.target,
+                    key=path.key if path.key is not None else key,
+                    statement=path.statement,
+                )
+            )
+        return found
 
     @staticmethod
     def _frame_locals(start: FrameType | None) -> dict[Any, dict[str, Any]]:

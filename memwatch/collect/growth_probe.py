@@ -77,6 +77,8 @@ class _Series:
     rises: list[int] = field(default_factory=list)
     rise_from: tuple[int, int] = (0, 0)  # (step, bytes) of the sample before the first rise
     period: int = 0
+    #: the largest size before the holder was last emptied or rebuilt (0: never was)
+    cycle_peak: int = 0
 
 
 class GrowthChecker:
@@ -160,6 +162,7 @@ class GrowthChecker:
         if not same:
             series.streak = 0
             series.rises.clear()
+            series.cycle_peak = max(series.cycle_peak, previous)
             if series.state == "growing":
                 self._emit(tracker, scan, entry, series, step, "reset", same=False)
             return
@@ -180,6 +183,8 @@ class GrowthChecker:
             series.streak = 0
             series.rises.clear()
             series.period = 0
+            if nbytes < previous // 2:
+                series.cycle_peak = max(series.cycle_peak, previous)
             if series.state == "growing" and nbytes < series.max_bytes // 2:
                 self._emit(tracker, scan, entry, series, step, "reset")
             return
@@ -276,6 +281,7 @@ class GrowthChecker:
             rises=len(series.rises),
             host_bytes=entry.host_bytes,
             census=entry.census,
+            cycle_peak_bytes=series.cycle_peak,
         )
         if state == "growing" and series.state != "growing":
             tracker.analysis_requested = True  # newly confirmed: report it now

@@ -37,13 +37,15 @@ STRIDE = 3
 #: Training steps (counted from 1) at which a census always runs: a leak present from the
 #: start is found while young, and its holder followed at every scan from then on.
 CENSUS_EARLY = (1, 3)
-#: A census at least this often (steps) when its time allows (sampling).
+#: A census at least this often (steps) when its time allows (sampling); more often when
+#: its time budget is full (a census cheap next to the steps runs every few steps).
 CENSUS_SAMPLE_EVERY = 16
 #: Signals between two censuses at least this many steps apart.
-CENSUS_MIN_GAP = 4
-#: The census's time budget: it earns this share of every step's duration, starts with
-#: ``CENSUS_CREDIT_S`` (the early censuses) and may save up to ``CENSUS_BURST`` censuses'
-#: worth; a census runs only when the budget covers the last one's cost.
+CENSUS_MIN_GAP = 2
+#: The census's time budget: it earns this share of every step's duration and may save
+#: up to ``CENSUS_BURST`` censuses' worth (at least ``CENSUS_CREDIT_S``). A census on a
+#: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
+#: censuses with no signal run only on what was earned.
 CENSUS_COST_SHARE = 0.03
 CENSUS_CREDIT_S = 0.025
 CENSUS_BURST = 3
@@ -70,8 +72,9 @@ class HoldersProbe(Probe):
         self._census_step = -(10**9)
         self._census_rss: int | None = None
         self._census_allocated: int | None = None
-        self._census_credit = CENSUS_CREDIT_S
-        self._census_cost = 0.0
+        self._census_credit = 0.0
+        self._census_cost = 0.0  # what a census costs: the least of the last three
+        self._census_costs: list[float] = []
 
     @classmethod
     def for_mode(cls, deep: bool) -> HoldersProbe:
@@ -157,7 +160,7 @@ class HoldersProbe(Probe):
         if self._training_steps in CENSUS_EARLY:
             return "early"
         since = record.step - self._census_step
-        if since < CENSUS_MIN_GAP or self._census_credit < self._census_cost:
+        if since < CENSUS_MIN_GAP or self._census_credit - self._census_cost < -CENSUS_CREDIT_S:
             return ""
         if since >= CENSUS_SAMPLE_EVERY:
             return "sample"
@@ -176,6 +179,8 @@ class HoldersProbe(Probe):
             return "allocated"
         if record.saved_stale_bytes > 0:
             return "saved-at-step-end"
+        if self._census_credit >= CENSUS_BURST * self._census_cost:
+            return "budget"  # its time budget allows: a cheap census runs this often
         return ""
 
     def _census_done(
@@ -186,7 +191,10 @@ class HoldersProbe(Probe):
         self._census_step = record.step
         self._census_rss = record.rss_bytes
         self._census_allocated = record.allocated_bytes
-        self._census_cost = result.cost_s
+        # The least of the last three: a census slowed by a busy machine or cold caches
+        # must not hold the next ones back for long.
+        self._census_costs = [*self._census_costs[-2:], result.cost_s]
+        self._census_cost = min(self._census_costs)
         if trigger != "early":  # the first censuses are a one-time cost (cold caches)
             self._census_credit -= result.cost_s
         tracker.emit(

@@ -466,3 +466,27 @@ def test_following_a_defaultdict_key_never_adds_it_back() -> None:
     scan.entries.clear()
     # THEN the user's dict is as they left it
     assert dict(logs) == {}
+
+
+def test_census_holders_starting_late_are_reported_within_five_steps() -> None:
+    # GIVEN a loop that, from step 10, sums the loss into a dict value and keeps outputs
+    #       in a list that is a dict value
+    model, opt = _model()
+    sums: dict[str, Any] = {"loss": 0.0}
+    store: dict[str, list[torch.Tensor]] = {"feats": [], "ids": []}
+    first: dict[str, int] = {}
+    with memwatch(store=False) as mw:
+        for step, x in _batches(24):
+            out = _train_step(model, opt, x)
+            if step >= 10:
+                sums["loss"] += out.pow(2).mean()
+                store["feats"].append(out.detach())
+            # WHEN we look after each step
+            for finding in mw.findings:
+                if finding.severity in ("warning", "error"):
+                    first.setdefault(finding.kind, step)
+    # THEN both are reported within five steps of the start, on the dict values
+    assert first["graph-accumulation"] <= 10 + 5
+    assert first["memory-growth"] <= 10 + 5
+    names = {f.kind: f.variable for f in mw.findings}
+    assert names == {"graph-accumulation": "sums['loss']", "memory-growth": "store['feats']"}

@@ -40,6 +40,8 @@ KiB = 1024
 MiB = 1024 * 1024
 MIN_GROWTH_PER_STEP = 64 * KiB
 STOP_AFTER = 8  # steps without growth after which a growing holder has stopped
+#: A holder emptied before is growing again only once it passes its earlier peak by this.
+CYCLE_MARGIN = 1.25
 MIN_TOTAL = 1 * MiB
 LARGE_TOTAL = 256 * MiB
 LARGE_PER_STEP = 16 * MiB
@@ -81,10 +83,14 @@ def is_growing(seen: Observed[HolderGrowth]) -> bool:
 
     Stopped: no growth for ``STOP_AFTER`` steps (it was bounded after all). Reset: it fell
     below half its largest size, or a local list was rebuilt (e.g. cleared each epoch).
+    Cyclic: it was emptied before and has not passed that earlier peak by
+    ``CYCLE_MARGIN`` (a per-epoch list filling up again).
     """
     h = seen.evidence
     if not h.same_container or h.bytes < h.max_bytes // 2:
         return False
+    if h.cycle_peak_bytes and h.bytes <= CYCLE_MARGIN * h.cycle_peak_bytes:
+        return False  # emptied before at this size: a per-epoch list filling up again
     stop_after = max(STOP_AFTER, 2 * h.period_steps + 1)  # stepwise: two periods
     return h.last_growth_step is not None and seen.step - h.last_growth_step < stop_after
 
