@@ -131,21 +131,9 @@ KNOWN_MISSES: dict[str, str] = {
     ),
     # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
     # growing graphs held where the holder scan does not look
-    "bugs/metric_list_state_used_as_loss": (
-        "not found: the growing graphs are list entries of a metric helper object's state "
-        "(`model._dice.scores`, appended in update(), reset at epoch end); reported nothing"
-    ),
     "bugs/trainer_update_stats_average_meter_tensor": (
         "not found: the graph grows in `AverageMeter.sum` inside a nested OrderedDict on the "
         "trainer (`trainer.stats['train']['Loss/total'].sum += val * n`); reported nothing"
-    ),
-    "bugs/trainer_metrics_history_defaultdict": (
-        "not found: per-step loss tensors with graphs appended to lists inside a "
-        "defaultdict(list) attribute `trainer.history`; reported nothing"
-    ),
-    "bugs/trainer_class_attribute_loss_list": (
-        "not found: the loss tensors are appended to a CLASS attribute list (`Trainer.losses`, "
-        "shared by the instances, reached through `self.losses`); reported nothing"
     ),
     "bugs/lightning_callback_collects_train_step_preds": (
         "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
@@ -176,10 +164,6 @@ KNOWN_MISSES: dict[str, str] = {
     "bugs/variable_size_images_forward_one_by_one": (
         "not found: the model is called 16 times per step on `img.unsqueeze(0)` (a batch of "
         "one, 4-D, the images of different sizes); reported nothing"
-    ),
-    "bugs/episode_logger_stats_never_cleared": (
-        "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
-        "memory); reported lingering-step-locals (warning: mac_out) instead"
     ),
     "bugs/launcher_enables_cudnn_benchmark_varlen_text": (
         "not found: cudnn.benchmark is on and the Conv1d text model's sequence length changes "

@@ -72,10 +72,25 @@ def detect(data: AnalysisInput) -> list[Finding]:
             continue
         explained += growth
         findings.append(_holder_finding(data, holder, events, growth, total))
+    findings = _innermost(findings)
     trend = _trend_finding(data, explained)
     if trend is not None:
         findings.append(trend)
     return findings
+
+
+def _innermost(findings: list[Finding]) -> list[Finding]:
+    """One leak, one finding: a container whose item grows (``logger.stats`` and
+    ``logger.stats['q_values']``) is reported by the item, which says what to change."""
+    names = [f.variable or "" for f in findings]
+    return [
+        f
+        for f in findings
+        if not any(
+            other != f.variable and other.startswith((f"{f.variable}[", f"{f.variable}."))
+            for other in names
+        )
+    ]
 
 
 def is_growing(seen: Observed[HolderGrowth]) -> bool:
