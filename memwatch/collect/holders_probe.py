@@ -35,8 +35,9 @@ STRIDE = 3
 
 # When the census (collect/census.py) runs: cost triggers, not verdicts.
 #: Training steps (counted from 1) at which a census always runs: a leak present from the
-#: start is found while young, and its holder followed at every scan from then on.
-CENSUS_EARLY = (1, 3)
+#: start is found while young, and its holder followed at every scan from then on (the
+#: user's empty and small containers too, so what they gain later is seen at once).
+CENSUS_EARLY = (2,)
 #: A census at least this often (steps) when its time allows (sampling); more often when
 #: its time budget is full (a census cheap next to the steps runs every few steps).
 CENSUS_SAMPLE_EVERY = 16
@@ -195,8 +196,7 @@ class HoldersProbe(Probe):
         # must not hold the next ones back for long.
         self._census_costs = [*self._census_costs[-2:], result.cost_s]
         self._census_cost = min(self._census_costs)
-        if trigger != "early":  # the first censuses are a one-time cost (cold caches)
-            self._census_credit -= result.cost_s
+        self._census_credit -= result.cost_s
         tracker.emit(
             CensusTotals(
                 tensor_bytes=result.tensor_bytes,
