@@ -93,7 +93,7 @@ MISSES_TO_DROP = 3
 MEASURE_DEPTH = 6
 #: A container whose identity, length and last item did not change is re-measured only
 #: every this many scans (its items may still be replaced or grow in place).
-REMEASURE_EVERY = 8
+REMEASURE_EVERY = 64
 
 _SKIP, _TENSOR, _PARAM, _ARRAY, _SEQ, _DICT, _SET = range(7)
 _MODULE, _OPTIM, _FUNC, _LRU, _CLASS, _OBJECT, _WRAPPED = range(7, 14)
@@ -208,6 +208,7 @@ class HolderPath:
     misses: int = 0
     bytes: int = 0
     grad: bool = False
+    user: bool = True  # reached through the user's objects, not only a framework's
     # the last measurement and what it was of (id, length, id of the last item)
     shape: tuple[int, int, int] | None = None
     size: _Size | None = None
@@ -531,7 +532,7 @@ class Census:
             except Exception:  # a container changed size under us (another thread)
                 continue
         result.nodes = nodes
-        candidates.sort(key=lambda h: (not h.grad, -h.bytes))
+        candidates.sort(key=lambda h: (not h.grad, not h.user, -h.bytes))
         result.holders = candidates[: MAX_WATCH * 2]
         result.cost_s = time.perf_counter() - began
         return result
@@ -730,6 +731,7 @@ class Census:
             key=node.key,
             bytes=nbytes,
             grad=grad,
+            user=not node.framework,
         )
 
     def _attribute(self, node: _Node, value: Any, step: Step, attr: str, owner: Any) -> _Node:
@@ -942,7 +944,9 @@ class CensusWatch:
                 continue
             self._paths[key] = holder
         if len(self._paths) > MAX_WATCH:
-            ranked = sorted(self._paths.items(), key=lambda kv: (not kv[1].grad, -kv[1].bytes))
+            ranked = sorted(
+                self._paths.items(), key=lambda kv: (not kv[1].grad, not kv[1].user, -kv[1].bytes)
+            )
             self._paths = dict(ranked[:MAX_WATCH])
         return result
 

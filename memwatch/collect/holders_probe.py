@@ -48,7 +48,7 @@ CENSUS_MIN_GAP = 2
 #: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
 #: censuses with no signal run only on what was earned.
 CENSUS_COST_SHARE = 0.03
-CENSUS_CREDIT_S = 0.025
+CENSUS_CREDIT_S = 0.010
 CENSUS_BURST = 3
 KiB = 1024
 #: Cheap signals read from the step record: host RSS or device allocated bytes risen by
@@ -74,7 +74,7 @@ class HoldersProbe(Probe):
         self._census_rss: int | None = None
         self._census_allocated: int | None = None
         self._census_credit = 0.0
-        self._census_cost = 0.0  # what a census costs: the least of the last three
+        self._census_cost = 0.0  # what a census costs: the median of the last three
         self._census_costs: list[float] = []
 
     @classmethod
@@ -163,7 +163,7 @@ class HoldersProbe(Probe):
         since = record.step - self._census_step
         if since < CENSUS_MIN_GAP or self._census_credit - self._census_cost < -CENSUS_CREDIT_S:
             return ""
-        if since >= CENSUS_SAMPLE_EVERY:
+        if since >= CENSUS_SAMPLE_EVERY and self._census_credit >= self._census_cost:
             return "sample"
         rss, allocated = record.rss_bytes, record.allocated_bytes
         if (
@@ -192,10 +192,10 @@ class HoldersProbe(Probe):
         self._census_step = record.step
         self._census_rss = record.rss_bytes
         self._census_allocated = record.allocated_bytes
-        # The least of the last three: a census slowed by a busy machine or cold caches
-        # must not hold the next ones back for long.
+        # The median of the last three: one census slowed by a busy machine or cold caches
+        # must not hold the next ones back for long, nor one fast census let many through.
         self._census_costs = [*self._census_costs[-2:], result.cost_s]
-        self._census_cost = min(self._census_costs)
+        self._census_cost = sorted(self._census_costs)[len(self._census_costs) // 2]
         self._census_credit -= result.cost_s
         tracker.emit(
             CensusTotals(
