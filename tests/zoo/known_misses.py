@@ -216,4 +216,10 @@ KNOWN_MISSES: dict[str, str] = {
 #: Verdicts that rest on host RSS (the allocator's reuse of freed memory), which changes
 #: from run to run: marked ``xfail(strict=False)`` until host growth is attributed by a
 #: census instead of RSS. Same key format and reason style as KNOWN_MISSES.
-UNSTABLE: dict[str, str] = {}
+UNSTABLE: dict[str, str] = {
+    "healthy/batch_size_rampup_curriculum": (
+        "FALSE ALARM, some runs: host-memory-growth (warning) while the batch ramps up, when "
+        "too few censuses ran (their time budget, on a loaded machine) to show the reachable "
+        "data flat; with them it is info"
+    ),
+}

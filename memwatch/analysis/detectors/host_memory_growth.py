@@ -154,8 +154,10 @@ def _census_verdict(
     censuses: list[Observed[CensusTotals]], first_step: int, last_step: int, rss_growth: float
 ) -> str:
     """ "explains", "flat" or "" (no census spans the growth) from the censuses' totals."""
-    spanning = [c for c in censuses if first_step <= c.step <= last_step]
-    if len(spanning) < 2:
+    # Censuses from the whole run up to its last step: one taken during warm-up still says
+    # what was reachable before the growth.
+    spanning = [c for c in censuses if c.step <= last_step]
+    if len(spanning) < 2 or max(c.step for c in spanning) < first_step:
         return ""
     spanning.sort(key=lambda c: c.step)
     a, b = spanning[0], spanning[-1]
