@@ -290,7 +290,17 @@ class MicrobatchBackward(Evidence):
 
 @dataclass(frozen=True, slots=True)
 class GradReset(Evidence):
-    """``zero_grad`` ran between a backward and the optimizer step it fed."""
+    """A reset of an optimizer's gradients discarded backward passes no optimizer had used.
+
+    Recorded at that optimizer's next step (or, for a reset inside ``step(closure)`` after
+    the closure's backward, at the end of that step): ``passes_discarded`` backward passes
+    wrote gradients into its parameters and were reset (``resets`` times; the location is
+    the first reset) before any optimizer stepped them; ``passes_kept`` passes reached the
+    step. ``grads_none`` of ``params_checked`` sampled parameters had no gradient at the
+    step; ``grad_bytes`` is the size of the optimizer's gradients (what each reset
+    discards). Files from before these fields read ``passes_discarded`` as 1 (that probe
+    recorded a reset only after a backward).
+    """
 
     KIND: ClassVar[str] = "grad-reset"
     via: str = "optimizer.zero_grad"
@@ -299,6 +309,37 @@ class GradReset(Evidence):
     params_checked: int = 0
     grads_none: int = 0
     step_location: Mapping[str, Any] | None = None
+    passes_discarded: int = 1
+    passes_kept: int = 0
+    resets: int = 1
+    grad_bytes: int = 0
+    optimizer_serial: int = 0
+    inside_step: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GradCarriedOver(Evidence):
+    """An optimizer stepped on gradients that still held passes an earlier step had used.
+
+    Nothing reset its parameters' gradients since its previous step, and backward added
+    new gradients on top: this is the ``carried_steps``-th such step in a row, and the
+    gradient it steps sums ``passes_in_sum`` backward passes (since the last reset seen, or
+    since the watch started). ``reset_location``/``reset_call`` name the last reset that
+    reached it (None: none seen in ``resets`` resets so far); the event's location is the
+    step call. ``grad_bytes`` is the size of its gradients.
+    """
+
+    KIND: ClassVar[str] = "grad-carried-over"
+    optimizer: str | None = None
+    optimizer_serial: int = 0
+    variable: str | None = None
+    carried_steps: int = 0
+    passes_in_sum: int = 0
+    steps: int = 0
+    resets: int = 0
+    reset_call: str | None = None
+    reset_location: Mapping[str, Any] | None = None
+    grad_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +372,55 @@ class StaleOptimizerParams(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class GcCycleGarbage(Evidence):
+    """Objects of one kind, each on a reference cycle, left for the cyclic collector.
+
+    Gathered by ``collect/gc_probe.py`` (counts are for the whole run so far, so the
+    latest event of a ``cycle`` tells everything): the objects (``object_type``, last
+    bound to ``variable``) lie on a cycle whose path from the object back to itself is
+    ``hops`` (``(edge, type)`` pairs: ``(".which_act", "bound method Net.relu_act")``,
+    ``(".__self__", "Net")``). ``unreachable``: objects found unreachable but alive at a
+    step end (garbage only ``gc`` frees); ``reclaimed_by_gc``: objects that died during
+    a collection; ``freed_by_refcount``: objects of this cycle that died without one;
+    ``refcount_after_unreachable``: objects judged unreachable that then died without a
+    collection (the verdict was wrong: the detector distrusts the evidence). ``pending``
+    is how many are unreachable now, ``peak_pending`` the most at once (step ends) and
+    ``peak_reclaimed_at_once`` the most one collection freed; ``object_bytes`` the tensor
+    bytes one object kept alive (the largest seen), ``peak_pending_bytes`` those of the
+    peak. ``garbage_objects``: distinct objects shown to be garbage during the run (found
+    unreachable, or reclaimed by a collection before a test). ``longest_pending_steps``:
+    steps the longest-waiting object stayed unreachable.
+    ``first_step``: the step end at which the first object was shown to be garbage.
+    ``at_stop`` (``at_stop_bytes``): objects first found unreachable when the watch
+    stopped, not counted in the run's numbers. ``user_type``: an object on the cycle
+    (class or function) is the program's own, not a library's.
+    """
+
+    KIND: ClassVar[str] = "gc-cycle-garbage"
+    cycle: str = ""
+    variable: str | None = None
+    object_type: str = ""
+    user_type: bool = True
+    hops: tuple[tuple[str, str], ...] = ()
+    object_bytes: int = 0
+    watched: int = 0
+    garbage_objects: int = 0
+    unreachable: int = 0
+    reclaimed_by_gc: int = 0
+    freed_by_refcount: int = 0
+    refcount_after_unreachable: int = 0
+    pending: int = 0
+    peak_pending: int = 0
+    peak_pending_bytes: int = 0
+    peak_reclaimed_at_once: int = 0
+    longest_pending_steps: int = 0
+    at_stop: int = 0
+    at_stop_bytes: int = 0
+    first_step: int | None = None
+    created_at: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnbatchedForwards(Evidence):
     """A step's root forwards on single samples (1-D or batch of 1)."""
 
@@ -341,6 +431,8 @@ class UnbatchedForwards(Evidence):
     shape: tuple[int, ...] = ()
     model: str | None = None
     variable: str | None = None
+    listed: int = 0  # of the calls checked, inputs found in one list the caller holds
+    listed_checked: int = 0  # calls checked for that (the first few of the step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +504,9 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         EvalPassTrainMode,
         MicrobatchBackward,
         GradReset,
+        GradCarriedOver,
         StaleOptimizerParams,
+        GcCycleGarbage,
         UnbatchedForwards,
         ConvInputShapes,
         OomRetry,
