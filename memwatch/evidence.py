@@ -160,6 +160,41 @@ class HolderGrowth(Evidence):
     statement: str | None = None
     pattern: str | None = None
     operands: tuple[str, ...] = ()
+    #: growth comes in steps every ``period_steps`` steps (evaluation, checkpoint, logging
+    #: intervals); 0 = every step. ``rises``: how many rises were seen since it started.
+    period_steps: int = 0
+    rises: int = 0
+    #: of ``bytes``, the host arrays (numpy) rather than torch tensors
+    host_bytes: int = 0
+    #: found by the census (``collect/census.py``) rather than the every-step scan
+    census: bool = False
+    #: the largest size before the holder was last emptied or rebuilt (0: never was): a
+    #: per-epoch list filling up again is bounded by it
+    cycle_peak_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CensusTotals(Evidence):
+    """What one census (``collect/census.py``) found reachable from the program's roots.
+
+    Recorded each time the census runs (when a cheap signal fires, and sampled): the
+    tensor and host-array bytes reachable from frames, user module globals, closures and
+    object attributes, and how many items the containers among them hold. A process whose
+    RSS climbs while none of these do is the allocator keeping freed memory, not a leak
+    of reachable data (``host-memory-growth`` reads it).
+    """
+
+    KIND: ClassVar[str] = "census-totals"
+    tensor_bytes: int = 0
+    host_tensor_bytes: int = 0
+    array_bytes: int = 0
+    container_items: int = 0
+    holders: int = 0
+    nodes: int = 0
+    capped: bool = False
+    rss_bytes: int | None = None
+    cost_ms: float = 0.0
+    trigger: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +530,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
     for k in (
         GraphAccumulation,
         HolderGrowth,
+        CensusTotals,
         LingeringLocals,
         GraphKeptAcrossStep,
         RetainGraphBackward,

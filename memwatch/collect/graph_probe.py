@@ -422,7 +422,7 @@ class GraphChecker:
     ) -> Statement | None:
         frame = scan.frames[entry.frame_index]
         prefer = [n for n in grad_names.of(entry.frame_index) if n != variable]
-        return locate_statement(frame, entry, variable, prefer)
+        return locate_statement(frame, entry, entry.target or variable, prefer)
 
     def _emit(
         self,
@@ -528,6 +528,10 @@ def locate_statement(
     attributes in the owner's class (``self.cache = ...``); globals in the whole file
     (they are often extended from a hook defined elsewhere).
     """
+    if entry.statement is not None:
+        return entry.statement  # known without searching (a decorator's line)
+    if entry.census:
+        return _locate_census(frame, entry, entry.target or target, prefer)
     found: Statement | None = None
     if entry.scope == "module" and entry.owner_type is not None and entry.attr:
         filename = _class_file(entry.owner_type)
@@ -546,6 +550,62 @@ def locate_statement(
     if found is None and entry.scope in ("global", "module"):
         found = find_in_file(frame.filename, target, prefer)
     return found
+
+
+def _extends(found: Statement | None) -> Statement | None:
+    """A statement that extends the holder (a plain binding is not where it grows)."""
+    return found if found is not None and found.pattern not in ("assign", "method-call") else None
+
+
+def _locate_census(
+    frame: FrameInfo, entry: Entry, target: str, prefer: list[str]
+) -> Statement | None:
+    """The statement extending a holder the census found.
+
+    In order: the owner's class (``self._memo[index] = ...`` for ``data._memo``), the
+    frame's function (``logs["z"].append`` for ``logs['z']``), the class files along the
+    attribute path (``self.state.values.append`` in ``Tracker`` for
+    ``tracker.state.values``), then anywhere in the frame's file (a helper storing into a
+    parameter named like the holder: ``_log_metrics(logs, ...)``).
+    """
+    key = entry.key
+    owner = entry.owner_type
+    files: list[str] = []
+    if owner is not None and entry.attr:
+        filename = _class_file(owner)
+        if filename:
+            files.append(filename)
+            found = _extends(find_in_class(filename, owner.__name__, f"self.{entry.attr}", prefer))
+            if found is not None:
+                return found
+    found = _extends(
+        find_in_function(
+            frame.filename,
+            frame.first_line,
+            frame.function,
+            target,
+            prefer,
+            near_line=frame.line,
+            key=key,
+        )
+    )
+    if found is not None:
+        return found
+    if frame.filename not in files:
+        files.append(frame.filename)
+    parts = entry.name.split(".")
+    if len(parts) > 2 and all(p.isidentifier() for p in parts):
+        for start in range(1, len(parts) - 1):
+            suffix = "self." + ".".join(parts[start:])
+            for filename in files:
+                found = _extends(find_in_file(filename, suffix, prefer))
+                if found is not None:
+                    return found
+    for filename in files:
+        found = _extends(find_in_file(filename, target, prefer, key))
+        if found is not None:
+            return found
+    return None
 
 
 def _class_file(owner: type) -> str | None:

@@ -48,6 +48,10 @@ REEMIT_EVERY = 16
 STOP_AFTER = 8  # steps without growth after which the stop is recorded (detector: same)
 MAX_SERIES = 256
 FORGET_AFTER = 16
+#: Stepwise growth (every k steps: evaluation, checkpoint, logging intervals): recorded
+#: once a holder rose this many times since it last fell back, with no fall between.
+STEPWISE_RISES = 3
+MAX_RISES = 32
 
 
 @dataclass(slots=True)
@@ -69,6 +73,12 @@ class _Series:
     last_key: Any = None
     located: bool = False
     statement: Statement | None = None
+    #: steps at which the holder rose since it last fell back (stepwise growth)
+    rises: list[int] = field(default_factory=list)
+    rise_from: tuple[int, int] = (0, 0)  # (step, bytes) of the sample before the first rise
+    period: int = 0
+    #: the largest size before the holder was last emptied or rebuilt (0: never was)
+    cycle_peak: int = 0
 
 
 class GrowthChecker:
@@ -151,10 +161,16 @@ class GrowthChecker:
             return
         if not same:
             series.streak = 0
+            series.rises.clear()
+            series.cycle_peak = max(series.cycle_peak, previous)
             if series.state == "growing":
                 self._emit(tracker, scan, entry, series, step, "reset", same=False)
             return
         if nbytes - previous >= MIN_DELTA:
+            if not series.rises:
+                series.rise_from = (previous_step, previous)
+            series.rises.append(step)
+            del series.rises[:-MAX_RISES]
             if series.streak == 0:
                 series.start_step = step
                 series.start_bytes = previous
@@ -165,21 +181,48 @@ class GrowthChecker:
             self.eager = True
         elif nbytes < previous - MIN_DELTA:
             series.streak = 0
+            series.rises.clear()
+            series.period = 0
+            if nbytes < previous // 2:
+                series.cycle_peak = max(series.cycle_peak, previous)
             if series.state == "growing" and nbytes < series.max_bytes // 2:
                 self._emit(tracker, scan, entry, series, step, "reset")
             return
         else:
             series.streak = 0
-            if series.state == "growing" and step - series.last_growth >= STOP_AFTER:
+            if series.state == "growing" and step - series.last_growth >= _stop_after(series):
                 self._emit(tracker, scan, entry, series, step, "stopped")
             return
         if series.streak < CONFIRM_STEPS:
+            self._stepwise(tracker, scan, entry, series, step, nbytes)
             return
+        series.period = 0
         growth = _rate(series, nbytes, step)
         if growth < RECORD_MIN_GROWTH_PER_STEP:
             return
         if entry.kind == "tensor" and entry.scope == "local" and not _steady(series):
             return  # e.g. an episode that is longer every step: not a leak
+        if series.state != "growing" or step - series.last_emit >= REEMIT_EVERY:
+            self._emit(tracker, scan, entry, series, step, "growing")
+
+    def _stepwise(
+        self, tracker: ProbeHost, scan: Scan, entry: Entry, series: _Series, step: int, nbytes: int
+    ) -> None:
+        """Growth every k steps: ``STEPWISE_RISES`` rises with no fall between them."""
+        rises = series.rises
+        if len(rises) < STEPWISE_RISES:
+            return
+        if entry.kind != "container" and entry.scope == "local":
+            return  # a variable rebound to bigger tensors now and then: not a holder filling
+        gaps = sorted(b - a for a, b in itertools.pairwise(rises))
+        period = gaps[len(gaps) // 2]
+        if period < 2:
+            return  # every step: the streak above judges it
+        since_step, since_bytes = series.rise_from
+        rate = (nbytes - since_bytes) // max(1, step - since_step)
+        if rate * period < RECORD_MIN_GROWTH_PER_STEP:
+            return
+        series.period = period
         if series.state != "growing" or step - series.last_emit >= REEMIT_EVERY:
             self._emit(tracker, scan, entry, series, step, "growing")
 
@@ -198,7 +241,7 @@ class GrowthChecker:
             series.located = True
             try:
                 series.statement = locate_statement(
-                    scan.frames[entry.frame_index], entry, entry.name, []
+                    scan.frames[entry.frame_index], entry, entry.target or entry.name, []
                 )
             except Exception:
                 series.statement = None
@@ -206,7 +249,16 @@ class GrowthChecker:
         frame = scan.frames[entry.frame_index]
         location = statement_location(statement) if statement is not None else frame.location
         growing = state == "growing"
-        rate = _rate(series, entry.bytes, step) if growing else 0
+        stepwise = series.period >= 2
+        if stepwise:
+            since_step, since_bytes = series.rise_from
+            rate = (entry.bytes - since_bytes) // max(1, step - since_step) if growing else 0
+            first_step = series.rises[0] if series.rises else step
+            start_bytes = since_bytes
+        else:
+            rate = _rate(series, entry.bytes, step) if growing else 0
+            first_step = _first_step(series, rate)
+            start_bytes = series.start_bytes
         owner = entry.owner_type.__name__ if entry.owner_type is not None else None
         evidence = HolderGrowth(
             holder=entry.name,
@@ -218,19 +270,29 @@ class GrowthChecker:
             tensors=entry.tensors,
             length=entry.length,
             estimated=entry.estimated,
-            first_step=_first_step(series, rate),
-            start_bytes=series.start_bytes,
+            first_step=first_step,
+            start_bytes=start_bytes,
             growth_per_step_bytes=max(0, rate),
             last_growth_step=series.last_growth if series.last_growth >= 0 else None,
             same_container=same,
             samples=tuple((int(a), int(b)) for a, b in list(series.samples)[-8:]),
             **statement_fields(statement),
+            period_steps=series.period,
+            rises=len(series.rises),
+            host_bytes=entry.host_bytes,
+            census=entry.census,
+            cycle_peak_bytes=series.cycle_peak,
         )
         if state == "growing" and series.state != "growing":
             tracker.analysis_requested = True  # newly confirmed: report it now
         series.state = state
         series.last_emit = step
         tracker.emit(evidence.event(step, location))
+
+
+def _stop_after(series: _Series) -> int:
+    """Steps without growth after which growth stopped (two periods for stepwise growth)."""
+    return max(STOP_AFTER, 2 * series.period + 1)
 
 
 def _rate(series: _Series, nbytes: int, step: int) -> int:

@@ -148,6 +148,12 @@ class Entry:
     estimated: bool = False
     grad: bool = False  # a tensor with grad_fn (for containers: the last element has one)
     last: Any = None  # containers: the last element (tensor or tuple of tensors)
+    # Set by the census (collect/census.py) for holders it found beyond the scan's reach:
+    census: bool = False
+    host_bytes: int = 0  # of ``bytes``: host arrays (numpy)
+    target: str | None = None  # the name statements store through (``logs`` for ``logs['z']``)
+    key: object = None  # the item of ``target`` that holds it (``'z'``), for the statement
+    statement: Any = None  # a statement known without searching (a decorator's line)
 
 
 _display_paths: dict[str, str] = {}
@@ -701,7 +707,7 @@ class HolderScanner:
                 kind = self._kind(type(value))
                 if kind not in (_TENSOR, _SEQ, _DICT):
                     continue
-                dotted = f"{name}.{path}.{key}" if path else f"{name}.{key}"
+                dotted = f"{name}{_module_path(path)}.{key}"
                 self._visit(
                     result,
                     dotted,
@@ -785,18 +791,44 @@ class HolderScanner:
         return nbytes, count
 
 
-def first_tensor(value: Any) -> Any:
-    """The tensor in ``value`` (or in a small tuple/list of them), for grad_fn checks."""
+def _module_path(path: str) -> str:
+    """``.encoder.layers[2]`` for the ``named_modules`` path ``encoder.layers.2``."""
+    if not path:
+        return ""
+    return "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in path.split("."))
+
+
+def first_tensor(value: Any, depth: int = 3) -> Any:
+    """The tensor in ``value`` (or in a small tuple/list/dict of them, nested up to
+    ``depth`` levels: ``{"epoch": 3, "weights": {...}}``), for grad_fn and identity checks."""
     if isinstance(value, torch.Tensor):
         return value
+    if depth <= 0:
+        return None
+    items: Any = None
     if isinstance(value, (tuple, list)) and value and len(value) <= 8:
-        for item in value:
-            if isinstance(item, torch.Tensor):
-                return item
-    if isinstance(value, dict) and value and len(value) <= 8:
-        for item in value.values():
-            if isinstance(item, torch.Tensor):
-                return item
+        items = value
+    elif isinstance(value, dict) and value and len(value) <= 8:
+        items = value.values()
+    elif not isinstance(value, (nn.Module, type, str, bytes)) and hasattr(value, "__dict__"):
+        try:  # a record object (``Record(value=...)``) kept in a list
+            items = list(itertools.islice(vars(value).values(), 8))
+        except TypeError:
+            return None
+    if items is None:
+        return None
+    nested = []
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            return item
+        if isinstance(item, (tuple, list, dict)) or (
+            hasattr(item, "__dict__") and not isinstance(item, (nn.Module, type))
+        ):
+            nested.append(item)
+    for item in nested:
+        found = first_tensor(item, depth - 1)
+        if found is not None:
+            return found
     return None
 
 

@@ -9,14 +9,17 @@ its own with one notice (memwatch.notices); the others go on.
 
 from __future__ import annotations
 
+import sys
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from memwatch.collect.census import CensusResult, CensusWatch
 from memwatch.collect.graph_probe import GraphChecker
 from memwatch.collect.growth_probe import GrowthChecker
 from memwatch.collect.holders import HolderReporter, HolderScanner
 from memwatch.collect.lingering_probe import LingeringChecker
 from memwatch.collect.probe import Probe
+from memwatch.evidence import CensusTotals
 
 if TYPE_CHECKING:
     from memwatch.collect.probe import ProbeHost
@@ -29,6 +32,28 @@ EAGER_START = 16
 #: new name carrying a graph, a hit, a holder that grew) makes the next step scanned too,
 #: so a leak is still confirmed within a few steps of its start.
 STRIDE = 3
+
+# When the census (collect/census.py) runs: cost triggers, not verdicts.
+#: Training steps (counted from 1) at which a census always runs: a leak present from the
+#: start is found while young, and its holder followed at every scan from then on (the
+#: user's empty and small containers too, so what they gain later is seen at once).
+CENSUS_EARLY = (2,)
+#: A census at least this often (steps) when its time allows (sampling); more often when
+#: its time budget is full (a census cheap next to the steps runs every few steps).
+CENSUS_SAMPLE_EVERY = 16
+#: Signals between two censuses at least this many steps apart.
+CENSUS_MIN_GAP = 2
+#: The census's time budget: it earns this share of every step's duration and may save
+#: up to ``CENSUS_BURST`` censuses' worth (at least ``CENSUS_CREDIT_S``). A census on a
+#: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
+#: censuses with no signal run only on what was earned.
+CENSUS_COST_SHARE = 0.03
+CENSUS_CREDIT_S = 0.010
+CENSUS_BURST = 3
+KiB = 1024
+#: Cheap signals read from the step record: host RSS or device allocated bytes risen by
+#: this much since the last census, or autograd-saved bytes alive at the step end.
+CENSUS_RISE_BYTES = 512 * KiB
 
 
 class HoldersProbe(Probe):
@@ -43,6 +68,14 @@ class HoldersProbe(Probe):
         self.graph: GraphChecker | None = GraphChecker()
         self.growth: GrowthChecker | None = GrowthChecker()
         self.lingering: LingeringChecker | None = LingeringChecker()
+        self.census: CensusWatch | None = CensusWatch()
+        self._training_steps = 0
+        self._census_step = -(10**9)
+        self._census_rss: int | None = None
+        self._census_allocated: int | None = None
+        self._census_credit = 0.0
+        self._census_cost = 0.0  # what a census costs: the median of the last three
+        self._census_costs: list[float] = []
 
     @classmethod
     def for_mode(cls, deep: bool) -> HoldersProbe:
@@ -54,15 +87,29 @@ class HoldersProbe(Probe):
             self.lingering.disarm()
         if not frames:
             return
-        if not self._due():
+        training = _training_step(record)
+        census_trigger = self._census_trigger(record) if training else ""
+        if not census_trigger and not self._due():
             self._skipped += 1
-            if self.graph is not None and _training_step(record):
+            if self.graph is not None and training:
                 self.graph.mark(record.step)
             return
         self._skipped = 0
         self._passes += 1
         scan = self.scanner.scan(frames, record.step)
         try:
+            if self.census is not None and training:
+                start: FrameType | None = sys._getframe()
+                try:
+                    if census_trigger:
+                        result = self.census.run(start)
+                        self._census_done(tracker, record, result, census_trigger)
+                    self.census.entries(scan, start)
+                except Exception as exc:
+                    tracker.fail("the census of tensor holders", exc)
+                    self.census = None
+                finally:
+                    start = None
             if self.reporter is not None:
                 try:
                     holders = self.reporter.maybe_records(scan)
@@ -102,6 +149,68 @@ class HoldersProbe(Probe):
                 self.lingering.on_stop(tracker)
             except Exception as exc:
                 tracker.fail("the lingering-locals check", exc)
+
+    def _census_trigger(self, record: StepRecord) -> str:
+        """Why a census runs at this step end ("" = it does not): see ``CENSUS_*``."""
+        if self.census is None:
+            return ""
+        self._training_steps += 1
+        cap = max(CENSUS_CREDIT_S, CENSUS_BURST * self._census_cost)
+        earned = CENSUS_COST_SHARE * max(record.duration_s, 0.0)
+        self._census_credit = min(cap, self._census_credit + earned)
+        if self._training_steps in CENSUS_EARLY:
+            return "early"
+        since = record.step - self._census_step
+        if since < CENSUS_MIN_GAP or self._census_credit - self._census_cost < -CENSUS_CREDIT_S:
+            return ""
+        if since >= CENSUS_SAMPLE_EVERY and self._census_credit >= self._census_cost:
+            return "sample"
+        rss, allocated = record.rss_bytes, record.allocated_bytes
+        if (
+            rss is not None
+            and self._census_rss is not None
+            and rss - self._census_rss >= CENSUS_RISE_BYTES
+        ):
+            return "rss"
+        if (
+            allocated is not None
+            and self._census_allocated is not None
+            and allocated - self._census_allocated >= CENSUS_RISE_BYTES
+        ):
+            return "allocated"
+        if record.saved_stale_bytes > 0:
+            return "saved-at-step-end"
+        if self._census_credit >= CENSUS_BURST * self._census_cost:
+            return "budget"  # its time budget allows: a cheap census runs this often
+        return ""
+
+    def _census_done(
+        self, tracker: ProbeHost, record: StepRecord, result: CensusResult, trigger: str
+    ) -> None:
+        """Remember when, at what memory and at what cost the census ran; record what it
+        found (``CensusTotals``)."""
+        self._census_step = record.step
+        self._census_rss = record.rss_bytes
+        self._census_allocated = record.allocated_bytes
+        # The median of the last three: one census slowed by a busy machine or cold caches
+        # must not hold the next ones back for long, nor one fast census let many through.
+        self._census_costs = [*self._census_costs[-2:], result.cost_s]
+        self._census_cost = sorted(self._census_costs)[len(self._census_costs) // 2]
+        self._census_credit -= result.cost_s
+        tracker.emit(
+            CensusTotals(
+                tensor_bytes=result.tensor_bytes,
+                host_tensor_bytes=result.host_tensor_bytes,
+                array_bytes=result.array_bytes,
+                container_items=result.container_items,
+                holders=len(result.holders),
+                nodes=result.nodes,
+                capped=result.capped,
+                rss_bytes=record.rss_bytes,
+                cost_ms=round(result.cost_s * 1000, 3),
+                trigger=trigger,
+            ).event(record.step)
+        )
 
     def _due(self) -> bool:
         """Scan at this step end? Always while young or suspicious, else every ``stride``."""

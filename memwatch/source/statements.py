@@ -169,9 +169,25 @@ def _value_pattern(value: ast.expr, target: str, several_targets: bool) -> tuple
     return "accumulate", value
 
 
+def _item_of(node: ast.AST, target: str) -> bool:
+    """``target[...]``: an item of the holder (``epoch_loss[key]``, ``logs["z"]``)."""
+    return isinstance(node, ast.Subscript) and dotted(node.value) == target
+
+
+def _keys_of(node: ast.stmt, target: str) -> set[object]:
+    """The constant keys of ``target[...]`` the statement mentions (``"z"`` in ``logs["z"]``)."""
+    keys: set[object] = set()
+    for sub in ast.walk(node):
+        if _item_of(sub, target) and isinstance(sub.slice, ast.Constant):  # type: ignore[attr-defined]
+            keys.add(sub.slice.value)  # type: ignore[attr-defined]
+    return keys
+
+
 def _classify(node: ast.stmt, target: str, text: str) -> tuple[str, tuple[str, ...]] | None:
     """(pattern, operands) when ``node`` extends or rebinds ``target``, else None."""
-    if isinstance(node, ast.AugAssign) and dotted(node.target) == target:
+    if isinstance(node, ast.AugAssign) and (
+        dotted(node.target) == target or _item_of(node.target, target)
+    ):
         return "augassign", _operands(text, node.value, target)
     if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
         names = [dotted(t) for t in _targets(node)]
@@ -188,7 +204,7 @@ def _classify(node: ast.stmt, target: str, text: str) -> tuple[str, tuple[str, .
         if (
             isinstance(func, ast.Attribute)
             and func.attr in STORE_METHODS
-            and dotted(func.value) == target
+            and (dotted(func.value) == target or _item_of(func.value, target))
         ):
             return "store", tuple(_segment(text, a) for a in node.value.args)
     return None
@@ -213,8 +229,9 @@ def _search(
     function: str,
     filename: str,
     near_line: int | None,
+    key: object = None,
 ) -> Statement | None:
-    found: list[tuple[tuple[int, int, int], Statement]] = []
+    found: list[tuple[tuple[int, int, int, int], Statement]] = []
     base = target.rsplit(".", 1)[0] if "." in target else None
     for node in statements:
         result = _classify(node, target, text)
@@ -231,7 +248,8 @@ def _search(
         pattern, operands = result
         mentions_preferred = any(_mentions(node, p) for p in prefer)
         distance = abs(node.lineno - near_line) if near_line is not None else 0
-        rank = (_PRIORITY.get(pattern, 9), 0 if mentions_preferred else 1, distance)
+        other_key = 0 if key is None or key in _keys_of(node, target) else 1
+        rank = (_PRIORITY.get(pattern, 9), other_key, 0 if mentions_preferred else 1, distance)
         found.append(
             (
                 rank,
@@ -251,22 +269,27 @@ def find_in_function(
     target: str,
     prefer: Sequence[str] = (),
     near_line: int | None = None,
+    key: object = None,
 ) -> Statement | None:
     """The statement in a function (or at module level for ``<module>``) extending ``target``.
 
     ``first_line``/``function`` identify the scope as a code object does (``co_firstlineno``,
     ``co_name``). ``prefer`` names tensors the statement likely stores (``loss``): a
     statement mentioning one wins a tie. ``near_line`` breaks the remaining ties.
+    ``key``: the holder's item that grows (``logs["z"]``): a statement storing into that
+    item wins.
     """
     scope = _scope_body(filename, first_line, function)
     if scope is None:
         return None
     body, text = scope
-    return _search(list(_own_statements(body)), text, target, prefer, function, filename, near_line)
+    return _search(
+        list(_own_statements(body)), text, target, prefer, function, filename, near_line, key
+    )
 
 
 def find_in_class(
-    filename: str, class_name: str, target: str, prefer: Sequence[str] = ()
+    filename: str, class_name: str, target: str, prefer: Sequence[str] = (), key: object = None
 ) -> Statement | None:
     """The statement in any method of ``class_name`` extending ``target`` (``self.cache``)."""
     parsed = parse_file(filename)
@@ -286,15 +309,19 @@ def find_in_class(
                 method.name,
                 filename,
                 None,
+                key,
             )
             if found is not None and (
-                best is None or _PRIORITY[found.pattern] < _PRIORITY[best.pattern]
+                best is None
+                or _rank_in_file(found, target, key, tree) < _rank_in_file(best, target, key, tree)
             ):
                 best = found
     return best
 
 
-def find_in_file(filename: str, target: str, prefer: Sequence[str] = ()) -> Statement | None:
+def find_in_file(
+    filename: str, target: str, prefer: Sequence[str] = (), key: object = None
+) -> Statement | None:
     """The statement anywhere in a file extending the global ``target`` (``ACTIVATIONS``).
 
     Used for module-level holders, which are typically extended from a hook or helper
@@ -312,14 +339,29 @@ def find_in_file(filename: str, target: str, prefer: Sequence[str] = ()) -> Stat
     )
     best: Statement | None = None
     for name, body in scopes:
-        found = _search(list(_own_statements(body)), text, target, prefer, name, filename, None)
-        if (
-            found is not None
-            and found.pattern != "assign"
-            and (best is None or _PRIORITY[found.pattern] < _PRIORITY[best.pattern])
+        found = _search(
+            list(_own_statements(body)), text, target, prefer, name, filename, None, key
+        )
+        if found is None or found.pattern == "assign":
+            continue
+        if best is None or _rank_in_file(found, target, key, tree) < _rank_in_file(
+            best, target, key, tree
         ):
             best = found
     return best
+
+
+def _rank_in_file(found: Statement, target: str, key: object, tree: ast.Module) -> tuple[int, int]:
+    """Across scopes: the statement storing into the wanted item first, then by pattern."""
+    other_key = 0
+    if key is not None:
+        other_key = 1
+        for node in ast.walk(tree):
+            if isinstance(node, ast.stmt) and getattr(node, "lineno", None) == found.line:
+                if key in _keys_of(node, target):
+                    other_key = 0
+                break
+    return other_key, _PRIORITY[found.pattern]
 
 
 def _scope_body(

@@ -6,7 +6,9 @@ resident memory (RSS) climbs by the size of a batch every step.
 
     memwatch run samples/bugs/host_memory_growth.py --steps 40
 
-Expected: host-memory-growth (warning); memwatch cannot name the line (no location).
+Expected: memory-growth (warning) on `dataset.cache` at the line that stores into it: the
+census counts the numpy arrays as host bytes (before it, only a location-less
+host-memory-growth from RSS).
 The fixed twin is host_memory_growth_fixed.py.
 """
 

@@ -72,7 +72,7 @@ def test_locals_attributes_containers_and_module_caches_are_named() -> None:
     assert names["batch"] == 0  # the storage was counted once, under `data`
     assert names["outputs"] == 4 * 4096
     assert names["meter.sum"] == 4096
-    assert names["model.0.cache"] == 8192
+    assert names["model[0].cache"] == 8192
     assert names["model"] == sum(p.numel() * 4 for p in model.parameters())
     assert "meter.count" not in names  # numbers are not holders
     del data, batch, outputs, meter, model

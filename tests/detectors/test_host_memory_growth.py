@@ -21,17 +21,20 @@ def _steps(rss: list[float], **kw: int) -> list:
     return [step(i, rss=int(r), **kw) for i, r in enumerate(rss)]
 
 
-def test_buggy_sample_reports_growth_without_a_location(tmp_path: Path) -> None:
-    # GIVEN a Dataset that caches every decoded sample (~3 MiB more per step)
+def test_buggy_sample_growth_is_attributed_to_the_dataset_cache_by_the_census(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a Dataset that caches every decoded sample (numpy arrays, ~3 MiB more per step)
     # WHEN it runs under memwatch
     run = run_sample("bugs/host_memory_growth.py", "--steps", "32", out=tmp_path / "run.db")
-    # THEN a warning with the growth per step, and honestly no line
-    finding = only(run.findings, KIND)
-    assert finding.severity == "warning"
-    assert finding.location is None and finding.variable is None
-    assert finding.growth_per_step_bytes and finding.growth_per_step_bytes > 2 * MiB
-    assert "cannot see which objects" in finding.detail
-    assert "tracemalloc" in finding.fix
+    # THEN the census names the holder and the line that stores into it (host arrays)
+    growth = only(run.findings, "memory-growth")
+    assert growth.variable == "dataset.cache"
+    assert growth.location is not None and growth.location.function == "__getitem__"
+    assert "host arrays (numpy)" in growth.detail
+    assert growth.growth_per_step_bytes and growth.growth_per_step_bytes > 2 * MiB
+    # AND the location-less RSS warning is withdrawn: the named holder explains it
+    assert [f for f in run.findings if f.kind == KIND and f.severity != "info"] == []
 
 
 def test_fixed_twin_is_clean(tmp_path: Path) -> None:

@@ -207,3 +207,29 @@ def test_detector_does_not_double_report_device_growth_a_holder_explains() -> No
     steps = [_step(i, 100 * MiB + i * 256 * KiB) for i in range(16)]
     findings = _detect(steps, [_holder_event(10)])
     assert [f.variable for f in findings] == ["ACTIVATIONS"]
+
+
+def test_a_growing_dict_and_its_growing_key_are_one_finding_on_the_key() -> None:
+    # GIVEN the scan measuring `logger.stats` and the census `logger.stats['q']`, both growing
+    events = [
+        _holder_event(10, holder="logger.stats"),
+        _holder_event(10, holder="logger.stats['q']"),
+    ]
+    # THEN one finding, on the item that grows
+    (finding,) = _detect([], events)
+    assert finding.variable == "logger.stats['q']"
+
+
+def test_a_stepwise_holder_is_still_growing_between_its_rises() -> None:
+    # GIVEN a holder that grows every 10 steps, last seen growing 12 steps ago
+    events = [_holder_event(30, grew_at=18, period_steps=10, rises=3)]
+    # THEN it is still growing (two periods have not passed), said per 10 steps
+    (finding,) = _detect([], events)
+    assert "every 10 steps" in finding.title
+
+
+def test_a_list_filling_up_again_after_being_emptied_is_not_growth() -> None:
+    # GIVEN a per-epoch list emptied at 1.25 MiB, now at 1 MiB again and growing
+    events = [_holder_event(3, cycle_peak_bytes=1280 * KiB, bytes=1024 * KiB, max_bytes=1280 * KiB)]
+    # THEN no finding: it is bounded by its earlier peak
+    assert _detect([], events) == []

@@ -18,30 +18,8 @@ from __future__ import annotations
 KNOWN_MISSES: dict[str, str] = {
     # ---- zoo-a: graph retention and grad mode -------------------------------------------------
     # growing graphs held where the holder scan does not follow them
-    "bugs/loss_dict_per_key_running_sum": (
-        "not found: the running sums are dict values (`epoch_loss[key] += loss[key]`, a dict "
-        "local to main()); graph-accumulation follows named tensors, not values inside a dict; "
-        "reported nothing"
-    ),
-    "bugs/tensor_statistic_updated_with_grad": (
-        "not found: the growing graph is held by `model[2].tensor_s._tensor`, a plain helper "
-        "object inside a module, updated from a forward hook; reported nothing"
-    ),
-    "bugs/darts_rnn_cell_hidden_list_not_repackaged": (
-        "not found: the carried state is a list of per-layer tensors, rebuilt by the model every "
-        "step and passed through a repackage_hidden that does not detach; reported nothing"
-    ),
-    "bugs/wgan_gp_epoch_loss_without_item": (
-        "not found: the graph growing in the dict value `log['d_loss']` (critic loss with the "
-        "gradient penalty's double-backward graph) is not followed by the holder scan; reported "
-        "nothing (the false graph-retained-in-inference error it shared with its twin is gone)"
-    ),
-    "bugs/hooks_keep_activations_eval_in_train_mode": (
-        "not found: forward hooks append 4 activations every 5 steps to `activations` lists on "
-        "the Linear layers (evaluation in training mode, no backward pops them): stepwise growth "
-        "on CPU without --track-tensors; reported nothing"
-    ),
     # one step's graph kept alive (not growing)
+    # one step's graph or outputs kept alive (not growing)
     "bugs/gan_generator_loss_retain_graph": (
         "not found: `loss_g.backward(retain_graph=True)` is not the step's last backward "
         "(`loss_d.backward()` is), and what it leaves alive (D's forward on fake, 33 KiB, held by "
@@ -78,62 +56,16 @@ KNOWN_MISSES: dict[str, str] = {
         "hooks-accumulate is not a kind yet: a FaultInjector every 5 steps registers forward "
         "hooks and drops the handles (8 hooks per layer at the end); reported nothing"
     ),
-    "bugs/lightning_training_step_outputs_keep_graph": (
-        "not found: every training_step loss (with its graph) appended to LightningModule "
-        "attribute self.training_step_outputs (list of dicts), cleared at epoch end; steps come "
-        "from Lightning's closure; reported nothing"
-    ),
-    "bugs/lightning_validation_outputs_never_cleared": (
-        "not found: self.validation_step_outputs grows at each validation (every 10 batches), "
-        "never cleared; the holder scan does not reach the LightningModule's list (the false "
-        "grad-reset-before-step error it also got is gone since closures are understood)"
-    ),
     "bugs/trainer_compute_metrics_keeps_eval_logits": (
         "not found: transformers Trainer.evaluation_loop concatenates every eval batch's logits "
         "(3 evaluations x 12 batches x 8x32x2000 floats) inside one evaluation, with no "
         "optimizer step during it; reported nothing"
     ),
-    "bugs/lru_cache_on_method_keeps_instances": (
-        "not found: @functools.cache on a method keeps every BatchFeatures instance and its "
-        "256x256 tensors (+512 KiB/step) in the cache (a C object); reported nothing"
-    ),
-    "bugs/memoize_cache_keyed_by_tensor_args": (
-        "not found as memory-growth: the memoize decorator's closure-cell dict gains a 1 MiB "
-        "tensor per step; reported host-memory-growth (warning, no location) and "
-        "lingering-step-locals (info)"
-    ),
-    "bugs/state_dict_copy_kept_every_epoch": (
-        "not found: a deepcopy of state_dict appended to local list `history` every epoch "
-        "(every 8 steps, ~1.1 MiB each): stepwise growth; reported nothing"
-    ),
-    "bugs/log_metrics_keeps_detached_codes": (
-        "not found as memory-growth: `logs['z'].append(z.detach()[::10])` in helper _log_metrics "
-        "keeps a view of every step's 1 MiB codes in a defaultdict local to main(); reported "
-        "lingering-step-locals (info) and, in some runs, host-memory-growth (warning, no "
-        "location)"
-    ),
-    "bugs/dataset_memoization_host_ram_growth": (
-        "found but not named: host-memory-growth (warning) has no location or holder for the "
-        "Dataset's self._memo dict of numpy arrays (zoo-b saw it missed entirely after other "
-        "cases in one process; each case now runs in its own forked child)"
-    ),
     # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
     # growing graphs held where the holder scan does not look
-    "bugs/metric_list_state_used_as_loss": (
-        "not found: the growing graphs are list entries of a metric helper object's state "
-        "(`model._dice.scores`, appended in update(), reset at epoch end); reported nothing"
-    ),
     "bugs/trainer_update_stats_average_meter_tensor": (
         "not found: the graph grows in `AverageMeter.sum` inside a nested OrderedDict on the "
         "trainer (`trainer.stats['train']['Loss/total'].sum += val * n`); reported nothing"
-    ),
-    "bugs/trainer_metrics_history_defaultdict": (
-        "not found: per-step loss tensors with graphs appended to lists inside a "
-        "defaultdict(list) attribute `trainer.history`; reported nothing"
-    ),
-    "bugs/trainer_class_attribute_loss_list": (
-        "not found: the loss tensors are appended to a CLASS attribute list (`Trainer.losses`, "
-        "shared by the instances, reached through `self.losses`); reported nothing"
     ),
     "bugs/lightning_callback_collects_train_step_preds": (
         "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
@@ -150,10 +82,6 @@ KNOWN_MISSES: dict[str, str] = {
         "not found: predict() runs a tiny BertForSequenceClassification under torch.no_grad() "
         "with the model in training mode (hidden/attention dropout active) every 5 steps; "
         "reported nothing"
-    ),
-    "bugs/episode_logger_stats_never_cleared": (
-        "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
-        "memory); reported nothing at warning level (lingering-step-locals on mac_out is info)"
     ),
     # DECISION CONFLICT (stepkept, issue 12): this branch makes lingering-step-locals info
     # (plain loop locals alive at the next forward = Python scoping, one step at most), which
@@ -199,7 +127,8 @@ KNOWN_MISSES: dict[str, str] = {
 #: census instead of RSS. Same key format and reason style as KNOWN_MISSES.
 UNSTABLE: dict[str, str] = {
     "healthy/batch_size_rampup_curriculum": (
-        "FALSE ALARM, some runs: host-memory-growth (warning) while the batch ramps up; "
-        "whether RSS keeps rising depends on malloc reuse"
+        "FALSE ALARM, some runs: host-memory-growth (warning) while the batch ramps up, when "
+        "too few censuses ran (their time budget, on a loaded machine) to show the reachable "
+        "data flat; with them it is info"
     ),
 }

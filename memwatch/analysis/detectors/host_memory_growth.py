@@ -17,6 +17,14 @@ adds a buffer once. So the rule asks for a trend that survives all of that:
   more than the saved bytes), the growth is the tensors' (``memory-growth``,
   ``graph-accumulation``, ``retain-graph-leak`` name them) and this stays silent.
 
+* the census (``collect/census.py``, ``CensusTotals`` evidence) counts the tensor and
+  numpy bytes reachable from the program's roots and the items of the containers holding
+  them: when that reachable data grows at half the RSS pace or more, the holders that
+  grow are named by ``memory-growth`` and this stays silent; when the censuses spanning
+  the growth saw it flat (neither bytes nor items), RSS is rising without data the
+  program keeps (the allocator keeping freed blocks as batches grow, garbage awaiting
+  the collector), and the finding is only ``info``.
+
 memwatch does not see which Python objects grow (that needs ``tracemalloc``, too costly
 to keep on), so the finding has no location and says so.
 """
@@ -31,6 +39,7 @@ from memwatch.analysis.detectors.loop_common import (
     block_medians,
     theil_sen,
 )
+from memwatch.evidence import CensusTotals, Observed
 from memwatch.records import Finding, StepRecord
 from memwatch.units import format_size
 
@@ -42,6 +51,10 @@ MIN_GROWTH_BYTES = 48 * MiB
 MIN_GROWTH_FRACTION = 0.05
 MAX_JUMP_SHARE = 0.5
 TENSOR_SHARE = 0.5  # tensors growing at this fraction of the RSS slope explain it
+#: Reachable data (census) that grew by less than this share of the RSS growth is "flat".
+CENSUS_FLAT_SHARE = 0.1
+#: ... and its container items by less than this many per step.
+CENSUS_FLAT_ITEMS_PER_STEP = 1.0
 
 
 def _judged_steps(data: AnalysisInput) -> list[StepRecord]:
@@ -94,7 +107,12 @@ def detect(data: AnalysisInput) -> list[Finding]:
     if cpu and _tensors_explain(steps, xs, slope, total):
         return []
     first, last = steps[0], steps[-1]
+    census = _census_verdict(data.observed(CensusTotals), first.step, last.step, total)
+    if census == "explains":
+        return []  # reachable tensors/arrays grow with it: memory-growth names their holder
     growth = int(rss[-1] - rss[0])
+    if census == "flat":
+        return [_flat_finding(first, last, rss, slope, growth)]
     return [
         Finding(
             kind=KIND,
@@ -132,4 +150,67 @@ def detect(data: AnalysisInput) -> list[Finding]:
     ]
 
 
-DETECTOR = Detector(KIND, (), detect)  # a rule on StepRecord.rss_bytes alone
+def _census_verdict(
+    censuses: list[Observed[CensusTotals]], first_step: int, last_step: int, rss_growth: float
+) -> str:
+    """ "explains", "flat" or "" (no census spans the growth) from the censuses' totals."""
+    # Censuses from the whole run up to its last step: one taken during warm-up still says
+    # what was reachable before the growth.
+    spanning = [c for c in censuses if c.step <= last_step]
+    if len(spanning) < 2 or max(c.step for c in spanning) < first_step:
+        return ""
+    spanning.sort(key=lambda c: c.step)
+    a, b = spanning[0], spanning[-1]
+    if b.step - a.step < (last_step - first_step) / 2:
+        return ""  # the censuses saw too little of the growth to speak for it
+    reachable = lambda c: c.evidence.host_tensor_bytes + c.evidence.array_bytes  # noqa: E731
+    grew = reachable(b) - reachable(a)
+    slope_share = grew / max(rss_growth * (b.step - a.step) / max(last_step - first_step, 1), 1)
+    if slope_share >= TENSOR_SHARE:
+        return "explains"
+    items = (b.evidence.container_items - a.evidence.container_items) / (b.step - a.step)
+    if slope_share < CENSUS_FLAT_SHARE and items < CENSUS_FLAT_ITEMS_PER_STEP:
+        return "flat"
+    return ""
+
+
+def _flat_finding(
+    first: StepRecord, last: StepRecord, rss: list[float], slope: float, growth: int
+) -> Finding:
+    return Finding(
+        kind=KIND,
+        severity="info",
+        title=(
+            f"Host memory (RSS) rose {format_size(slope, signed=True)}/step without data "
+            "the program keeps"
+        ),
+        detail=(
+            f"The process's resident memory grew from {format_size(rss[0])} at step "
+            f"{first.step} to {format_size(rss[-1])} at step {last.step} "
+            f"({format_size(growth, signed=True)}), but memwatch's census of everything "
+            "reachable from the program (frames, module globals, closures, object "
+            "attributes, containers) found the tensors, arrays and container items flat "
+            "over the same steps. Memory the allocator keeps after growing batches, or "
+            "garbage waiting for the collector, looks like this; it is not data your code "
+            "holds on to."
+        ),
+        first_step=first.step,
+        fix=(
+            "Nothing to change unless it keeps rising over a long run; then two "
+            "`tracemalloc` snapshots a few hundred steps apart name the line that allocates."
+        ),
+        location=None,
+        variable=None,
+        bytes=growth,
+        growth_per_step_bytes=int(slope),
+        evidence={
+            "rss_first_bytes": int(rss[0]),
+            "rss_last_bytes": int(rss[-1]),
+            "last_step": last.step,
+            "census": "flat",
+        },
+    )
+
+
+#: A rule on StepRecord.rss_bytes, told by the census what reachable data did meanwhile.
+DETECTOR = Detector(KIND, (CensusTotals,), detect)

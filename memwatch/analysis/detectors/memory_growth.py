@@ -40,6 +40,8 @@ KiB = 1024
 MiB = 1024 * 1024
 MIN_GROWTH_PER_STEP = 64 * KiB
 STOP_AFTER = 8  # steps without growth after which a growing holder has stopped
+#: A holder emptied before is growing again only once it passes its earlier peak by this.
+CYCLE_MARGIN = 1.25
 MIN_TOTAL = 1 * MiB
 LARGE_TOTAL = 256 * MiB
 LARGE_PER_STEP = 16 * MiB
@@ -70,10 +72,25 @@ def detect(data: AnalysisInput) -> list[Finding]:
             continue
         explained += growth
         findings.append(_holder_finding(data, holder, events, growth, total))
+    findings = _innermost(findings)
     trend = _trend_finding(data, explained)
     if trend is not None:
         findings.append(trend)
     return findings
+
+
+def _innermost(findings: list[Finding]) -> list[Finding]:
+    """One leak, one finding: a container whose item grows (``logger.stats`` and
+    ``logger.stats['q_values']``) is reported by the item, which says what to change."""
+    names = [f.variable or "" for f in findings]
+    return [
+        f
+        for f in findings
+        if not any(
+            other != f.variable and other.startswith((f"{f.variable}[", f"{f.variable}."))
+            for other in names
+        )
+    ]
 
 
 def is_growing(seen: Observed[HolderGrowth]) -> bool:
@@ -81,11 +98,16 @@ def is_growing(seen: Observed[HolderGrowth]) -> bool:
 
     Stopped: no growth for ``STOP_AFTER`` steps (it was bounded after all). Reset: it fell
     below half its largest size, or a local list was rebuilt (e.g. cleared each epoch).
+    Cyclic: it was emptied before and has not passed that earlier peak by
+    ``CYCLE_MARGIN`` (a per-epoch list filling up again).
     """
     h = seen.evidence
     if not h.same_container or h.bytes < h.max_bytes // 2:
         return False
-    return h.last_growth_step is not None and seen.step - h.last_growth_step < STOP_AFTER
+    if h.cycle_peak_bytes and h.bytes <= CYCLE_MARGIN * h.cycle_peak_bytes:
+        return False  # emptied before at this size: a per-epoch list filling up again
+    stop_after = max(STOP_AFTER, 2 * h.period_steps + 1)  # stepwise: two periods
+    return h.last_growth_step is not None and seen.step - h.last_growth_step < stop_after
 
 
 def _graph_names(data: AnalysisInput) -> set[str]:
@@ -117,16 +139,21 @@ def _holder_finding(
     nbytes = d.bytes
     statement = d.statement
     kind = "list" if d.kind == "container" else "tensor"
-    title = (
-        f"`{holder}` grows by {format_size(growth)}/step since step {first_step} "
-        f"(now {format_size(nbytes)})"
-    )
+    period = d.period_steps if d.period_steps >= 2 else 0
+    if period:
+        pace = f"{format_size(growth * period)} every {period} steps"
+        pace_words = f"about {format_size(growth * period)} every {period} steps"
+    else:
+        pace = f"{format_size(growth)}/step"
+        pace_words = f"about {format_size(growth)} at every step"
+    title = f"`{holder}` grows by {pace} since step {first_step} (now {format_size(nbytes)})"
     count = ""
     if d.kind == "container":
         count = f" ({d.length} entries, {d.tensors} tensors)"
+    what = "host arrays (numpy)" if d.host_bytes * 2 >= nbytes > 0 else "tensors"
     detail = (
-        f"{_scope_words(d, holder)} holds {format_size(nbytes)} of tensors{count} and gained "
-        f"about {format_size(growth)} at every step since step {first_step} "
+        f"{_scope_words(d, holder, last)} holds {format_size(nbytes)} of {what}{count} and "
+        f"gained {pace_words} since step {first_step} "
         f"({format_size(total, signed=True)} so far); nothing releases it, so it grows "
         "until memory runs out."
     )
@@ -140,7 +167,7 @@ def _holder_finding(
         title=title,
         detail=detail,
         first_step=first_step,
-        fix=_fix(holder, d.pattern, kind),
+        fix=_fix(holder, d.pattern, kind, d.scope),
         location=last.location,
         variable=holder,
         bytes=nbytes,
@@ -155,13 +182,21 @@ def _holder_finding(
             "statement": statement,
             "estimated": d.estimated,
             "last_step": last.step,
+            "period_steps": period,
+            "host_bytes": d.host_bytes,
         },
     )
 
 
-def _scope_words(d: Any, holder: str) -> str:
+def _scope_words(d: Any, holder: str, seen: Observed[HolderGrowth] | None = None) -> str:
     scope = d.scope
     owner = d.owner_class
+    function = seen.location.function if seen is not None and seen.location else None
+    if holder.endswith("(functools cache)"):
+        return f"The cache of `{holder.removesuffix(' (functools cache)')}`"
+    if scope == "closure":
+        where = f" of `{function}`" if function else ""
+        return f"`{holder}` (a variable in the closure{where})"
     if scope == "module" and owner:
         return f"`{holder}` (an attribute of {_a(owner)} module)"
     if scope == "attribute" and owner:
@@ -171,7 +206,20 @@ def _scope_words(d: Any, holder: str) -> str:
     return f"`{holder}`"
 
 
-def _fix(holder: str, pattern: Any, kind: str) -> str:
+def _fix(holder: str, pattern: Any, kind: str, scope: Any = None) -> str:
+    if holder.endswith("(functools cache)"):
+        return (
+            "A `functools.cache`/`lru_cache` keeps every argument it was called with (`self` "
+            "for a method) and every result alive: give it a bound (`lru_cache(maxsize=N)`), "
+            "call `.cache_clear()` when the objects are done with, or cache on a small "
+            "hashable key you control instead of the object or tensor."
+        )
+    if scope == "closure":
+        return (
+            f"`{holder}` gains an entry per call and is never emptied: key it on something "
+            "small and hashable that repeats (a shape, an id you control), not on tensors or "
+            "per-batch objects, and bound it (an LRU with a maximum size) or clear it."
+        )
     if pattern == "concat" or kind == "tensor":
         return (
             f"Stop growing `{holder}` every step: keep a fixed-size window (or a running "
