@@ -16,6 +16,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     grad_reset_before_step,
     graph_accumulation,
     graph_retained_in_inference,
+    hooks_accumulate,  # docs/hooks-accumulate.md
     host_memory_growth,
     lingering_step_locals,
     memory_growth,
@@ -24,6 +25,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     rank_imbalance,
     retain_graph_leak,
     stale_optimizer_params,
+    train_mode_smell,  # docs/train-mode-smell.md
     unbatched_forward,
 )
 from memwatch.notices import notice
@@ -41,6 +43,8 @@ DETECTORS: tuple[Detector, ...] = (
     stale_optimizer_params.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,
+    train_mode_smell.DETECTOR,
+    hooks_accumulate.DETECTOR,
     host_memory_growth.DETECTOR,
     oom_retry_loop.DETECTOR,
 )

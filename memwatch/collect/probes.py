@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memwatch.collect.categories import CategoriesProbe
+from memwatch.collect.flags_probe import FlagsProbe
+from memwatch.collect.hook_sites import HookSitesProbe
 from memwatch.collect.holders_probe import HoldersProbe
 from memwatch.collect.loop import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
@@ -29,6 +31,8 @@ def default_probes(options: ProbeOptions) -> list[Probe]:
     probes.append(OomProbe())  # OOM holders and retries (docs/oom.md)
     probes.append(HoldersProbe.for_mode(options.deep))  # holders, graphs: detectors-holders.md
     probes.append(CategoriesProbe())  # memory by category per step (docs/compare.md)
+    probes.append(FlagsProbe())  # autograd debugging switches left on (docs/train-mode-smell.md)
+    probes.append(HookSitesProbe())  # hooks piling up per line (docs/hooks-accumulate.md)
     if options.snapshot_at_step is not None or options.snapshot_on_oom:
         from memwatch.collect.snapshot import SnapshotProbe
 

@@ -1,0 +1,219 @@
+"""Evidence for ``train-mode-smell`` (modules): optimizer steps that train a module whose
+dropout/batch-norm layers are in eval mode, with the line that switched it to eval.
+
+Three cheap observations, each on a path a healthy loop rarely takes:
+
+* ``nn.Module.train`` is wrapped (``ProbeHost.patch``; ``eval()`` calls ``train(False)``):
+  the outermost call remembers, per module (weakly), the user's line, the mode and the
+  step. The recursion into the children is not recorded (one frame walk per user call).
+* ``note_eval_forward``: a root forward with grad enabled while the root module itself is
+  in eval mode (one attribute read per root forward, done by ``LoopProbe``).
+* at a backward, those modules still in eval mode are kept; an optimizer step pre-hook
+  (only when some are kept) counts their parameters the optimizer steps (requires grad,
+  has a gradient): a frozen backbone (no trainable parameter in the optimizer) drops out.
+
+At the step end a ``TrainStepEvalMode`` is recorded per such module that has
+dropout/batch-norm layers in eval mode. Frozen batch norm inside a training model (only
+the BN submodules in eval, the root in train mode) never reaches here: the root forward is
+in train mode. Whether the steps are many enough to matter is the detector's call.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from memwatch.collect.frames import first_user_frame, is_user_file
+from memwatch.collect.loop.common import (
+    Site,
+    StochasticModules,
+    Thinning,
+    call_at,
+    location_of,
+    site_of,
+)
+from memwatch.evidence import TrainStepEvalMode
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from memwatch.collect.probe import ProbeHost
+    from memwatch.records import StepRecord
+
+_is_compiling = torch.compiler.is_compiling
+MAX_MODULES = 8  # eval-mode root modules followed per step (more is not a training step)
+SHOWN_MODULES = 6  # eval-mode layer names kept in the evidence
+
+
+class _ModeSet:
+    """Where a module's mode was last set by the user's code (no frame kept)."""
+
+    __slots__ = ("how", "mode", "serial", "site", "step")
+
+    def __init__(self, site: Site | None, mode: bool, step: int, how: str, serial: int) -> None:
+        self.site = site
+        self.mode = mode
+        self.step = step
+        self.how = how
+        self.serial = serial
+
+
+class TrainModeRecorder:
+    """Finds optimizer steps on modules forwarded in eval mode (module doc)."""
+
+    def __init__(self, modules: StochasticModules) -> None:
+        self._modules = modules
+        self._tracker: ProbeHost | None = None
+        self._set: weakref.WeakKeyDictionary[Any, _ModeSet] = weakref.WeakKeyDictionary()
+        self._serial = 0
+        self._depth = 0  # inside a wrapped train(): the children's calls are not recorded
+        self._steps: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._where: dict[int, tuple[int, Any, _ModeSet | None]] = {}  # id -> (serial, owner)
+        self.pending: list[weakref.ref[Any]] = []  # eval-mode root forwards since a backward
+        self._backwarded: dict[int, weakref.ref[Any]] = {}
+        self._stepped: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+    # -- installation ---------------------------------------------------------------------
+    def install(self, tracker: ProbeHost) -> None:
+        self._tracker = tracker
+        tracker.patch(torch.nn.Module, "train", self._wrap_train(torch.nn.Module.train))
+        tracker.add_handle(register_optimizer_step_pre_hook(self._optimizer_pre))
+
+    def _wrap_train(self, original: Any) -> Any:
+        recorder = self
+
+        @functools.wraps(original)
+        def train(module: Any, mode: bool = True) -> Any:
+            if recorder._depth:
+                return original(module, mode)
+            recorder._depth += 1
+            try:
+                result = original(module, mode)
+            finally:
+                recorder._depth -= 1
+            recorder._note_set(module, mode, sys._getframe(1))
+            return result
+
+        return train
+
+    def _note_set(self, module: Any, mode: Any, caller: FrameType) -> None:
+        tracker = self._tracker
+        if tracker is None or tracker.off or _is_compiling():
+            return
+        try:
+            how = "train(False)" if not mode else "train()"
+            code = caller.f_code
+            if code.co_name == "eval" and not is_user_file(code.co_filename):
+                how = "eval()"
+            self._serial += 1
+            site = site_of(first_user_frame(caller))
+            self._set[module] = _ModeSet(site, bool(mode), tracker.step, how, self._serial)
+        except TypeError:  # a module that cannot be weakly referenced: not followed
+            pass
+        except Exception as exc:
+            tracker.fail("the loop probe (module modes)", exc)
+
+    # -- the loop -------------------------------------------------------------------------
+    def note_eval_forward(self, module: Any) -> None:
+        """A root forward with grad enabled while ``module.training`` is False."""
+        pending = self.pending
+        if len(pending) >= MAX_MODULES or any(r() is module for r in pending):
+            return
+        try:
+            pending.append(weakref.ref(module))
+        except TypeError:
+            pass
+
+    def on_backward(self) -> None:
+        """The modules forwarded in eval mode that still are: this backward trains them."""
+        for ref in self.pending:
+            module = ref()
+            if module is not None and not module.training:
+                self._backwarded[id(module)] = ref
+        self.pending.clear()
+
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        tracker = self._tracker
+        if not self._backwarded or tracker is None or tracker.off or _is_compiling():
+            return
+        try:
+            stepped = {
+                id(p)
+                for group in optimizer.param_groups
+                for p in group["params"]
+                if p.requires_grad and p.grad is not None
+            }
+            for key, ref in self._backwarded.items():
+                module = ref()
+                if module is None:
+                    continue
+                count = sum(1 for p in module.parameters() if id(p) in stepped)
+                if count:
+                    before = self._stepped.get(key)
+                    self._stepped[key] = (ref, count + (before[1] if before else 0))
+        except Exception as exc:
+            tracker.fail("the loop probe (optimizer and module modes)", exc)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.pending or self._backwarded or self._stepped)
+
+    # -- the step end ---------------------------------------------------------------------
+    def record(self, tracker: ProbeHost, record: StepRecord, thinning: Thinning) -> None:
+        for ref, count in self._stepped.values():
+            module = ref()
+            if module is None or module.training:
+                continue
+            layers = self._modules.of(module)
+            in_eval = [name for name, m in layers if not m.training]
+            if not in_eval:
+                continue  # no mode-dependent layer is affected
+            steps = self._steps.get(module, 0) + 1
+            self._steps[module] = steps
+            if not thinning.allow("train-step-eval-mode", record.step):
+                continue
+            where = self._where_set(module)
+            site = where.site if where is not None else None
+            call = call_at(site, "eval" if where is not None and where.how == "eval()" else "train")
+            evidence = TrainStepEvalMode(
+                model=type(module).__name__,
+                variable=call.receiver if call is not None else None,
+                eval_modules=tuple(in_eval[:SHOWN_MODULES]),
+                eval_module_count=len(in_eval),
+                stochastic_count=len(layers),
+                stepped_params=count,
+                steps=steps,
+                set_how=where.how if where is not None else None,
+                set_step=where.step if where is not None else None,
+                set_before_watch=where is None,
+            )
+            tracker.emit(evidence.event(record.step, location_of(site)))
+
+    def _where_set(self, module: Any) -> _ModeSet | None:
+        """The latest eval()/train(False) seen on ``module`` or on a module containing it
+        (``wrapper.eval()`` with ``wrapper.encoder`` forwarded). Cached until a mode is set."""
+        cached = self._where.get(id(module))
+        if cached is not None and cached[0] == self._serial and cached[1]() is module:
+            return cached[2]
+        own = self._set.get(module)
+        best = own if own is not None and not own.mode else None
+        if own is None or own.mode:
+            for owner, seen in list(self._set.items()):
+                if seen.mode or (best is not None and seen.serial < best.serial):
+                    continue
+                if owner is not module and any(m is module for m in owner.modules()):
+                    best = seen
+        self._where[id(module)] = (self._serial, weakref.ref(module), best)
+        if len(self._where) > 4 * MAX_MODULES:
+            self._where = {k: v for k, v in self._where.items() if v[1]() is not None}
+        return best
+
+    def reset(self) -> None:
+        self.pending.clear()
+        self._backwarded.clear()
+        self._stepped.clear()
