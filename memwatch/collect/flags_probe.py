@@ -125,7 +125,7 @@ class FlagsProbe(Probe):
 
     def on_stop(self, tracker: ProbeHost) -> None:
         for switch in self._switches.values():
-            if switch.on and switch.consecutive:
+            if switch.on:  # final counts
                 self._emit(tracker, switch, tracker.step)
 
     @staticmethod
