@@ -7,8 +7,8 @@ from pathlib import Path
 
 from memwatch.collect.categories import CategoriesProbe
 from memwatch.collect.flags_probe import FlagsProbe
-from memwatch.collect.hook_sites import HookSitesProbe
 from memwatch.collect.holders_probe import HoldersProbe
+from memwatch.collect.hook_sites import HookSitesProbe
 from memwatch.collect.loop import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe

@@ -44,9 +44,12 @@ def _evaluate(model: nn.Module) -> float:
         return float(sum(model(torch.randn(16, 16)).sum() for _ in range(2)))
 
 
-EVAL_LINE = inspect.getsource(_evaluate).splitlines().index(
-    "    model.eval()  # the line a finding must point at"
-) + (inspect.getsourcelines(_evaluate)[1])
+EVAL_LINE = (
+    inspect.getsource(_evaluate)
+    .splitlines()
+    .index("    model.eval()  # the line a finding must point at")
+    + (inspect.getsourcelines(_evaluate)[1])
+)
 
 
 def _watched(loop: Callable[[], Any]) -> list[Finding]:

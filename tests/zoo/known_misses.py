@@ -61,20 +61,6 @@ KNOWN_MISSES: dict[str, str] = {
         "the graph kept by `loss_g.backward(retain_graph=True)` lives one step (not growing), so "
         "no retain-graph-leak"
     ),
-    # training-state smells (proposed kind train-mode-smell)
-    "bugs/validation_leaves_model_in_eval_every_k": (
-        "train-mode-smell is not a kind yet: after the every-10-iterations validation the "
-        "encoders stay in eval mode (Dropout, BatchNorm) for the rest of the epoch's training; "
-        "reported nothing"
-    ),
-    "bugs/train_function_never_calls_train_mode": (
-        "train-mode-smell is not a kind yet: test() leaves the model in eval mode and train() "
-        "never calls model.train(), so epochs 2-4 train with Dropout off; reported nothing"
-    ),
-    "bugs/detect_anomaly_left_on_in_helpers": (
-        "train-mode-smell is not a kind yet: torch.autograd.set_detect_anomaly(True) at import "
-        "stays on for the whole training run; reported nothing"
-    ),
     # false alarms
     "fixed/gan_generator_loss_retain_graph": (
         "FALSE ALARM: graph-retained-in-inference (error) on `netD`: three D forwards per step, "
@@ -83,10 +69,6 @@ KNOWN_MISSES: dict[str, str] = {
     "fixed/wgan_gp_epoch_loss_without_item": (
         "FALSE ALARM: graph-retained-in-inference (error) on `D`: every critic forward feeds "
         "d_loss.backward() or the gradient penalty's autograd.grad (create_graph, retain_graph)"
-    ),
-    "healthy/mc_dropout_predictions_no_grad": (
-        "FALSE ALARM: eval-mode-missing (warning) on `model`: Monte Carlo dropout deliberately "
-        "switches only the Dropout layers back to train under no_grad (BatchNorm stays in eval)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
     "bugs/zero_grad_per_microbatch": (
@@ -109,14 +91,6 @@ KNOWN_MISSES: dict[str, str] = {
     "bugs/zero_grad_once_per_epoch": (
         "grad-never-reset is not a kind yet: model.zero_grad() once per epoch, 20 steps add up "
         "their gradients; reported nothing"
-    ),
-    "bugs/forward_hook_registered_every_forward": (
-        "hooks-accumulate is not a kind yet: forward() registers a pre-hook (closure holding a "
-        "tensor) on 3 layers per call, only the last handle is removed; reported nothing"
-    ),
-    "bugs/fault_injector_hooks_never_removed": (
-        "hooks-accumulate is not a kind yet: a FaultInjector every 5 steps registers forward "
-        "hooks and drops the handles (8 hooks per layer at the end); reported nothing"
     ),
     "bugs/module_method_alias_ref_cycle": (
         "tensors-in-gc-cycle is not a kind yet: `self.which_act = self.relu_act` makes each "

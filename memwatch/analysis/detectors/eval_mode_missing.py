@@ -39,9 +39,7 @@ def _forgot_eval(seen: Observed[EvalPassTrainMode]) -> bool:
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = [
-        e for e in data.observed(EvalPassTrainMode) if _is_evaluation(e) and _forgot_eval(e)
-    ]
+    events = [e for e in data.observed(EvalPassTrainMode) if _is_evaluation(e) and _forgot_eval(e)]
     forwards = sum(e.evidence.forwards for e in events)
     if forwards < 2:
         return []

@@ -62,7 +62,15 @@ def _eval_mode_findings(events: list[Observed[TrainStepEvalMode]]) -> list[Findi
                 "assigned directly): no `eval()` call on it was seen"
             )
         else:
-            at_step = f" during step {ev.set_step}" if ev.set_step is not None else ""
+            set_steps = sorted(
+                {e.evidence.set_step for e in group if e.evidence.set_step is not None}
+            )
+            at_step = ""
+            if len(set_steps) == 1:
+                at_step = f" during step {set_steps[0]}"
+            elif set_steps:
+                at_step = f" (during steps {', '.join(map(str, set_steps[:6]))}"
+                at_step += ", ...)" if len(set_steps) > 6 else ")"
             where = (
                 f"it was put in eval mode by `{name or 'module'}.{ev.set_how or 'eval()'}`"
                 f"{_where(location)}{at_step}, and nothing switched it back"
