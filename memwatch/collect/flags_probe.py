@@ -73,6 +73,7 @@ class FlagsProbe(Probe):
             PROFILER: _Switch(PROFILER, _profiler_enabled),
         }
         self._tracker: ProbeHost | None = None
+        self._failed = False  # a setter raised in here: stop following it (one notice)
 
     def on_start(self, tracker: ProbeHost) -> None:
         self._tracker = tracker
@@ -96,7 +97,7 @@ class FlagsProbe(Probe):
 
     def _note_set(self, name: str, caller: FrameType) -> None:
         tracker = self._tracker
-        if tracker is None or tracker.off:
+        if tracker is None or tracker.off or self._failed:
             return
         try:
             switch = self._switches[name]
@@ -104,6 +105,7 @@ class FlagsProbe(Probe):
                 switch.set_site = site_of(first_user_frame(caller))
                 switch.before = False
         except Exception as exc:
+            self._failed = True
             tracker.fail("the flags probe (setter)", exc)
 
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:

@@ -87,6 +87,7 @@ class HookSitesProbe(Probe):
         self._tracker: ProbeHost | None = None
         self._sites: dict[tuple[Any, int, str], _Site] = {}
         self._thinning = Thinning()
+        self._failed = False  # a registration raised in here: stop following (one notice)
 
     def on_start(self, tracker: ProbeHost) -> None:
         self._tracker = tracker
@@ -123,7 +124,7 @@ class HookSitesProbe(Probe):
 
     def _note(self, method: str, owner: Any, handle: Any, caller: FrameType) -> None:
         tracker = self._tracker
-        if tracker is None or tracker.off:
+        if tracker is None or tracker.off or self._failed:
             return
         try:
             if caller.f_code.co_filename.startswith(_MEMWATCH_DIR) or _is_compiling():
@@ -153,6 +154,7 @@ class HookSitesProbe(Probe):
                 owner_ref = None
             site.entries.append((ref, hook_id, owner_ref))
         except Exception as exc:
+            self._failed = True
             tracker.fail("the hooks probe (registration)", exc)
 
     @staticmethod

@@ -263,3 +263,27 @@ def test_a_count_that_rises_over_the_run_and_drops_when_the_model_dies_is_a_warn
     assert finding.evidence["live"] == 15
     assert finding.evidence["rises"] == 5
     assert finding.first_step == 4
+
+
+def test_an_internal_error_while_following_registrations_costs_one_notice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the probe's frame walk broken (an internal error on every registration)
+    import memwatch.collect.hook_sites as hook_sites
+
+    def broken(frame: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(hook_sites, "first_user_frame", broken)
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False):
+        # WHEN the program registers and removes hooks, and trains
+        for _ in range(6):
+            handle = model[0].register_forward_hook(_keep)
+            _train_step(model, opt)
+            handle.remove()
+    # THEN the handles work, the hooks ran, and one notice says the part was switched off
+    assert len(model[0]._forward_hooks) == 0
+    assert hasattr(model[0], "last_mean")
+    assert capsys.readouterr().err.count("hooks probe (registration) switched off") == 1

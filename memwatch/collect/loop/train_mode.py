@@ -77,6 +77,7 @@ class TrainModeRecorder:
         self.pending: list[weakref.ref[Any]] = []  # eval-mode root forwards since a backward
         self._backwarded: dict[int, weakref.ref[Any]] = {}
         self._stepped: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._failed = False  # a wrapped call raised in here: stop following (one notice)
 
     # -- installation ---------------------------------------------------------------------
     def install(self, tracker: ProbeHost) -> None:
@@ -103,7 +104,7 @@ class TrainModeRecorder:
 
     def _note_set(self, module: Any, mode: Any, caller: FrameType) -> None:
         tracker = self._tracker
-        if tracker is None or tracker.off or _is_compiling():
+        if tracker is None or tracker.off or self._failed or _is_compiling():
             return
         try:
             how = "train(False)" if not mode else "train()"
@@ -116,6 +117,7 @@ class TrainModeRecorder:
         except TypeError:  # a module that cannot be weakly referenced: not followed
             pass
         except Exception as exc:
+            self._failed = True
             tracker.fail("the loop probe (module modes)", exc)
 
     # -- the loop -------------------------------------------------------------------------
@@ -139,7 +141,9 @@ class TrainModeRecorder:
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         tracker = self._tracker
-        if not self._backwarded or tracker is None or tracker.off or _is_compiling():
+        if not self._backwarded or tracker is None or tracker.off or self._failed:
+            return
+        if _is_compiling():
             return
         try:
             stepped = {
@@ -157,6 +161,7 @@ class TrainModeRecorder:
                     before = self._stepped.get(key)
                     self._stepped[key] = (ref, count + (before[1] if before else 0))
         except Exception as exc:
+            self._failed = True
             tracker.fail("the loop probe (optimizer and module modes)", exc)
 
     @property
