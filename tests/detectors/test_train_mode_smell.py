@@ -403,3 +403,38 @@ def test_a_profiler_on_for_the_whole_run_is_a_warning() -> None:
     (finding,) = detector.detect(long)
     assert "profiler" in finding.title
     assert finding.evidence["longest_run"] == 60
+
+
+def test_an_lstm_with_its_own_dropout_trained_in_eval_mode_is_named() -> None:
+    # GIVEN a language model whose only mode-dependent layer is nn.LSTM(dropout=0.3),
+    #       left in eval mode by an evaluation helper at the end of each epoch
+    class LanguageModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16, num_layers=2, dropout=0.3, batch_first=True)
+            self.head = nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0])
+
+    def evaluate(lm: nn.Module) -> None:
+        lm.eval()
+        with torch.no_grad():
+            lm(torch.randn(4, 5, 8))
+
+    def loop() -> None:
+        lm = LanguageModel()
+        opt = torch.optim.SGD(lm.parameters(), lr=0.01)
+        for _ in range(3):
+            for _ in range(4):
+                loss = lm(torch.randn(4, 5, 8)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            evaluate(lm)
+
+    (finding,) = of_kind(_watched(loop), KIND)
+    # THEN the LSTM is named as the affected layer, and evaluate()'s lm.eval() as the line
+    assert finding.variable == "lm"
+    assert finding.evidence["eval_modules"] == ["rnn (LSTM)"]
+    assert finding.location is not None and finding.location.function == "evaluate"

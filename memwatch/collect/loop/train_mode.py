@@ -35,6 +35,7 @@ from memwatch.collect.loop.common import (
     Thinning,
     call_at,
     location_of,
+    module_base,
     site_of,
 )
 from memwatch.evidence import TrainStepEvalMode
@@ -46,6 +47,12 @@ if TYPE_CHECKING:
     from memwatch.records import StepRecord
 
 _is_compiling = torch.compiler.is_compiling
+_nn = torch.nn
+_INSTANCE_NORM = module_base(
+    _nn.modules.instancenorm,
+    "_InstanceNorm",
+    (_nn.InstanceNorm1d, _nn.InstanceNorm2d, _nn.InstanceNorm3d),
+)
 MAX_MODULES = 8  # eval-mode root modules followed per step (more is not a training step)
 SHOWN_MODULES = 6  # eval-mode layer names kept in the evidence
 
@@ -174,7 +181,7 @@ class TrainModeRecorder:
             module = ref()
             if module is None or module.training:
                 continue
-            layers = self._modules.of(module)
+            layers = self._mode_dependent(module)
             in_eval = [name for name, m in layers if not m.training]
             if not in_eval:
                 continue  # no mode-dependent layer is affected
@@ -198,6 +205,22 @@ class TrainModeRecorder:
                 set_before_watch=where is None,
             )
             tracker.emit(evidence.event(record.step, location_of(site)))
+
+    def _mode_dependent(self, module: Any) -> tuple[tuple[str, Any], ...]:
+        """Its submodules whose output depends on the mode: Dropout/BatchNorm, and the layers
+        with a dropout or running statistics of their own (an LSTM with ``dropout``,
+        ``MultiheadAttention(dropout=...)``, InstanceNorm tracking running statistics).
+        Walked on the rare path only (a step that trained a module in eval mode)."""
+        found = list(self._modules.of(module))
+        for name, m in module.named_modules():
+            own = (
+                (isinstance(m, _nn.RNNBase) and m.dropout > 0 and m.num_layers > 1)
+                or (isinstance(m, _nn.MultiheadAttention) and m.dropout > 0)
+                or (isinstance(m, _INSTANCE_NORM) and m.track_running_stats)
+            )
+            if own:
+                found.append((f"{name} ({type(m).__name__})" if name else type(m).__name__, m))
+        return tuple(found)
 
     def _where_set(self, module: Any) -> _ModeSet | None:
         """The latest eval()/train(False) seen on ``module`` or on a module containing it
