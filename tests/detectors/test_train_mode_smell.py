@@ -438,3 +438,65 @@ def test_an_lstm_with_its_own_dropout_trained_in_eval_mode_is_named() -> None:
     assert finding.variable == "lm"
     assert finding.evidence["eval_modules"] == ["rnn (LSTM)"]
     assert finding.location is not None and finding.location.function == "evaluate"
+
+
+@pytest.mark.parametrize("planted", [False, True], ids=["clean", "planted"])
+def test_lightning_switching_modes_around_validation(planted: bool) -> None:
+    # GIVEN a LightningModule with Dropout and BatchNorm (its stem's BN frozen in eval at
+    #       each epoch start), validated every 4 batches: Lightning sets eval() for the
+    #       validation and restores the training modes after it; the planted bug puts the
+    #       whole model in eval mode at the end of each validation
+    L = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(L.LightningModule):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32))
+            self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.stem(x))
+
+        def on_train_epoch_start(self) -> None:
+            self.stem[1].eval()  # deliberate: frozen batch-norm statistics
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.mse_loss(self(x), y)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("val", nn.functional.mse_loss(self(x), y))
+
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+            if planted and batch_idx > 4:
+                self.eval()  # the planted bug: training resumes in eval mode
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64, 16), torch.randn(64, 1))
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=4,
+        limit_val_batches=2,
+    )
+    with memwatch(store=False) as mw:
+        trainer.fit(Module(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    # THEN the clean run raises no train-mode-smell (nor eval-mode-missing); the planted
+    #      eval() is named at its line
+    assert of_kind(mw.findings, "eval-mode-missing") == []
+    if not planted:
+        assert of_kind(mw.findings, KIND) == []
+        return
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.variable == "self"
+    assert finding.location is not None
+    assert finding.location.function == "on_train_batch_start"

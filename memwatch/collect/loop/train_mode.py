@@ -8,9 +8,12 @@ Three cheap observations, each on a path a healthy loop rarely takes:
   step. The recursion into the children is not recorded (one frame walk per user call).
 * ``note_eval_forward``: a root forward with grad enabled while the root module itself is
   in eval mode (one attribute read per root forward, done by ``LoopProbe``).
-* at a backward, those modules still in eval mode are kept; an optimizer step pre-hook
-  (only when some are kept) counts their parameters the optimizer steps (requires grad,
+* at a backward, those modules still in eval mode are kept. An optimizer step pre-hook
+  remembers (weakly) which optimizers step during the step; at the step end, when some
+  modules are kept, their parameters those optimizers stepped are counted (requires grad,
   has a gradient): a frozen backbone (no trainable parameter in the optimizer) drops out.
+  Counted at the step end, not in the hook: with a closure (Lightning's automatic
+  optimization, LBFGS) the forward and backward run inside ``step()``, after the hook.
 
 At the step end a ``TrainStepEvalMode`` is recorded per such module that has
 dropout/batch-norm layers in eval mode. Frozen batch norm inside a training model (only
@@ -76,14 +79,19 @@ class TrainModeRecorder:
     def __init__(self, modules: StochasticModules) -> None:
         self._modules = modules
         self._tracker: ProbeHost | None = None
+        # Mode changes the user's code made itself (``model.eval()`` in a user file), and
+        # those a library made for it (Lightning's validation loop): the user's are named
+        # first, since a library that restores modes by assignment leaves no call behind.
         self._set: weakref.WeakKeyDictionary[Any, _ModeSet] = weakref.WeakKeyDictionary()
+        self._set_by_library: weakref.WeakKeyDictionary[Any, _ModeSet] = weakref.WeakKeyDictionary()
         self._serial = 0
         self._depth = 0  # inside a wrapped train(): the children's calls are not recorded
         self._steps: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._where: dict[int, tuple[int, Any, _ModeSet | None]] = {}  # id -> (serial, owner)
         self.pending: list[weakref.ref[Any]] = []  # eval-mode root forwards since a backward
         self._backwarded: dict[int, weakref.ref[Any]] = {}
-        self._stepped: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._stepping: list[weakref.ref[Any]] = []  # optimizers stepping at _stepping_step
+        self._stepping_step = -1
         self._failed = False  # a wrapped call raised in here: stop following (one notice)
 
     # -- installation ---------------------------------------------------------------------
@@ -116,11 +124,15 @@ class TrainModeRecorder:
         try:
             how = "train(False)" if not mode else "train()"
             code = caller.f_code
+            direct: FrameType | None = caller
             if code.co_name == "eval" and not is_user_file(code.co_filename):
                 how = "eval()"
+                direct = caller.f_back
             self._serial += 1
             site = site_of(first_user_frame(caller))
-            self._set[module] = _ModeSet(site, bool(mode), tracker.step, how, self._serial)
+            seen = _ModeSet(site, bool(mode), tracker.step, how, self._serial)
+            by_user = direct is not None and is_user_file(direct.f_code.co_filename)
+            (self._set if by_user else self._set_by_library)[module] = seen
         except TypeError:  # a module that cannot be weakly referenced: not followed
             pass
         except Exception as exc:
@@ -147,40 +159,47 @@ class TrainModeRecorder:
         self.pending.clear()
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Which optimizers step during this step (a few attribute reads per step)."""
         tracker = self._tracker
-        if not self._backwarded or tracker is None or tracker.off or self._failed:
+        if tracker is None or tracker.off:
             return
-        if _is_compiling():
-            return
-        try:
-            stepped = {
-                id(p)
-                for group in optimizer.param_groups
-                for p in group["params"]
-                if p.requires_grad and p.grad is not None
-            }
-            for key, ref in self._backwarded.items():
-                module = ref()
-                if module is None:
-                    continue
-                count = sum(1 for p in module.parameters() if id(p) in stepped)
-                if count:
-                    before = self._stepped.get(key)
-                    self._stepped[key] = (ref, count + (before[1] if before else 0))
-        except Exception as exc:
-            self._failed = True
-            tracker.fail("the loop probe (optimizer and module modes)", exc)
+        step = tracker.step
+        if self._stepping_step != step:
+            self._stepping_step = step
+            self._stepping = []
+        if len(self._stepping) < MAX_MODULES:
+            try:
+                self._stepping.append(weakref.ref(optimizer))
+            except TypeError:
+                pass
+
+    def _stepped_params(self, module: Any, step: int) -> int:
+        """``module``'s parameters that the optimizers of ``step`` stepped."""
+        if self._stepping_step != step:
+            return 0
+        stepped = {
+            id(p)
+            for ref in self._stepping
+            if (optimizer := ref()) is not None
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.requires_grad and p.grad is not None
+        }
+        return sum(1 for p in module.parameters() if id(p) in stepped)
 
     @property
     def dirty(self) -> bool:
-        return bool(self.pending or self._backwarded or self._stepped)
+        return bool(self.pending or self._backwarded)
 
     # -- the step end ---------------------------------------------------------------------
     def record(self, tracker: ProbeHost, record: StepRecord, thinning: Thinning) -> None:
-        for ref, count in self._stepped.values():
+        for ref in self._backwarded.values():
             module = ref()
             if module is None or module.training:
                 continue
+            count = self._stepped_params(module, record.step)
+            if not count:
+                continue  # no optimizer of this step trains it (a frozen or fixed module)
             layers = self._mode_dependent(module)
             in_eval = [name for name, m in layers if not m.training]
             if not in_eval:
@@ -216,7 +235,7 @@ class TrainModeRecorder:
             own = (
                 (isinstance(m, _nn.RNNBase) and m.dropout > 0 and m.num_layers > 1)
                 or (isinstance(m, _nn.MultiheadAttention) and m.dropout > 0)
-                or (isinstance(m, _INSTANCE_NORM) and m.track_running_stats)
+                or (isinstance(m, _INSTANCE_NORM) and bool(getattr(m, "track_running_stats", 0)))
             )
             if own:
                 found.append((f"{name} ({type(m).__name__})" if name else type(m).__name__, m))
@@ -224,18 +243,14 @@ class TrainModeRecorder:
 
     def _where_set(self, module: Any) -> _ModeSet | None:
         """The latest eval()/train(False) seen on ``module`` or on a module containing it
-        (``wrapper.eval()`` with ``wrapper.encoder`` forwarded). Cached until a mode is set."""
+        (``wrapper.eval()`` with ``wrapper.encoder`` forwarded), the user's own calls first.
+        Cached until a mode is set."""
         cached = self._where.get(id(module))
         if cached is not None and cached[0] == self._serial and cached[1]() is module:
             return cached[2]
-        own = self._set.get(module)
-        best = own if own is not None and not own.mode else None
-        if own is None or own.mode:
-            for owner, seen in list(self._set.items()):
-                if seen.mode or (best is not None and seen.serial < best.serial):
-                    continue
-                if owner is not module and any(m is module for m in owner.modules()):
-                    best = seen
+        best = _latest_eval(self._set, module)
+        if best is None:
+            best = _latest_eval(self._set_by_library, module)
         self._where[id(module)] = (self._serial, weakref.ref(module), best)
         if len(self._where) > 4 * MAX_MODULES:
             self._where = {k: v for k, v in self._where.items() if v[1]() is not None}
@@ -244,4 +259,20 @@ class TrainModeRecorder:
     def reset(self) -> None:
         self.pending.clear()
         self._backwarded.clear()
-        self._stepped.clear()
+
+
+def _latest_eval(seen: weakref.WeakKeyDictionary[Any, _ModeSet], module: Any) -> _ModeSet | None:
+    """The latest eval()/train(False) in ``seen`` on ``module`` or a module containing it;
+    None when ``module``'s own latest call there was train()."""
+    own = seen.get(module)
+    if own is not None and not own.mode:
+        return own
+    best: _ModeSet | None = None
+    for owner, mode_set in list(seen.items()):
+        if mode_set.mode or owner is module or (best is not None and mode_set.serial < best.serial):
+            continue
+        if own is not None and mode_set.serial < own.serial:
+            continue  # switched back to train() on its own since
+        if any(m is module for m in owner.modules()):
+            best = mode_set
+    return best
