@@ -61,7 +61,8 @@ SHOWN_MODULES = 6  # eval-mode layer names kept in the evidence
 
 
 class _ModeSet:
-    """Where a module's mode was last set by the user's code (no frame kept)."""
+    """Where a module's mode was last set: the user's line (no frame kept), the mode, the
+    step, ``eval()`` or ``train(...)``, and a serial number that orders the calls."""
 
     __slots__ = ("how", "mode", "serial", "site", "step")
 
@@ -161,7 +162,7 @@ class TrainModeRecorder:
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Which optimizers step during this step (a few attribute reads per step)."""
         tracker = self._tracker
-        if tracker is None or tracker.off:
+        if tracker is None or tracker.off or _is_compiling():
             return
         step = tracker.step
         if self._stepping_step != step:
@@ -186,10 +187,6 @@ class TrainModeRecorder:
             if p.requires_grad and p.grad is not None
         }
         return sum(1 for p in module.parameters() if id(p) in stepped)
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.pending or self._backwarded)
 
     # -- the step end ---------------------------------------------------------------------
     def record(self, tracker: ProbeHost, record: StepRecord, thinning: Thinning) -> None:
