@@ -81,8 +81,8 @@ def detect(data: AnalysisInput) -> list[Finding]:
                 kind=KIND,
                 severity="warning",
                 title=(
-                    f"{hook}s pile up: `{receiver}.{ev.method}(...)` registers "
-                    f"{ev.live} that stay registered"
+                    f"{hook}s pile up: {ev.live} from `{receiver}.{ev.method}(...)` are "
+                    "still registered"
                 ),
                 detail=(
                     f"`{receiver}.{ev.method}(...)`{where} registered {ev.registered} "
