@@ -160,6 +160,104 @@ KNOWN_MISSES: dict[str, str] = {
         "FALSE ALARM: lingering-step-locals (warning) `z`, `x_hat`, `loss` from the previous "
         "step alive at the next forward (a flat loop in main(); not the reported bug)"
     ),
+    # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
+    # growing graphs held where the holder scan does not look
+    "bugs/metric_list_state_used_as_loss": (
+        "not found: the growing graphs are list entries of a metric helper object's state "
+        "(`model._dice.scores`, appended in update(), reset at epoch end); reported nothing"
+    ),
+    "bugs/trainer_update_stats_average_meter_tensor": (
+        "not found: the graph grows in `AverageMeter.sum` inside a nested OrderedDict on the "
+        "trainer (`trainer.stats['train']['Loss/total'].sum += val * n`); reported nothing"
+    ),
+    "bugs/trainer_metrics_history_defaultdict": (
+        "not found: per-step loss tensors with graphs appended to lists inside a "
+        "defaultdict(list) attribute `trainer.history`; reported nothing"
+    ),
+    "bugs/trainer_class_attribute_loss_list": (
+        "not found: the loss tensors are appended to a CLASS attribute list (`Trainer.losses`, "
+        "shared by the instances, reached through `self.losses`); reported nothing"
+    ),
+    "bugs/lightning_callback_collects_train_step_preds": (
+        "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
+        "un-detached logits Lightning passes through) to `self.preds` for the epoch; "
+        "reported nothing"
+    ),
+    "bugs/episode_runner_actions_keep_graph": (
+        "wrong kind: reported graph-retained-in-inference (error, `q`); the graphs growing in "
+        "the replay buffer (`buffer.episodes[i].data['actions']`, lists in objects in a list) "
+        "are not found"
+    ),
+    # kinds that exist today, missed on a new shape
+    "bugs/epoch_start_zero_grad_drops_last_accumulation": (
+        "not found: the zero_grad that wipes gradients between backward and step is the "
+        "epoch-start `self.optimizer.zero_grad()` (step only every `accumulate` batches, the "
+        "epoch's last batches are backpropagated then wiped); reported nothing"
+    ),
+    "bugs/pruning_speedup_replaces_layers_after_optimizer": (
+        "not found: the model object is kept and its layers are swapped in place with setattr "
+        "after the optimizer was built (no `model = ...` rebinding); the Adam optimizer keeps "
+        "only the replaced layers' parameters; reported nothing"
+    ),
+    "bugs/transformers_bert_predict_without_eval": (
+        "not found: predict() runs a tiny BertForSequenceClassification under torch.no_grad() "
+        "with the model in training mode (hidden/attention dropout active) every 5 steps; "
+        "reported nothing"
+    ),
+    "bugs/variable_size_images_forward_one_by_one": (
+        "not found: the model is called 16 times per step on `img.unsqueeze(0)` (a batch of "
+        "one, 4-D, the images of different sizes); reported nothing"
+    ),
+    "bugs/episode_logger_stats_never_cleared": (
+        "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
+        "memory); reported lingering-step-locals (warning: mac_out) instead"
+    ),
+    "bugs/launcher_enables_cudnn_benchmark_varlen_text": (
+        "not found: cudnn.benchmark is on and the Conv1d text model's sequence length changes "
+        "every step, but the model's root input is 2-D token ids (conv shapes are only noted "
+        "for root inputs of 3 or more dims); reported nothing"
+    ),
+    # proposed kinds: no detector yet
+    "bugs/batch_loop_keeps_last_step_output": (
+        "graph-kept-across-step is not a kind yet: `loop.batch_output` keeps the last step's "
+        "loss and output (with grad_fn) until the next step overwrites it; reported nothing"
+    ),
+    "bugs/detr_engine_missing_zero_grad": (
+        "grad-never-reset is not a kind yet: train_one_epoch never calls zero_grad (gradients "
+        "summed over the whole run, clipped, stepped); reported nothing"
+    ),
+    "bugs/feature_extractor_hooks_persist": (
+        "hooks-accumulate is not a kind yet: every FeatureExtractor registers 2 forward hooks "
+        "on the encoder and never removes them, each old hook keeps appending detached outputs; "
+        "reported nothing (no memory-growth either)"
+    ),
+    "bugs/frozen_batchnorm_reset_by_train": (
+        "train-mode-smell is not a kind yet: BatchNorm put in eval by freeze_encoder() is back "
+        "in training mode after each model.train() while its parameters stay frozen; "
+        "reported nothing"
+    ),
+    "bugs/relevance_hooks_cycle_keeps_inputs": (
+        "tensors-in-gc-cycle is not a kind yet: module -> _forward_hooks -> bound method -> "
+        "hook -> module cycles hold the stored input/output tensors until gc; reported nothing"
+    ),
+    # false alarms on the holdout's controls
+    "fixed/episode_runner_actions_keep_graph": (
+        "FALSE ALARM: graph-retained-in-inference (warning, `q`): the runner's forwards run with "
+        "grad enabled and their outputs are detached at once (freed, no pile-up)"
+    ),
+    "fixed/episode_logger_stats_never_cleared": (
+        "FALSE ALARM: lingering-step-locals (warning) `mac_out` (512 KiB) from the previous step "
+        "alive at the next forward (a flat loop in main(); not the reported bug)"
+    ),
+    "fixed/trainer_oom_retry_next_batch_in_except": (
+        "FALSE ALARM: oom-retry-loop (error, held by `self`): the retry runs after the except "
+        "block (flag set inside, `exc` gone); the trainer object `self` holding model and "
+        "optimizer is counted as the failed attempt's memory"
+    ),
+    "healthy/swa_averaged_model_update_bn": (
+        "FALSE ALARM: eval-mode-missing (warning, `update_bn`): torch.optim.swa_utils.update_bn "
+        "runs BatchNorm in training mode under no_grad on purpose, to recompute its statistics"
+    ),
 }
 
 #: Verdicts that rest on host RSS (the allocator's reuse of freed memory), which changes
