@@ -208,10 +208,6 @@ KNOWN_MISSES: dict[str, str] = {
         "not found: the model is called 16 times per step on `img.unsqueeze(0)` (a batch of "
         "one, 4-D, the images of different sizes); reported nothing"
     ),
-    "bugs/episode_logger_stats_never_cleared": (
-        "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
-        "memory); reported lingering-step-locals (warning: mac_out) instead"
-    ),
     "bugs/launcher_enables_cudnn_benchmark_varlen_text": (
         "not found: cudnn.benchmark is on and the Conv1d text model's sequence length changes "
         "every step, but the model's root input is 2-D token ids (conv shapes are only noted "
@@ -225,11 +221,6 @@ KNOWN_MISSES: dict[str, str] = {
     "bugs/detr_engine_missing_zero_grad": (
         "grad-never-reset is not a kind yet: train_one_epoch never calls zero_grad (gradients "
         "summed over the whole run, clipped, stepped); reported nothing"
-    ),
-    "bugs/feature_extractor_hooks_persist": (
-        "hooks-accumulate is not a kind yet: every FeatureExtractor registers 2 forward hooks "
-        "on the encoder and never removes them, each old hook keeps appending detached outputs; "
-        "reported nothing (no memory-growth either)"
     ),
     "bugs/frozen_batchnorm_reset_by_train": (
         "train-mode-smell is not a kind yet: BatchNorm put in eval by freeze_encoder() is back "
@@ -264,6 +255,11 @@ KNOWN_MISSES: dict[str, str] = {
 #: from run to run: marked ``xfail(strict=False)`` until host growth is attributed by a
 #: census instead of RSS. Same key format and reason style as KNOWN_MISSES.
 UNSTABLE: dict[str, str] = {
+    "bugs/episode_logger_stats_never_cleared": (
+        "not found in most runs: a Logger's defaultdict(list) gains a 512 KiB numpy array per "
+        "step (host memory); reported lingering-step-locals (warning: mac_out) instead; under "
+        "a loaded machine (tests/zoo with -n 2) RSS growth was seen once and the case passed"
+    ),
     "healthy/batch_size_rampup_curriculum": (
         "FALSE ALARM, some runs: host-memory-growth (warning) while the batch ramps up; "
         "whether RSS keeps rising depends on malloc reuse"
