@@ -71,27 +71,6 @@ KNOWN_MISSES: dict[str, str] = {
         "d_loss.backward() or the gradient penalty's autograd.grad (create_graph, retain_graph)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/zero_grad_per_microbatch": (
-        "not found: zero_grad runs between the backward passes of one accumulation (bwd, "
-        "zero_grad, bwd, ... , step); grad-reset-before-step only checks zero_grad directly "
-        "before step; reported nothing"
-    ),
-    "bugs/zero_grad_outside_accumulation_if": (
-        "not found: zero_grad every batch, step every 4th (two optimizers); the 3 discarded "
-        "backward passes are not recognised; reported nothing"
-    ),
-    "bugs/accelerate_zero_grad_at_start_of_accumulate": (
-        "not found: accelerate's wrapped zero_grad really zeroes only on the sync micro-step, "
-        "wiping 3 accumulated backward passes before the last one; reported nothing"
-    ),
-    "bugs/zero_grad_missing_in_trainer_step": (
-        "grad-never-reset is not a kind yet: Trainer.train_step never zeroes the LoRA "
-        "gradients; reported nothing"
-    ),
-    "bugs/zero_grad_once_per_epoch": (
-        "grad-never-reset is not a kind yet: model.zero_grad() once per epoch, 20 steps add up "
-        "their gradients; reported nothing"
-    ),
     "bugs/module_method_alias_ref_cycle": (
         "tensors-in-gc-cycle is not a kind yet: `self.which_act = self.relu_act` makes each "
         "trial's model (2 MiB buffer) a cycle; 10 models alive until gc; reported nothing"
@@ -143,11 +122,6 @@ KNOWN_MISSES: dict[str, str] = {
         "Dataset's self._memo dict of numpy arrays (zoo-b saw it missed entirely after other "
         "cases in one process; each case now runs in its own forked child)"
     ),
-    "fixed/per_sample_gradients_python_loop": (
-        "FALSE ALARM: grad-reset-before-step (error): torch.func.grad (vmap) counted as a "
-        "backward, then zero_grad, then p.grad assigned by hand before step (the bug twin gets "
-        "the same false error besides its correct unbatched-forward)"
-    ),
     "fixed/data_storage_parent_backref_cycle": (
         "FALSE ALARM: lingering-step-locals (warning) `h`, `agg`, `loss` from the previous step "
         "alive at the next forward (a flat loop in main(); not the reported bug)"
@@ -189,38 +163,15 @@ KNOWN_MISSES: dict[str, str] = {
         "are not found"
     ),
     # kinds that exist today, missed on a new shape
-    "bugs/epoch_start_zero_grad_drops_last_accumulation": (
-        "not found: the zero_grad that wipes gradients between backward and step is the "
-        "epoch-start `self.optimizer.zero_grad()` (step only every `accumulate` batches, the "
-        "epoch's last batches are backpropagated then wiped); reported nothing"
-    ),
-    "bugs/pruning_speedup_replaces_layers_after_optimizer": (
-        "not found: the model object is kept and its layers are swapped in place with setattr "
-        "after the optimizer was built (no `model = ...` rebinding); the Adam optimizer keeps "
-        "only the replaced layers' parameters; reported nothing"
-    ),
     "bugs/transformers_bert_predict_without_eval": (
         "not found: predict() runs a tiny BertForSequenceClassification under torch.no_grad() "
         "with the model in training mode (hidden/attention dropout active) every 5 steps; "
         "reported nothing"
     ),
-    "bugs/variable_size_images_forward_one_by_one": (
-        "not found: the model is called 16 times per step on `img.unsqueeze(0)` (a batch of "
-        "one, 4-D, the images of different sizes); reported nothing"
-    ),
-    "bugs/launcher_enables_cudnn_benchmark_varlen_text": (
-        "not found: cudnn.benchmark is on and the Conv1d text model's sequence length changes "
-        "every step, but the model's root input is 2-D token ids (conv shapes are only noted "
-        "for root inputs of 3 or more dims); reported nothing"
-    ),
     # proposed kinds: no detector yet
     "bugs/batch_loop_keeps_last_step_output": (
         "graph-kept-across-step is not a kind yet: `loop.batch_output` keeps the last step's "
         "loss and output (with grad_fn) until the next step overwrites it; reported nothing"
-    ),
-    "bugs/detr_engine_missing_zero_grad": (
-        "grad-never-reset is not a kind yet: train_one_epoch never calls zero_grad (gradients "
-        "summed over the whole run, clipped, stepped); reported nothing"
     ),
     "bugs/frozen_batchnorm_reset_by_train": (
         "train-mode-smell is not a kind yet: BatchNorm put in eval by freeze_encoder() is back "
@@ -239,11 +190,6 @@ KNOWN_MISSES: dict[str, str] = {
     "fixed/episode_logger_stats_never_cleared": (
         "FALSE ALARM: lingering-step-locals (warning) `mac_out` (512 KiB) from the previous step "
         "alive at the next forward (a flat loop in main(); not the reported bug)"
-    ),
-    "fixed/trainer_oom_retry_next_batch_in_except": (
-        "FALSE ALARM: oom-retry-loop (error, held by `self`): the retry runs after the except "
-        "block (flag set inside, `exc` gone); the trainer object `self` holding model and "
-        "optimizer is counted as the failed attempt's memory"
     ),
     "healthy/swa_averaged_model_update_bn": (
         "FALSE ALARM: eval-mode-missing (warning, `update_bn`): torch.optim.swa_utils.update_bn "
