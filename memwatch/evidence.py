@@ -341,6 +341,55 @@ class StaleOptimizerParams(Evidence):
 
 
 @dataclass(frozen=True, slots=True)
+class GcCycleGarbage(Evidence):
+    """Objects of one kind, each on a reference cycle, left for the cyclic collector.
+
+    Gathered by ``collect/gc_probe.py`` (counts are for the whole run so far, so the
+    latest event of a ``cycle`` tells everything): the objects (``object_type``, last
+    bound to ``variable``) lie on a cycle whose path from the object back to itself is
+    ``hops`` (``(edge, type)`` pairs: ``(".which_act", "bound method Net.relu_act")``,
+    ``(".__self__", "Net")``). ``unreachable``: objects found unreachable but alive at a
+    step end (garbage only ``gc`` frees); ``reclaimed_by_gc``: objects that died during
+    a collection; ``freed_by_refcount``: objects of this cycle that died without one;
+    ``refcount_after_unreachable``: objects judged unreachable that then died without a
+    collection (the verdict was wrong: the detector distrusts the evidence). ``pending``
+    is how many are unreachable now, ``peak_pending`` the most at once (step ends) and
+    ``peak_reclaimed_at_once`` the most one collection freed; ``object_bytes`` the tensor
+    bytes one object kept alive (the largest seen), ``peak_pending_bytes`` those of the
+    peak. ``garbage_objects``: distinct objects shown to be garbage during the run (found
+    unreachable, or reclaimed by a collection before a test). ``longest_pending_steps``:
+    steps the longest-waiting object stayed unreachable.
+    ``first_step``: the step end at which the first object was shown to be garbage.
+    ``at_stop`` (``at_stop_bytes``): objects first found unreachable when the watch
+    stopped, not counted in the run's numbers. ``user_type``: an object on the cycle
+    (class or function) is the program's own, not a library's.
+    """
+
+    KIND: ClassVar[str] = "gc-cycle-garbage"
+    cycle: str = ""
+    variable: str | None = None
+    object_type: str = ""
+    user_type: bool = True
+    hops: tuple[tuple[str, str], ...] = ()
+    object_bytes: int = 0
+    watched: int = 0
+    garbage_objects: int = 0
+    unreachable: int = 0
+    reclaimed_by_gc: int = 0
+    freed_by_refcount: int = 0
+    refcount_after_unreachable: int = 0
+    pending: int = 0
+    peak_pending: int = 0
+    peak_pending_bytes: int = 0
+    peak_reclaimed_at_once: int = 0
+    longest_pending_steps: int = 0
+    at_stop: int = 0
+    at_stop_bytes: int = 0
+    first_step: int | None = None
+    created_at: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnbatchedForwards(Evidence):
     """A step's root forwards on single samples (1-D or batch of 1)."""
 
@@ -490,6 +539,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         GradReset,
         GradCarriedOver,
         StaleOptimizerParams,
+        GcCycleGarbage,
         UnbatchedForwards,
         ConvInputShapes,
         OomRetry,

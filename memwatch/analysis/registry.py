@@ -26,6 +26,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     rank_imbalance,
     retain_graph_leak,
     stale_optimizer_params,
+    tensors_in_gc_cycle,  # docs/gc-cycles.md
     train_mode_smell,  # docs/train-mode-smell.md
     unbatched_forward,
 )
@@ -43,6 +44,7 @@ DETECTORS: tuple[Detector, ...] = (
     grad_reset_before_step.DETECTOR,
     grad_never_reset.DETECTOR,
     stale_optimizer_params.DETECTOR,
+    tensors_in_gc_cycle.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,
     train_mode_smell.DETECTOR,

@@ -71,19 +71,6 @@ KNOWN_MISSES: dict[str, str] = {
         "d_loss.backward() or the gradient penalty's autograd.grad (create_graph, retain_graph)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/module_method_alias_ref_cycle": (
-        "tensors-in-gc-cycle is not a kind yet: `self.which_act = self.relu_act` makes each "
-        "trial's model (2 MiB buffer) a cycle; 10 models alive until gc; reported nothing"
-    ),
-    "bugs/forward_hook_closure_captures_self": (
-        "tensors-in-gc-cycle is not a kind yet: a forward hook closure capturing self makes "
-        "each restart's model a cycle; reported nothing"
-    ),
-    "bugs/data_storage_parent_backref_cycle": (
-        "tensors-in-gc-cycle is not a kind yet: each batch's Storage holds `_parent=self`, 40 "
-        "batches alive until gc; reported lingering-step-locals (warning: h, agg, loss) and "
-        "host-memory-growth (warning, no location)"
-    ),
     "bugs/lightning_training_step_outputs_keep_graph": (
         "not found: every training_step loss (with its graph) appended to LightningModule "
         "attribute self.training_step_outputs (list of dicts), cleared at epoch end; steps come "
@@ -179,8 +166,11 @@ KNOWN_MISSES: dict[str, str] = {
         "reported nothing"
     ),
     "bugs/relevance_hooks_cycle_keeps_inputs": (
-        "tensors-in-gc-cycle is not a kind yet: module -> _forward_hooks -> bound method -> "
-        "hook -> module cycles hold the stored input/output tensors until gc; reported nothing"
+        "not found: the cycles (Conv2d/Linear -> _forward_hooks -> bound method "
+        "EpsilonHook.forward -> .module -> the layer) lie inside the model copy, not through "
+        "an object the program names at a step end (`modified` and `composite` themselves die "
+        "by reference counting); the gc probe only watches cycles that pass through a named "
+        "object; reported nothing"
     ),
     # false alarms on the holdout's controls
     "fixed/episode_runner_actions_keep_graph": (
