@@ -305,6 +305,10 @@ class EvalPassTrainMode(Evidence):
     step_backwards: int = 1
     model: str | None = None
     variable: str | None = None
+    # The root module's own mode: False when the user called eval() on it and switched
+    # some layers back to train (Monte Carlo dropout). Files from before it: True.
+    model_training: bool = True
+    eval_module_count: int = 0  # dropout/batch-norm submodules in eval mode meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +528,71 @@ class Oom(Evidence):
     holders: tuple[Mapping[str, Any], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TrainStepEvalMode(Evidence):
+    """An optimizer step that trained a root module forwarded in eval mode.
+
+    Gathered by ``collect/loop/train_mode.py`` at the step end: the module ran its forward
+    with grad enabled while ``module.training`` was False, a backward used it, and an
+    optimizer stepped some of its parameters (requires_grad, with a gradient). Located
+    where the module was last switched to eval (the user's ``eval()``/``train(False)``).
+    """
+
+    KIND: ClassVar[str] = "train-step-eval-mode"
+    model: str | None = None  # the root module's class
+    variable: str | None = None  # the receiver at the line that set eval: ``self.img_enc``
+    eval_modules: tuple[str, ...] = ()  # dropout/batch-norm submodules in eval (first few)
+    eval_module_count: int = 0
+    stochastic_count: int = 0  # dropout/batch-norm submodules in all
+    stepped_params: int = 0  # its parameters the optimizer stepped (requires_grad, grad)
+    steps: int = 0  # training steps of this module in eval mode so far (this one included)
+    set_how: str | None = None  # "eval()" or "train(False)"; None: not seen while watching
+    set_step: int | None = None  # the step during which eval was set
+    set_before_watch: bool = False  # in eval already when the watch started, or set by
+    # assigning ``.training`` (no eval()/train(False) call seen on it or a parent)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalFlagOn(Evidence):
+    """A process-wide autograd switch on while training steps ran (anomaly detection, the
+    autograd profiler / emit_nvtx), located where the user turned it on.
+
+    Gathered by ``collect/flags_probe.py`` at step ends (a cheap read of the flag);
+    ``steps_on`` counts the training steps (with a backward) that ended with it on.
+    """
+
+    KIND: ClassVar[str] = "global-flag-on"
+    flag: str = ""  # "anomaly-detection", "autograd-profiler"
+    steps_on: int = 0
+    steps_seen: int = 0  # training steps checked in all
+    first_step: int = 0
+    consecutive: int = 0  # the latest run of steps in a row with it on
+    set_call: str | None = None  # the call that turned it on, as written
+    set_before_watch: bool = False  # on already when the watch started
+
+
+@dataclass(frozen=True, slots=True)
+class LiveHooks(Evidence):
+    """Hooks registered at one line of the user's code and still registered.
+
+    Gathered by ``collect/hook_sites.py``: the ``register_*hook`` calls are wrapped to
+    remember the handle's (hooks dict, id) per registration site; on a step-end stride the
+    live ones are counted (a removed handle, or a dead module or tensor, drops out).
+    Recorded when the count changed; whether it piles up is the detector's call.
+    """
+
+    KIND: ClassVar[str] = "live-hooks"
+    method: str = ""  # "register_forward_pre_hook", "register_hook" (tensor) ...
+    live: int = 0  # hooks from this line still registered
+    registered: int = 0  # registered at this line in all
+    owners: int = 0  # distinct modules / tensors holding the live ones
+    max_per_owner: int = 0  # most live hooks from this line on one of them
+    owner_type: str | None = None  # class of that most-hooked module / tensor
+    owner_path: str | None = None  # where it sits: ``model.layers.0`` (when found)
+    variable: str | None = None  # the receiver at the line: ``layer``, ``module``
+    capped: bool = False  # more registrations than the probe follows (counts are floors)
+
+
 #: Every evidence kind, by the event kind it is stored as.
 EVIDENCE_KINDS: dict[str, type[Evidence]] = {
     k.KIND: k
@@ -545,6 +614,9 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         ConvInputShapes,
         OomRetry,
         Oom,
+        TrainStepEvalMode,
+        GlobalFlagOn,
+        LiveHooks,
     )
 }
 

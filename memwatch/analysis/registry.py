@@ -18,6 +18,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     graph_accumulation,
     graph_kept_across_step,
     graph_retained_in_inference,
+    hooks_accumulate,  # docs/hooks-accumulate.md
     host_memory_growth,
     lingering_step_locals,
     memory_growth,
@@ -27,6 +28,7 @@ from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-h
     retain_graph_leak,
     stale_optimizer_params,
     tensors_in_gc_cycle,  # docs/gc-cycles.md
+    train_mode_smell,  # docs/train-mode-smell.md
     unbatched_forward,
 )
 from memwatch.notices import notice
@@ -47,6 +49,8 @@ DETECTORS: tuple[Detector, ...] = (
     tensors_in_gc_cycle.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,
+    train_mode_smell.DETECTOR,
+    hooks_accumulate.DETECTOR,
     host_memory_growth.DETECTOR,
     oom_retry_loop.DETECTOR,
 )

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memwatch.collect.categories import CategoriesProbe
+from memwatch.collect.flags_probe import FlagsProbe
 from memwatch.collect.gc_probe import GcCycleProbe
 from memwatch.collect.holders_probe import HoldersProbe
+from memwatch.collect.hook_sites import HookSitesProbe
 from memwatch.collect.loop import LoopProbe
 from memwatch.collect.oom_probe import OomProbe
 from memwatch.collect.probe import Probe
@@ -33,6 +35,8 @@ def default_probes(options: ProbeOptions) -> list[Probe]:
     probes.append(StepKeptProbe())  # graphs kept one step: docs/graph-kept-across-step.md
     probes.append(CategoriesProbe())  # memory by category per step (docs/compare.md)
     probes.append(GcCycleProbe())  # objects freed only by the cyclic gc (docs/gc-cycles.md)
+    probes.append(FlagsProbe())  # autograd debugging switches left on (docs/train-mode-smell.md)
+    probes.append(HookSitesProbe())  # hooks piling up per line (docs/hooks-accumulate.md)
     if options.snapshot_at_step is not None or options.snapshot_on_oom:
         from memwatch.collect.snapshot import SnapshotProbe
 

@@ -124,3 +124,58 @@ def test_steps_without_backward_count_as_evaluation() -> None:
 def test_one_forward_per_training_step_is_silent() -> None:
     events = [_ev(i, forwards=1, backwards=1) for i in range(10)]
     assert detector.detect(analysis([step(i) for i in range(10)], events)) == []
+
+
+# -- mixed modes: which layers in train mode are deliberate -----------------------------------
+def test_monte_carlo_dropout_with_the_root_in_eval_mode_is_silent() -> None:
+    # GIVEN model.eval() and then only the Dropout layers switched back to train, under
+    #       no_grad (Monte Carlo dropout: several stochastic forwards per prediction)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Dropout(0.3), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for i in range(1, 9):
+            loss = model(torch.randn(32, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i % 4 == 0:
+                model.eval()
+                model[2].train()
+                with torch.no_grad():
+                    torch.stack([model(torch.randn(8, 16)) for _ in range(5)])
+                model.train()
+    # THEN no eval-mode warning: the user called eval(); dropout was re-enabled on purpose
+    assert of_kind(mw.findings, KIND) == []
+
+
+def test_frozen_batch_norm_then_an_evaluation_without_eval_still_warns() -> None:
+    # GIVEN a training model (root in train mode) with BatchNorm frozen in eval, evaluated
+    #       under no_grad without model.eval(): dropout is still on
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.Dropout(0.3), nn.Linear(32, 4))
+    model[1].eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for i in range(1, 9):
+            loss = model(torch.randn(32, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i % 4 == 0:
+                with torch.no_grad():
+                    [model(torch.randn(8, 16)) for _ in range(3)]
+    # THEN the warning names the dropout layer only
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.evidence["training_modules"] == ["2 (Dropout)"]
+
+
+def test_evidence_with_the_root_in_eval_mode_is_not_a_finding() -> None:
+    events = [
+        event(
+            "eval-pass-train-mode",
+            4,
+            {"how": "no_grad", "forwards": 5, "model_training": False, "eval_module_count": 1},
+        )
+    ]
+    assert detector.detect(analysis([step(i) for i in range(6)], events)) == []

@@ -28,34 +28,9 @@ KNOWN_MISSES: dict[str, str] = {
         "neither retain-graph-leak (not growing) nor graph-kept-across-step reports it; reported "
         "nothing"
     ),
-    # training-state smells (proposed kind train-mode-smell)
-    "bugs/validation_leaves_model_in_eval_every_k": (
-        "train-mode-smell is not a kind yet: after the every-10-iterations validation the "
-        "encoders stay in eval mode (Dropout, BatchNorm) for the rest of the epoch's training; "
-        "reported nothing"
-    ),
-    "bugs/train_function_never_calls_train_mode": (
-        "train-mode-smell is not a kind yet: test() leaves the model in eval mode and train() "
-        "never calls model.train(), so epochs 2-4 train with Dropout off; reported nothing"
-    ),
-    "bugs/detect_anomaly_left_on_in_helpers": (
-        "train-mode-smell is not a kind yet: torch.autograd.set_detect_anomaly(True) at import "
-        "stays on for the whole training run; reported nothing"
-    ),
     # false alarms
-    "healthy/mc_dropout_predictions_no_grad": (
-        "FALSE ALARM: eval-mode-missing (warning) on `model`: Monte Carlo dropout deliberately "
-        "switches only the Dropout layers back to train under no_grad (BatchNorm stays in eval)"
-    ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/forward_hook_registered_every_forward": (
-        "hooks-accumulate is not a kind yet: forward() registers a pre-hook (closure holding a "
-        "tensor) on 3 layers per call, only the last handle is removed; reported nothing"
-    ),
-    "bugs/fault_injector_hooks_never_removed": (
-        "hooks-accumulate is not a kind yet: a FaultInjector every 5 steps registers forward "
-        "hooks and drops the handles (8 hooks per layer at the end); reported nothing"
-    ),
+    # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
     "bugs/trainer_compute_metrics_keeps_eval_logits": (
         "not found: transformers Trainer.evaluation_loop concatenates every eval batch's logits "
         "(3 evaluations x 12 batches x 8x32x2000 floats) inside one evaluation, with no "
@@ -94,11 +69,6 @@ KNOWN_MISSES: dict[str, str] = {
         "loop twins (log_metrics: 90%); no threshold separates them"
     ),
     # proposed kinds: no detector yet
-    "bugs/feature_extractor_hooks_persist": (
-        "hooks-accumulate is not a kind yet: every FeatureExtractor registers 2 forward hooks "
-        "on the encoder and never removes them, each old hook keeps appending detached outputs; "
-        "reported nothing (no memory-growth either)"
-    ),
     "bugs/frozen_batchnorm_reset_by_train": (
         "train-mode-smell is not a kind yet: BatchNorm put in eval by freeze_encoder() is back "
         "in training mode after each model.train() while its parameters stay frozen; "

@@ -9,6 +9,14 @@ the model changes while being evaluated.
 A single no-grad forward per training step (a teacher / target network, a pseudo-label
 pass) is not evaluation; it counts only when a step holds several such forwards or has
 no backward at all.
+
+Mixed modes: a module's own mode is the user's declared intent for its subtree. When the
+root module is in eval mode (``model.eval()`` was called) and some layers are in training
+mode anyway, they were switched back on purpose (Monte Carlo dropout: ``model.eval()``
+then ``m.train()`` on the Dropout layers): not a finding. When the root is in training
+mode, every Dropout/BatchNorm layer still training counts, even if others were put in
+eval (frozen batch norm and then an evaluation without ``model.eval()``: dropout is
+still on).
 """
 
 from __future__ import annotations
@@ -25,8 +33,13 @@ def _is_evaluation(seen: Observed[EvalPassTrainMode]) -> bool:
     return seen.evidence.forwards >= 2 or seen.evidence.step_backwards == 0
 
 
+def _forgot_eval(seen: Observed[EvalPassTrainMode]) -> bool:
+    """The root module was left in training mode (see the module doc on mixed modes)."""
+    return seen.evidence.model_training
+
+
 def detect(data: AnalysisInput) -> list[Finding]:
-    events = [e for e in data.observed(EvalPassTrainMode) if _is_evaluation(e)]
+    events = [e for e in data.observed(EvalPassTrainMode) if _is_evaluation(e) and _forgot_eval(e)]
     forwards = sum(e.evidence.forwards for e in events)
     if forwards < 2:
         return []

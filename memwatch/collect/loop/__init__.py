@@ -13,6 +13,7 @@ One file per evidence kind, one probe to ride the hooks:
 | ``ConvInputShapes`` | ``conv_shapes.py`` | ``cudnn-benchmark-dynamic-shapes`` |
 | ``UnbatchedForwards`` | ``unbatched.py`` | ``unbatched-forward`` |
 | ``StaleOptimizerParams`` | ``stale_params.py`` | ``stale-optimizer-params`` |
+| ``TrainStepEvalMode`` | ``train_mode.py`` | ``train-mode-smell`` |
 
 ``probe.LoopProbe`` dispatches the tracker's hooks to them (``common.py`` holds what
 they share). Cost, in the common path of a healthy loop: a few attribute reads per hook.

@@ -4,13 +4,15 @@ Two ways a forward is evaluation: grad is disabled (``no_grad``: seen at the roo
 pre-hook), or its graph was never used by a backward (``no_backward``: known at the step
 end from the forwards recorder). Either way, when the model still has Dropout/BatchNorm
 submodules with ``training=True``, ``EvalPassTrainMode`` is recorded with how many
-forwards and which modules.
+forwards and which modules, and the root module's own mode (``model_training``) with the
+count of those layers in eval mode: a root in eval mode with some layers switched back to
+train is a deliberate mix (Monte Carlo dropout), which the detector tells apart.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memwatch.collect.frames import first_user_frame
 from memwatch.collect.loop.common import Site, Thinning, call_at, location_of, site_of
@@ -32,14 +34,19 @@ class EvalModeRecorder:
         self._site: Site | None = None
         self._modules: tuple[str, ...] = ()
         self._model = ""
+        self._model_training = True
+        self._eval_count = 0
 
-    def note_no_grad(self, model: str, training: tuple[str, ...]) -> None:
-        """A root forward under no_grad while ``training`` submodules were training."""
+    def note_no_grad(self, module: Any, training: tuple[str, ...], stochastic: int) -> None:
+        """A root forward under no_grad while ``training`` of its ``stochastic``
+        dropout/batch-norm submodules were training."""
         self.no_grad_forwards += 1
         if self._site is None:
             self._site = site_of(first_user_frame(sys._getframe(2)))
             self._modules = training
-            self._model = model
+            self._model = type(module).__name__
+            self._model_training = bool(module.training)
+            self._eval_count = stochastic - len(training)
 
     def record_no_grad(
         self, tracker: ProbeHost, record: StepRecord, forwards: int, thinning: Thinning
@@ -55,6 +62,8 @@ class EvalModeRecorder:
                 self._model,
                 forwards,
                 thinning,
+                self._model_training,
+                self._eval_count,
             )
 
     @staticmethod
@@ -68,6 +77,8 @@ class EvalModeRecorder:
         model: str,
         step_forwards: int,
         thinning: Thinning,
+        model_training: bool = True,
+        eval_module_count: int = 0,
     ) -> None:
         step = record.step
         if count <= 0 or not thinning.allow(f"eval-pass-train-mode/{how}", step):
@@ -82,5 +93,7 @@ class EvalModeRecorder:
             step_backwards=record.backward_calls,
             model=model,
             variable=call.callee if call else None,
+            model_training=model_training,
+            eval_module_count=eval_module_count,
         )
         tracker.emit(evidence.event(step, location_of(site)))

@@ -28,6 +28,7 @@ from memwatch.collect.loop.grad_reset import GradResetRecorder
 from memwatch.collect.loop.microbatch import MicrobatchRecorder
 from memwatch.collect.loop.retain import RetainRecorder
 from memwatch.collect.loop.stale_params import StaleParamsRecorder
+from memwatch.collect.loop.train_mode import TrainModeRecorder
 from memwatch.collect.loop.unbatched import UnbatchedRecorder
 from memwatch.collect.probe import BackwardCall, Probe
 
@@ -65,6 +66,7 @@ class LoopProbe(Probe):
         self.unbatched = UnbatchedRecorder()
         self.shapes = ConvShapesRecorder()
         self.stale_params = StaleParamsRecorder()
+        self.train_mode = TrainModeRecorder(self._modules)
         self._cur_unbatched = False
         self._skip = False  # the current root forward is a loss module
         self._continues = False  # ... or takes the previous root forward's output
@@ -74,6 +76,7 @@ class LoopProbe(Probe):
     def on_start(self, tracker: ProbeHost) -> None:
         self.grad_reset.install(tracker)
         self.stale_params.install(tracker)
+        self.train_mode.install(tracker)
 
     # -- forwards -------------------------------------------------------------------------
     def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
@@ -102,7 +105,11 @@ class LoopProbe(Probe):
             training = self._modules.training(module)
             if training:
                 self._dirty = True
-                self.eval_mode.note_no_grad(type(module).__name__, training)
+                stochastic = len(self._modules.of(module))
+                self.eval_mode.note_no_grad(module, training, stochastic)
+        elif not module.training:  # training an eval-mode model? (train_mode.py)
+            self._dirty = True
+            self.train_mode.note_eval_forward(module)
 
     def on_root_forward_post(
         self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
@@ -125,6 +132,8 @@ class LoopProbe(Probe):
     def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         self._order.backward()
         self.grad_reset.after_backward(call)
+        if self.train_mode.pending:
+            self.train_mode.on_backward()
         if call.retain_graph:
             self._dirty = True
             self.retain.note(call)
@@ -147,6 +156,7 @@ class LoopProbe(Probe):
         self.microbatch.record(tracker, step, thinning)
         self.unbatched.record(tracker, step, forwards, thinning)
         self.shapes.record(tracker, step, thinning)
+        self.train_mode.record(tracker, record, thinning)
         self._reset_step()
 
     def _reset_step(self) -> None:
@@ -158,3 +168,4 @@ class LoopProbe(Probe):
         self.microbatch.reset()
         self.unbatched.reset()
         self.shapes.reset()
+        self.train_mode.reset()
