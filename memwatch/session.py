@@ -282,6 +282,7 @@ class Watch:
                 )
             ),
             device=device,
+            sample=self.analysis_mode != "deep",  # deep: saved tensors counted every step
         )
         self._tracker.manual = self._manual_steps
         _ACTIVE = self

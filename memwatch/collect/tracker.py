@@ -33,6 +33,7 @@ from memwatch.collect.frames import first_user_frame, frame_location, user_frame
 from memwatch.collect.hooks import GlobalHooks
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe, ProbeHost
 from memwatch.collect.rss import RssReader
+from memwatch.collect.sampling import SavedSampling
 from memwatch.collect.saved import (
     SavedTensorCounter,
     SavedTensorHooks,
@@ -40,11 +41,19 @@ from memwatch.collect.saved import (
 )
 from memwatch.collect.steps import FORWARD_ONLY_CONFIRM, StepBoundaries, StepHost
 from memwatch.notices import notice
-from memwatch.records import Event, Holder, MemoryCategories, StepRecord
+from memwatch.records import (
+    MEASURED_ALL_MODULES,
+    MEASURED_SAVED,
+    Event,
+    Holder,
+    MemoryCategories,
+    StepRecord,
+)
 
 __all__ = ["FORWARD_ONLY_CONFIRM", "Sink", "Tracker"]
 
 _is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
 
 
 class Sink(Protocol):
@@ -65,6 +74,7 @@ class Tracker:
         probes: list[Probe],
         device: DeviceMemory | None = None,
         watch_saved_tensors: bool = True,
+        sample: bool = True,
     ) -> None:
         self.sink = sink
         self.probes = list(probes)
@@ -85,7 +95,10 @@ class Tracker:
         self._root_saved_before = 0
         # A probe that has just confirmed a problem sets this: the sink analyses at this
         # step end instead of waiting for its next periodic pass (detection latency).
-        self.analysis_requested = False
+        self._analysis_requested = False
+        # Which steps count saved tensors (sampling.py); ``sample=False``: every step.
+        self.sampling = SavedSampling(enabled=sample)
+        self._step_counted = False  # this step's saved tensors are counted from its start
         host: StepHost = self  # the step machine sees the tracker only through this seam
         self._steps = StepBoundaries(host)
         self._hooks: dict[str, list[Callable[..., None]]] = {}
@@ -124,14 +137,44 @@ class Tracker:
                     self._rebuild_probe_hooks()
 
     # -- what probes may ask (memwatch.collect.probe.ProbeHost) ------------------------------
+    @property
+    def analysis_requested(self) -> bool:
+        return self._analysis_requested
+
+    @analysis_requested.setter
+    def analysis_requested(self, value: bool) -> None:
+        self._analysis_requested = value
+        if value:
+            self.escalate("a probe confirmed a problem")
+
     def emit(self, event: Event) -> None:
         """Send an observation to the store and the detectors.
 
         While forward-only cuts are pending the step numbers are not settled yet, so the
         step machine holds the event with the index of its segment (see ``steps.py``).
+        Evidence is a signal for the sampling (``sampling.py``), unless it is routine.
         """
+        sampling = self.sampling
+        sampling.note_evidence(event.kind)
+        if sampling.escalated:
+            self._count_saved_now()
         if not self._steps.hold(event):
             self.sink.on_event(event)
+
+    def escalate(self, reason: str) -> None:
+        """Something may be kept: measure every step from now on for a while (sampling.py)."""
+        self.sampling.escalate(reason)
+        self._count_saved_now()
+
+    def _count_saved_now(self) -> None:
+        """Push the saved-tensor hooks at once (the step already running stays marked as
+        not counted: it was not counted from its start)."""
+        hooks = self._saved_hooks
+        if hooks is not None and not hooks.pushed and hooks.enabled and not self.off:
+            try:
+                hooks.resume()
+            except Exception as exc:
+                self.fail("saved-tensor counting", exc)
 
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
@@ -169,6 +212,38 @@ class Tracker:
     def send_event(self, event: Event) -> None:
         self.sink.on_event(event)
 
+    def measured_flags(self) -> int:
+        flags = MEASURED_ALL_MODULES
+        if self._step_counted:
+            flags |= MEASURED_SAVED
+        return flags
+
+    def step_settled(self, record: StepRecord) -> None:
+        """Choose what the next step measures (sampling.py), from what this one showed."""
+        hooks = self._saved_hooks
+        if hooks is None or not hooks.enabled:
+            self._step_counted = False
+            return
+        try:
+            measure = self.sampling.step_end(
+                record.saved_bytes is not None,
+                record.duration_s,
+                hooks.packs,
+                record.saved_bytes,
+                record.rss_bytes,
+                record.allocated_bytes,
+            )
+            hooks.packs = 0
+            if measure:
+                hooks.resume()
+            else:
+                hooks.pause()
+            self._step_counted = hooks.pushed
+        except Exception as exc:
+            self.fail("saved-tensor sampling", exc)
+            self.sampling.enabled = False
+            self._step_counted = False
+
     def describe_device(self, device: int) -> None:
         """Tell the sink which CUDA device the run uses (first CUDA step, or a change)."""
         on_device = getattr(self.sink, "on_device", None)
@@ -182,6 +257,7 @@ class Tracker:
     # -- install / remove -------------------------------------------------------------------
     def start(self) -> None:
         self._installed.install(self, self._steps, self._saved_hooks)
+        self._step_counted = self._saved_hooks is not None and self._saved_hooks.pushed
         self._steps.start_clock()
         self._call_probes("on_start")
 
@@ -245,6 +321,11 @@ class Tracker:
                 oom_observer.observe_exception(handling)
         if self._depth == 1:
             try:
+                if not module.training and not self._step_counted and _grad_enabled():
+                    # an evaluation forward that builds a graph while saved tensors are
+                    # not counted: a signal (graphs kept in inference, sampling.py)
+                    if _builds_graph(output):
+                        self.escalate("a forward in eval mode built a graph")
                 if self._hooks["on_root_forward_post"]:
                     delta = self.saved.current - self._root_saved_before
                     self._call_probes("on_root_forward_post", module, output, delta)
@@ -274,6 +355,8 @@ class Tracker:
             raise
         try:
             self._steps.backward_done()
+            if (retain or create) and not self.sampling.escalated:
+                self.escalate("a backward kept its graph (retain_graph/create_graph)")
             if self._hooks["on_backward"]:
                 call = BackwardCall(
                     tensors=args[0] if args else kwargs.get("tensors", kwargs.get("outputs")),
@@ -317,6 +400,18 @@ class Tracker:
                 frame_location(user) if user is not None else None,
             )
         )
+
+
+def _builds_graph(output: Any) -> bool:
+    """Whether a forward's output (a tensor, or one of the first few in a tuple, list or
+    dict) carries autograd history."""
+    if isinstance(output, torch.Tensor):
+        return not output.is_leaf
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return any(isinstance(t, torch.Tensor) and not t.is_leaf for t in output[:8])
+    return False
 
 
 def _default_device() -> DeviceMemory:
