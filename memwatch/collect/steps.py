@@ -66,6 +66,9 @@ class StepHost(Protocol):
     def step_settled(self, record: StepRecord) -> None:
         """A step ended and the next began: decide what the next one measures."""
 
+    def note_optimizer(self, optimizer: Any) -> None:
+        """An optimizer is about to step (a new one may mean a new model)."""
+
 
 class StepBoundaries:
     """Decides where steps end and builds one ``StepRecord`` per step."""
@@ -89,6 +92,11 @@ class StepBoundaries:
         self._carried_device_peak: int | None = None
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
+
+    @property
+    def forward_calls(self) -> int:
+        """Root forwards seen in the step so far."""
+        return self._forward_calls
 
     def start_clock(self) -> None:
         """The watch starts now: the first step's time counts from here."""
@@ -133,6 +141,7 @@ class StepBoundaries:
         # Known before the first step ends, so LBFGS closures (forward/backward inside
         # step()) never trigger the no-optimizer fallback.
         self._seen_optimizer = True
+        self._host.note_optimizer(optimizer)
         if self._cuts:
             self._merge_forward_only_cuts()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
@@ -30,10 +31,10 @@ from memwatch.collect import cuda
 from memwatch.collect import oom as oom_observer
 from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
-from memwatch.collect.hooks import GlobalHooks
+from memwatch.collect.hooks import GlobalHooks, ModuleHooks
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe, ProbeHost
 from memwatch.collect.rss import RssReader
-from memwatch.collect.sampling import SavedSampling
+from memwatch.collect.sampling import ROUTINE_EVIDENCE, SavedSampling
 from memwatch.collect.saved import (
     SavedTensorCounter,
     SavedTensorHooks,
@@ -99,6 +100,11 @@ class Tracker:
         # Which steps count saved tensors (sampling.py); ``sample=False``: every step.
         self.sampling = SavedSampling(enabled=sample)
         self._step_counted = False  # this step's saved tensors are counted from its start
+        # Root forwards: global module hooks while discovering roots, then only the known
+        # roots' (hooks.ModuleHooks); whether this whole step had the global ones.
+        self._modules = ModuleHooks(self)
+        self._step_all_modules = True
+        self._optimizers: weakref.WeakSet[Any] = weakref.WeakSet()
         host: StepHost = self  # the step machine sees the tracker only through this seam
         self._steps = StepBoundaries(host)
         self._hooks: dict[str, list[Callable[..., None]]] = {}
@@ -154,17 +160,34 @@ class Tracker:
         step machine holds the event with the index of its segment (see ``steps.py``).
         Evidence is a signal for the sampling (``sampling.py``), unless it is routine.
         """
-        sampling = self.sampling
-        sampling.note_evidence(event.kind)
-        if sampling.escalated:
-            self._count_saved_now()
+        if event.kind not in ROUTINE_EVIDENCE:
+            self.escalate(f"evidence {event.kind}")
         if not self._steps.hold(event):
             self.sink.on_event(event)
 
     def escalate(self, reason: str) -> None:
-        """Something may be kept: measure every step from now on for a while (sampling.py)."""
+        """Something may be kept: measure every step from now on for a while (sampling.py),
+        and watch every module call again (a root module memwatch does not know yet)."""
         self.sampling.escalate(reason)
         self._count_saved_now()
+        self._rediscover()
+
+    def _rediscover(self) -> None:
+        modules = self._modules
+        if modules.discovering and modules.pending is None:
+            modules.rediscover()  # restarts the countdown
+            return
+        modules.rediscover()
+        self._switch_modules()
+
+    def _switch_modules(self) -> None:
+        """Apply a pending module-hook switch, between forwards only."""
+        if self._depth == 0 and self._modules.pending is not None and not self.off:
+            try:
+                self._modules.apply()
+            except Exception as exc:
+                self.fail("root-module hooks", exc)
+            self._step_all_modules = False
 
     def _count_saved_now(self) -> None:
         """Push the saved-tensor hooks at once (the step already running stays marked as
@@ -213,13 +236,26 @@ class Tracker:
         self.sink.on_event(event)
 
     def measured_flags(self) -> int:
-        flags = MEASURED_ALL_MODULES
+        flags = MEASURED_ALL_MODULES if self._step_all_modules else 0
         if self._step_counted:
             flags |= MEASURED_SAVED
         return flags
 
+    def note_optimizer(self, optimizer: Any) -> None:
+        if optimizer in self._optimizers:
+            return
+        try:
+            self._optimizers.add(optimizer)
+        except TypeError:
+            return
+        if not self._modules.discovering:
+            self._rediscover()  # a new optimizer: maybe a new model (k-fold, a rebuild)
+
     def step_settled(self, record: StepRecord) -> None:
         """Choose what the next step measures (sampling.py), from what this one showed."""
+        self._modules.step_end()
+        self._switch_modules()
+        self._step_all_modules = self._modules.discovering and self._modules.pending is None
         hooks = self._saved_hooks
         if hooks is None or not hooks.enabled:
             self._step_counted = False
@@ -256,7 +292,7 @@ class Tracker:
 
     # -- install / remove -------------------------------------------------------------------
     def start(self) -> None:
-        self._installed.install(self, self._steps, self._saved_hooks)
+        self._installed.install(self, self._steps, self._saved_hooks, self._modules)
         self._step_counted = self._saved_hooks is not None and self._saved_hooks.pushed
         self._steps.start_clock()
         self._call_probes("on_start")
@@ -300,6 +336,8 @@ class Tracker:
         self._depth += 1
         if self._depth == 1:
             try:
+                if self._modules.discovering:
+                    self._modules.note_root(module)
                 self._steps.root_forward(module)  # may end a step first
                 if self._note_root_module is not None:
                     self._note_root_module(module)
@@ -333,6 +371,8 @@ class Tracker:
                 self.fail("forward hooks", exc)
         if self._depth > 0:
             self._depth -= 1
+            if self._depth == 0 and self._modules.pending is not None:
+                self._switch_modules()
         return None
 
     def run_backward(
@@ -354,6 +394,8 @@ class Tracker:
             oom_observer.observe_exception(exc)  # OOMs that are not OutOfMemoryError
             raise
         try:
+            if not self._modules.discovering and self._steps.forward_calls == 0:
+                self._rediscover()  # a backward without a known root forward: a new model?
             self._steps.backward_done()
             if (retain or create) and not self.sampling.escalated:
                 self.escalate("a backward kept its graph (retain_graph/create_graph)")
