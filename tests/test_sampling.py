@@ -156,9 +156,7 @@ def test_a_leak_starting_while_sampling_is_reported_by_step_k_plus_5(leak: str) 
             elif seen_at is None and _problems(mw):
                 seen_at = i
         counted_before = [
-            s.saved_measured
-            for s in mw.steps
-            if sampling.WARMUP_STEPS + 8 <= s.step < LATE
+            s.saved_measured for s in mw.steps if sampling.WARMUP_STEPS + 8 <= s.step < LATE
         ]
     # THEN sampling was on before the leak (some steps were not counted) ...
     assert counted_before and not all(counted_before)

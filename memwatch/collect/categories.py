@@ -99,6 +99,7 @@ class CategoriesProbe(Probe):
     """Emits one ``MemoryCategories`` per step through ``tracker.emit_categories``."""
 
     name = "categories"
+    step_ends = "measured"  # activations are the counted saved bytes: nothing to say else
 
     def __init__(self, refresh_every: int = REFRESH_EVERY) -> None:
         self._modules: weakref.WeakSet[Any] = weakref.WeakSet()

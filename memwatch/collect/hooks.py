@@ -343,4 +343,3 @@ def _root_wrapper(
         return result
 
     return root_call
-

@@ -32,7 +32,7 @@ from collections import deque
 #: Steps at the start of a run that are always measured (warm-up, the first signals).
 WARMUP_STEPS = 8
 #: After a signal, every step is measured for this many steps (renewed by each signal).
-ESCALATED_STEPS = 32
+ESCALATED_STEPS = 16
 #: Share of a step the sampled counting may cost on average.
 BUDGET = 0.02
 #: Cost of one saved tensor under the hooks (pack, unpack, release), a floor for the
@@ -88,13 +88,18 @@ class SavedSampling:
         saved_alive: int | None,
         rss_bytes: int | None,
         device_bytes: int | None,
+        training_step: bool = True,
     ) -> bool:
-        """A step ended (``measured``: counted from its start); True to measure the next."""
+        """A step ended (``measured``: counted from its start); True to measure the next.
+
+        ``training_step``: the step ended at an optimizer step, ``mw.step()`` or after a
+        backward. Other step ends (a root forward, before any backward) may fall inside
+        one training iteration, whose graph is legitimately alive: no signal there."""
         self._steps += 1
         if measured:
             self._measured_s.append(duration_s)
             self._packs = packs
-            if saved_alive:
+            if saved_alive and training_step:
                 self.escalate("saved bytes alive at a step end")
         else:
             self._unmeasured_s.append(duration_s)
@@ -105,7 +110,8 @@ class SavedSampling:
         if not self.enabled or self._steps < WARMUP_STEPS or self._escalated_left > 0:
             self._since_measured = 0
             return True
-        self.stride = self._choose_stride()
+        if measured or self._steps % 8 == 0:  # the medians change slowly: not every step
+            self.stride = self._choose_stride()
         self._since_measured += 1
         if self._since_measured >= self.stride:
             self._since_measured = 0

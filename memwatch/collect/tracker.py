@@ -129,6 +129,12 @@ class Tracker:
             ]
             for name in HOOK_NAMES
         }
+        # Step ends whose saved tensors were not counted skip the probes that need them.
+        self._hooks["on_step_end:unmeasured"] = [
+            m
+            for m in self._hooks["on_step_end"]
+            if m.__self__.step_ends == "every"  # type: ignore[attr-defined]
+        ]
 
     def _call_probes(self, hook: str, *args: Any) -> None:
         host: ProbeHost = self  # probes see the tracker only through this seam
@@ -226,9 +232,10 @@ class Tracker:
     # -- what the step machine may ask (memwatch.collect.steps.StepHost) ---------------------
     def step_ended(self, record: StepRecord, frame: FrameType | None) -> None:
         """The probes' ``on_step_end`` (with the user frames at the boundary), then the sink."""
-        if self._hooks["on_step_end"]:
+        hook = "on_step_end" if record.saved_bytes is not None else "on_step_end:unmeasured"
+        if self._hooks[hook]:
             frames = user_frames(frame, limit=4) if frame is not None else []
-            self._call_probes("on_step_end", record, frames)
+            self._call_probes(hook, record, frames)
             del frames
         self.sink.on_step(record)
 
@@ -268,6 +275,7 @@ class Tracker:
                 record.saved_bytes,
                 record.rss_bytes,
                 record.allocated_bytes,
+                record.boundary in ("optimizer", "manual", "scaler") or record.backward_calls > 0,
             )
             hooks.packs = 0
             if measure:
@@ -359,11 +367,15 @@ class Tracker:
                 oom_observer.observe_exception(handling)
         if self._depth == 1:
             try:
-                if not module.training and not self._step_counted and _grad_enabled():
-                    # an evaluation forward that builds a graph while saved tensors are
-                    # not counted: a signal (graphs kept in inference, sampling.py)
-                    if _builds_graph(output):
-                        self.escalate("a forward in eval mode built a graph")
+                # an evaluation forward that builds a graph while saved tensors are not
+                # counted: a signal (graphs kept in inference, sampling.py)
+                if (
+                    not module.training
+                    and not self._step_counted
+                    and _grad_enabled()
+                    and _builds_graph(output)
+                ):
+                    self.escalate("a forward in eval mode built a graph")
                 if self._hooks["on_root_forward_post"]:
                     delta = self.saved.current - self._root_saved_before
                     self._call_probes("on_root_forward_post", module, output, delta)

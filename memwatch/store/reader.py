@@ -329,8 +329,7 @@ class RunReader:
     def step_at_or_before(self, step: int) -> StepRecord | None:
         """The last recorded step at or before ``step``."""
         rows = self._query(
-            f"SELECT {self._step_select} FROM steps WHERE step <= ? "
-            "ORDER BY step DESC LIMIT 1",
+            f"SELECT {self._step_select} FROM steps WHERE step <= ? ORDER BY step DESC LIMIT 1",
             (step,),
         )
         return StepRecord(*rows[0]) if rows else None
