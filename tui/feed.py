@@ -7,9 +7,9 @@ them from a run file through ``memwatch.store.RunReader`` (which owns every quer
 the file read-only, so following a run costs the training process nothing), ``FakeFeed``
 from lists in memory, so widget tests need no file and no threads racing a writer.
 
-A run file is untrusted data: ``FileFeed`` checks the type of every value the views use and
-turns a bad one into ``RunFileError`` (one ``memwatch: ...`` line, exit 2), never a
-traceback.
+A run file is untrusted data: the store (``memwatch/store/validate.py``) checks every record
+it hands out, and ``FileFeed`` checks the raw series rows it groups itself; a bad value is
+``RunFileError`` (one ``memwatch: ...`` line, exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from memwatch.errors import RunFileError
-from memwatch.records import Finding, Holder, Location, MemoryCategories, RunInfo, StepRecord
+from memwatch.records import Finding, Holder, MemoryCategories, RunInfo, StepRecord
 from memwatch.store import RunReader, resolve_run
 from memwatch.store.paths import find_run_files, is_rank_directory, rank_of_file
 
@@ -199,7 +199,7 @@ class FileFeed:
         return value
 
     def info(self) -> RunInfo:
-        return self._checked(self._reader.info, check_info)
+        return self._reader.info()  # the store checks every value (memwatch/store/validate.py)
 
     def bounds(self) -> Bounds:
         first, last = self._reader.step_bounds()
@@ -231,28 +231,24 @@ class FileFeed:
         )
 
     def step_at(self, step: int) -> StepRecord | None:
-        return self._checked(lambda: self._reader.step_at_or_before(step), check_step)
+        return self._reader.step_at_or_before(step)
 
     def holders_near(self, step: int) -> list[Holder]:
         before, after = self._reader.holder_steps_near(step)
         chosen = nearest(step, before, after)
         if chosen is None:
             return []
-        holders = self._checked(lambda: self._reader.holders_at(chosen), _check_all(check_holder))
-        return holders
+        return self._reader.holders_at(chosen)
 
     def categories(self, lo: int, hi: int, points: int) -> list[MemoryCategories]:
-        def read() -> list[MemoryCategories]:
-            rows = self._reader.categories_window(lo, hi, points)
-            if len(rows) > points:
-                held = [r for r in rows[:1] if r.step < lo]
-                rows = held + self._reader.categories_buckets(lo, hi, _bucket(lo, hi, points))
-            return rows
-
-        return self._checked(read, _check_all(check_categories))
+        rows = self._reader.categories_window(lo, hi, points)
+        if len(rows) > points:
+            held = [r for r in rows[:1] if r.step < lo]
+            rows = held + self._reader.categories_buckets(lo, hi, _bucket(lo, hi, points))
+        return rows
 
     def findings(self) -> list[Finding]:
-        return self._checked(self._reader.findings, _check_all(check_finding))
+        return self._reader.findings()
 
     def findings_version(self) -> tuple[int, float]:
         return self._reader.findings_version()
@@ -293,87 +289,6 @@ def _whole_numbers(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             if value is not None and type(value) is not int:
                 raise TypeError(f"expected a whole number of bytes, found {value!r:.40}")
     return rows
-
-
-def _number(value: Any, what: str, *, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"{what} should be a number, found {value!r:.40}")
-
-
-def _text(value: Any, what: str, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"{what} should be text, found {value!r:.40}")
-
-
-def _check_location(loc: Location | None) -> None:
-    if loc is not None:
-        _text(loc.file, "a location's file")
-        _text(loc.function, "a location's function")
-        _size(loc.line)
-
-
-def check_info(info: RunInfo) -> None:
-    """Raise ``TypeError`` unless the run description has the types the views format."""
-    for name in ("id", "script", "python", "torch", "device_type", "device_name", "host"):
-        _text(getattr(info, name), f"the run's {name}")
-    for arg in info.argv:
-        _text(arg, "an argument")
-    _number(info.started_at, "the start time", optional=False)
-    _number(info.ended_at, "the end time")
-    for name in ("device_total_bytes", "pid", "rank", "world_size", "exit_status"):
-        _size(getattr(info, name))
-    _text(getattr(info, "cwd", None), "the working directory", optional=True)
-
-
-def check_step(record: StepRecord | None) -> None:
-    if record is None:
-        return
-    _number(record.started_at, "a step's start", optional=False)
-    _number(record.duration_s, "a step's duration", optional=False)
-    for column in SERIES_COLUMNS:
-        _size(getattr(record, column))
-
-
-def check_categories(row: MemoryCategories) -> None:
-    _size(row.step)
-    for name in ("parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes"):
-        if getattr(row, name) is None:
-            raise TypeError(f"a step's {name} is missing")
-        _size(getattr(row, name))
-    _size(row.other_bytes)
-    _size(row.total_bytes)
-    _text(row.basis, "a category basis")
-
-
-def check_holder(holder: Holder) -> None:
-    _text(holder.name, "a holder's name")
-    _size(holder.bytes)
-    _size(holder.tensors)
-    _check_location(holder.location)
-
-
-def check_finding(finding: Finding) -> None:
-    for name in ("kind", "severity", "title", "detail", "fix"):
-        _text(getattr(finding, name), f"a finding's {name}")
-    _text(finding.variable, "a finding's variable", optional=True)
-    for name in ("first_step", "bytes", "rank"):
-        _size(getattr(finding, name))
-    _number(finding.growth_per_step_bytes, "a finding's growth")
-    _check_location(finding.location)
-    if not isinstance(finding.evidence, dict):
-        raise TypeError("a finding's evidence should be a mapping")
-
-
-def _check_all(check: Callable[[Any], None]) -> Callable[[Sequence[Any]], None]:
-    def each(items: Sequence[Any]) -> None:
-        for item in items:
-            check(item)
-
-    return each
 
 
 def run_files(path: Path) -> list[Path]:

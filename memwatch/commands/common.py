@@ -13,7 +13,7 @@ from memwatch.errors import MemwatchError, RunFileError
 from memwatch.plaintext import plain
 from memwatch.records import Finding, MemoryCategories, RunInfo, StepRecord
 from memwatch.store import RunReader
-from memwatch.store.liveness import run_state
+from memwatch.store.liveness import run_state, run_status
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class LoadedRun:
     state: str | None = None
     """How the run stands when it did not end normally (live, killed, recording stopped)."""
     categories: list[MemoryCategories] = field(default_factory=list)
+    status: str = "ended"
+    """The same as one word (``memwatch.store.liveness.run_status``), for the JSON report."""
 
 
 def load_run(path: Path) -> LoadedRun:
@@ -47,7 +49,13 @@ def load_run(path: Path) -> LoadedRun:
             findings = [replace(f, rank=info.rank) for f in findings]
         last = steps[-1].step if steps else None
         return LoadedRun(
-            path, info, steps, findings, state=run_state(info, last), categories=categories
+            path,
+            info,
+            steps,
+            findings,
+            state=run_state(info, last),
+            categories=categories,
+            status=run_status(info),
         )
 
 

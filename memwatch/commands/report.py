@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                 loaded.findings,
                 state=loaded.state,
                 categories=loaded.categories,
+                status=loaded.status,
             )
             if args.format == "json":
                 text += "\n"

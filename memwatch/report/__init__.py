@@ -18,14 +18,18 @@ def render(
     summary: StepSummary | None = None,
     state: str | None = None,
     categories: Sequence[MemoryCategories] = (),
+    status: str | None = None,
 ) -> str:
-    """The report of one run in ``format`` (``state``: how an unfinished run stands;
-    ``categories``: memory by category per step, shown where recorded)."""
+    """The report of one run in ``format`` (``state``: how an unfinished run stands, in
+    words; ``status``: the same as one word, for JSON; ``categories``: memory by category
+    per step, shown where recorded)."""
     summary = summary if summary is not None else summarize(steps)
     if format == "json":
         from memwatch.report.json import render_json
 
-        return render_json(info, summary, findings, categories=categories)
+        return render_json(
+            info, summary, findings, categories=categories, status=status, state=state
+        )
     if format == "markdown":
         from memwatch.report.markdown import render_markdown
 

@@ -12,10 +12,16 @@ from memwatch.report.summary import StepSummary
 SCHEMA = "memwatch.report/1"
 
 
-def run_dict(info: RunInfo | None) -> dict[str, Any]:
+def run_dict(
+    info: RunInfo | None, status: str | None = None, state: str | None = None
+) -> dict[str, Any]:
+    """The run's description; ``status`` and ``state`` (how the run stands, as a word and
+    in words: an addition to ``memwatch.report/1``) when the caller knows them."""
     if info is None:
         return {}
+    standing: dict[str, Any] = {} if status is None else {"status": status, "state": state}
     return {
+        **standing,
         "id": info.id,
         "script": info.script,
         "argv": list(info.argv),
@@ -50,13 +56,15 @@ def report_dict(
     findings: Sequence[Finding],
     ranks: Sequence[Mapping[str, Any]] | None = None,
     categories: Sequence[MemoryCategories] = (),
+    status: str | None = None,
+    state: str | None = None,
 ) -> dict[str, Any]:
     """The report object; ``ranks`` (one dict per rank) only for a multi-rank run directory;
     ``categories`` (memory by category, an addition to ``memwatch.report/1``) only for runs
     that recorded them."""
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "run": run_dict(info),
+        "run": run_dict(info, status, state),
         "steps": steps_dict(summary),
         "findings": [f.to_dict() for f in findings],
     }
@@ -75,7 +83,11 @@ def render_json(
     findings: Sequence[Finding],
     ranks: Sequence[Mapping[str, Any]] | None = None,
     categories: Sequence[MemoryCategories] = (),
+    status: str | None = None,
+    state: str | None = None,
 ) -> str:
     return json.dumps(
-        report_dict(info, summary, findings, ranks, categories), indent=2, default=str
+        report_dict(info, summary, findings, ranks, categories, status, state),
+        indent=2,
+        default=str,
     )

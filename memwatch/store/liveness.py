@@ -41,6 +41,21 @@ def writer_alive(info: RunInfo) -> bool | None:
         return None
 
 
+def run_status(info: RunInfo) -> str:
+    """How a run stands, as one word for machines (the JSON report's ``run.status``):
+    ``ended`` (it recorded its end), ``recording-stopped`` (a write failed: later steps are
+    missing), ``running``, ``killed`` (no end record and its writer is gone) or
+    ``unfinished`` (no end record, written on another host: cannot tell)."""
+    if info.recording_stopped_at_step is not None:
+        return "recording-stopped"
+    if info.ended_at is not None:
+        return "ended"
+    alive = writer_alive(info)
+    if alive:
+        return "running"
+    return "killed" if alive is False else "unfinished"
+
+
 def run_state(info: RunInfo, last_step: int | None) -> str | None:
     """How a run stands, in words, when it did not simply end (None when it did).
 
@@ -50,16 +65,17 @@ def run_state(info: RunInfo, last_step: int | None) -> str | None:
     from memwatch.plaintext import plain
 
     upto = "no step recorded yet" if last_step is None else f"last recorded step {last_step}"
-    if info.recording_stopped_at_step is not None:
+    status = run_status(info)
+    if status == "recording-stopped":
         stopped = info.recording_stopped_at_step
+        assert stopped is not None
         where = f"after step {stopped}" if stopped >= 0 else "before its first step"
         reason = plain(info.recording_stopped_reason or "a write failed")
         return f"recording stopped {where}: {reason}; later steps are not in the run file"
-    if info.ended_at is not None:
+    if status == "ended":
         return None
-    alive = writer_alive(info)
-    if alive:
+    if status == "running":
         return f"run still running: it is being recorded now ({upto})"
-    if alive is False:
+    if status == "killed":
         return f"run killed or crashed: the run file has no end record ({upto})"
     return f"run unfinished: the run file has no end record ({upto}; written on another host)"

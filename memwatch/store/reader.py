@@ -186,18 +186,13 @@ class RunReader:
     def categories(self, after: int = -1) -> list[MemoryCategories]:
         """Memory by category per step (schema 1.2; none in older files or when the run
         recorded none)."""
-        exists = self._query(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'categories'"
-        )
-        if not exists:
+        if not self._has_categories():
             return []
         rows = self._query(
-            "SELECT step, parameters_bytes, gradients_bytes, optimizer_bytes, "
-            "activations_bytes, other_bytes, total_bytes, basis FROM categories "
-            "WHERE step > ? ORDER BY step",
+            f"SELECT {_CATEGORY_COLUMNS} FROM categories WHERE step > ? ORDER BY step",
             (after,),
         )
-        return [MemoryCategories(*row) for row in rows]
+        return self._checked(validate.categories, rows)
 
     def _has_categories(self) -> bool:
         """Whether the file has the categories table (schema 1.2+); remembered once seen."""
@@ -227,7 +222,7 @@ class RunReader:
             "ORDER BY step LIMIT ?",
             (start, stop, limit + 1 - len(before)),
         )
-        return [MemoryCategories(*row) for row in [*before, *rows]]
+        return self._checked(validate.categories, [*before, *rows])
 
     def categories_buckets(self, start: int, stop: int, size: int) -> list[MemoryCategories]:
         """The last category row of each bucket of ``size`` steps in ``start..stop``: the
@@ -243,16 +238,16 @@ class RunReader:
             "ORDER BY step DESC LIMIT 1"
         )
         size = max(1, size)
-        out: list[MemoryCategories] = []
+        out: list[tuple[Any, ...]] = []
         cursor = self._conn.cursor()
         try:
             for low in range(start, stop + 1, size):
                 row = cursor.execute(sql, (low, min(stop, low + size - 1))).fetchone()
                 if row is not None:
-                    out.append(MemoryCategories(*row))
+                    out.append(row)
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             raise RunFileError(f"{plain(self.path)} could not be read ({plain(exc)})") from None
-        return out
+        return self._checked(validate.categories, out)
 
     def findings(self) -> list[Finding]:
         rows = self._query("SELECT data FROM findings ORDER BY found_at")
@@ -332,7 +327,7 @@ class RunReader:
             f"SELECT {self._step_select} FROM steps WHERE step <= ? ORDER BY step DESC LIMIT 1",
             (step,),
         )
-        return StepRecord(*rows[0]) if rows else None
+        return self._checked(validate.step, rows[:1])[0] if rows else None
 
     def holder_steps_near(self, step: int) -> tuple[int | None, int | None]:
         """The holder snapshots nearest ``step``: the last at or before it, the first after."""

@@ -15,7 +15,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memwatch.errors import RunFileError
-from memwatch.records import STEP_COLUMNS, Event, Finding, Holder, Location, RunInfo, StepRecord
+from memwatch.records import (
+    STEP_COLUMNS,
+    Event,
+    Finding,
+    Holder,
+    Location,
+    MemoryCategories,
+    RunInfo,
+    StepRecord,
+)
 
 #: Largest byte count taken as real (8 PiB): anything above is a corrupt value.
 MAX_BYTES = 2**53
@@ -225,6 +234,22 @@ def holder(row: Sequence[Any]) -> Holder:
         _int(size, "a holder's bytes", MAX_BYTES),
         _int(tensors, "a holder's tensor count"),
         location(loc),
+    )
+
+
+def categories(row: Sequence[Any]) -> MemoryCategories:
+    """One ``categories`` row (step, parameters, gradients, optimizer, activations, other,
+    total, basis): the four counted categories are never empty, the rest may be."""
+    step_index, parameters, gradients, optimizer, activations, other, total, basis = row
+    return MemoryCategories(
+        _int(step_index, "a category row's step"),
+        _int(parameters, "a step's parameters_bytes", MAX_BYTES),
+        _int(gradients, "a step's gradients_bytes", MAX_BYTES),
+        _int(optimizer, "a step's optimizer_bytes", MAX_BYTES),
+        _int(activations, "a step's activations_bytes", MAX_BYTES),
+        _opt_int(other, "a step's other_bytes", MAX_BYTES),
+        _opt_int(total, "a step's total_bytes", MAX_BYTES),
+        _str(basis, "a category basis"),
     )
 
 

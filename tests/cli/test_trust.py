@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -330,7 +331,17 @@ def test_report_and_check_say_when_a_run_was_killed_and_where_it_stopped(tmp_pat
         assert "last recorded step 4" in out
         status, out, _ = cli(command, str(tmp_path / "live.db"))
         assert status == 0 and "still running" in out and "last recorded step 4" in out
+    # AND the JSON report says it as one word and in words (an ended run: "ended", no state)
+    for name, word in (("killed.db", "killed"), ("live.db", "running")):
+        status, out, _ = cli("report", str(tmp_path / name), "--format", "json")
+        run = json.loads(out)["run"]
+        assert status == 0 and run["status"] == word and "last recorded step 4" in run["state"]
     live.close()
+    ended = RunWriter(tmp_path / "ended.db", make_info(started_at=1.0))
+    ended.add_step(make_step(0))
+    ended.close(make_info(started_at=1.0, ended_at=2.0, exit_status=0))
+    run = json.loads(cli("report", str(tmp_path / "ended.db"), "--format", "json")[1])["run"]
+    assert run["status"] == "ended" and run["state"] is None
 
 
 def test_the_cpu_budget_oom_says_it_is_memwatchs_simulated_budget() -> None:

@@ -121,5 +121,8 @@ async def test_a_value_that_goes_bad_while_following_is_reported_in_the_app(tmp_
                 break
         # THEN following stops with a message naming the bad value; what was shown stays
         assert app.refresh_timer is None
-        assert any("bad value" in n.message for n in app._notifications)
+        assert any(
+            "not a valid memwatch run file" in n.message and "rss_bytes" in n.message
+            for n in app._notifications
+        )
         assert app.snapshot is not None and app.snapshot.last is not None

@@ -150,7 +150,7 @@ def test_a_bad_category_value_is_one_clear_error(tmp_path: Path):
     # THEN reading it raises RunFileError (one memwatch: line), never a traceback
     from memwatch.errors import RunFileError
 
-    with pytest.raises(RunFileError, match="bad value"):
+    with pytest.raises(RunFileError, match=r"not a valid memwatch run file.*activations_bytes"):
         FileFeed(path).categories(0, 9, 10)
 
 
