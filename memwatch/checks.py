@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memwatch.errors import MemwatchError
+from memwatch.records import saved_in_step
 from memwatch.units import format_size, parse_size
 
 if TYPE_CHECKING:  # records are only annotations here: the pytest plugin imports this module
-    from memwatch.records import Finding, StepRecord, saved_in_step
+    from memwatch.records import Finding, StepRecord
 
 #: Steps at the start that growth checks ignore: optimizer state, allocator pools and lazy
 #: initialisation appear in the first steps. The same number the detectors use by default.

@@ -90,7 +90,8 @@ class SavedSampling:
         device_bytes: int | None,
         training_step: bool = True,
     ) -> bool:
-        """A step ended (``measured``: counted from its start); True to measure the next.
+        """A step ended (``measured``: counted from its start, ``duration_s``: the
+        process CPU time it took); True to measure the next.
 
         ``training_step``: the step ended at an optimizer step, ``mw.step()`` or after a
         backward. Other step ends (a root forward, before any backward) may fall inside

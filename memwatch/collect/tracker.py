@@ -100,6 +100,9 @@ class Tracker:
         # Which steps count saved tensors (sampling.py); ``sample=False``: every step.
         self.sampling = SavedSampling(enabled=sample)
         self._step_counted = False  # this step's saved tensors are counted from its start
+        # The process CPU time of each step, for the sampling's cost estimate: wall time on
+        # a busy machine also counts the wait for a core, which counting does not add to.
+        self._cpu_mark = time.process_time()
         # Root forwards: global module hooks while discovering roots, then only the known
         # roots' (hooks.ModuleHooks); whether this whole step had the global ones.
         self._modules = ModuleHooks(self)
@@ -268,9 +271,11 @@ class Tracker:
             self._step_counted = False
             return
         try:
+            now = time.process_time()
+            cpu_s, self._cpu_mark = now - self._cpu_mark, now
             measure = self.sampling.step_end(
                 record.saved_bytes is not None,
-                record.duration_s,
+                cpu_s,
                 hooks.packs,
                 record.saved_bytes,
                 record.rss_bytes,
@@ -301,6 +306,7 @@ class Tracker:
     # -- install / remove -------------------------------------------------------------------
     def start(self) -> None:
         self._installed.install(self, self._steps, self._saved_hooks, self._modules)
+        self._cpu_mark = time.process_time()
         self._step_counted = self._saved_hooks is not None and self._saved_hooks.pushed
         self._steps.start_clock()
         self._call_probes("on_start")
