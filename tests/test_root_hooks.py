@@ -162,3 +162,32 @@ def test_a_module_that_overrides_call_keeps_the_global_hooks() -> None:
         assert _global_hooks() > before
         steps = mw.steps
     assert all(s.forward_calls == 1 for s in steps)
+
+
+def test_a_copy_that_keeps_the_wrapper_runs_its_own_forward() -> None:
+    # GIVEN a hooked root module with a weight-norm parametrization, watched past discovery
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 1)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False):
+        for _ in range(WARM):
+            _train(model, opt)
+        assert model.__dict__.get("_compiled_call_impl") is not None
+        # WHEN the program deep-copies it (an EMA model: parametrized modules copy their
+        #      whole __dict__) and a DataParallel-style replica is made, each then changed
+        twin = copy.deepcopy(model)
+        replica = model._replicate_for_data_parallel()
+        replica._modules = dict(replica._modules)
+        replica._modules["2"] = nn.Linear(8, 1)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.add_(1.0)
+        x = torch.randn(4, 8)
+        # THEN each runs its own forward, not the original's
+        assert not torch.equal(twin(x), model(x))
+        assert not torch.equal(replica(x), model(x))
+        assert torch.equal(replica(x), replica._modules["2"](model[1](model[0](x))))
+    # AND after the watch the copy still runs its own forward
+    assert not torch.equal(twin(x), model(x))

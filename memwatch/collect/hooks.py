@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -192,6 +193,8 @@ REDISCOVER_EVERY = 64
 MAX_ROOTS = 16
 
 _module_call = torch.nn.Module.__call__
+#: The frame that calls ``_compiled_call_impl`` (its ``self`` is the module being called).
+_WRAPPED_CALL_CODE = getattr(torch.nn.Module, "_wrapped_call_impl", _module_call).__code__
 
 
 class ModuleHooks:
@@ -328,10 +331,17 @@ def _root_wrapper(
     global ``always_call`` hook does)."""
 
     def root_call(*args: Any, **kwargs: Any) -> Any:
-        module = ref()
-        if module is None:  # cannot happen while the module calls us; be safe anyway
-            raise RuntimeError("memwatch: a watched module vanished during its call")
-        if hooks.discovering or target.off or _is_compiling():
+        # Which module is being called: a shallow copy of the module's __dict__ keeps this
+        # wrapper (DataParallel replicas; a deep copy of a parametrized module copies the
+        # dict too), and such a copy must run its own forward (unwatched), not ours.
+        caller = sys._getframe(1)
+        module = caller.f_locals.get("self") if caller.f_code is _WRAPPED_CALL_CODE else None
+        watched = ref()
+        if module is None:
+            module = watched
+            if module is None:
+                raise RuntimeError("memwatch: a watched module vanished during its call")
+        if module is not watched or hooks.discovering or target.off or _is_compiling():
             return module._call_impl(*args, **kwargs)
         target.forward_pre(module, args)
         try:
