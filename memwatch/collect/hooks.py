@@ -335,12 +335,12 @@ def _root_wrapper(
         # wrapper (DataParallel replicas; a deep copy of a parametrized module copies the
         # dict too), and such a copy must run its own forward (unwatched), not ours.
         caller = sys._getframe(1)
-        module = caller.f_locals.get("self") if caller.f_code is _WRAPPED_CALL_CODE else None
-        watched = ref()
-        if module is None:
-            module = watched
-            if module is None:
-                raise RuntimeError("memwatch: a watched module vanished during its call")
+        watched: Any = ref()
+        module = watched
+        if caller.f_code is _WRAPPED_CALL_CODE:
+            module = caller.f_locals.get("self", watched)
+        if module is None:  # cannot happen while the module calls us; be safe anyway
+            raise RuntimeError("memwatch: a watched module vanished during its call")
         if module is not watched or hooks.discovering or target.off or _is_compiling():
             return module._call_impl(*args, **kwargs)
         target.forward_pre(module, args)
