@@ -255,7 +255,17 @@ class MicrobatchBackward(Evidence):
 
 @dataclass(frozen=True, slots=True)
 class GradReset(Evidence):
-    """``zero_grad`` ran between a backward and the optimizer step it fed."""
+    """A reset of an optimizer's gradients discarded backward passes no optimizer had used.
+
+    Recorded at that optimizer's next step (or, for a reset inside ``step(closure)`` after
+    the closure's backward, at the end of that step): ``passes_discarded`` backward passes
+    wrote gradients into its parameters and were reset (``resets`` times; the location is
+    the first reset) before any optimizer stepped them; ``passes_kept`` passes reached the
+    step. ``grads_none`` of ``params_checked`` sampled parameters had no gradient at the
+    step; ``grad_bytes`` is the size of the optimizer's gradients (what each reset
+    discards). Files from before these fields read ``passes_discarded`` as 1 (that probe
+    recorded a reset only after a backward).
+    """
 
     KIND: ClassVar[str] = "grad-reset"
     via: str = "optimizer.zero_grad"
@@ -264,6 +274,37 @@ class GradReset(Evidence):
     params_checked: int = 0
     grads_none: int = 0
     step_location: Mapping[str, Any] | None = None
+    passes_discarded: int = 1
+    passes_kept: int = 0
+    resets: int = 1
+    grad_bytes: int = 0
+    optimizer_serial: int = 0
+    inside_step: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GradCarriedOver(Evidence):
+    """An optimizer stepped on gradients that still held passes an earlier step had used.
+
+    Nothing reset its parameters' gradients since its previous step, and backward added
+    new gradients on top: this is the ``carried_steps``-th such step in a row, and the
+    gradient it steps sums ``passes_in_sum`` backward passes (since the last reset seen, or
+    since the watch started). ``reset_location``/``reset_call`` name the last reset that
+    reached it (None: none seen in ``resets`` resets so far); the event's location is the
+    step call. ``grad_bytes`` is the size of its gradients.
+    """
+
+    KIND: ClassVar[str] = "grad-carried-over"
+    optimizer: str | None = None
+    optimizer_serial: int = 0
+    variable: str | None = None
+    carried_steps: int = 0
+    passes_in_sum: int = 0
+    steps: int = 0
+    resets: int = 0
+    reset_call: str | None = None
+    reset_location: Mapping[str, Any] | None = None
+    grad_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +347,8 @@ class UnbatchedForwards(Evidence):
     shape: tuple[int, ...] = ()
     model: str | None = None
     variable: str | None = None
+    listed: int = 0  # of the calls checked, inputs found in one list the caller holds
+    listed_checked: int = 0  # calls checked for that (the first few of the step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +419,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {
         EvalPassTrainMode,
         MicrobatchBackward,
         GradReset,
+        GradCarriedOver,
         StaleOptimizerParams,
         UnbatchedForwards,
         ConvInputShapes,

@@ -13,6 +13,7 @@ from memwatch.analysis.dedupe import one_cause_once
 from memwatch.analysis.detectors import (  # docs/detectors-loop.md, detectors-holders.md
     cudnn_benchmark_dynamic_shapes,
     eval_mode_missing,
+    grad_never_reset,
     grad_reset_before_step,
     graph_accumulation,
     graph_retained_in_inference,
@@ -38,6 +39,7 @@ DETECTORS: tuple[Detector, ...] = (
     eval_mode_missing.DETECTOR,
     microbatch_graph_accumulation.DETECTOR,
     grad_reset_before_step.DETECTOR,
+    grad_never_reset.DETECTOR,
     stale_optimizer_params.DETECTOR,
     cudnn_benchmark_dynamic_shapes.DETECTOR,
     unbatched_forward.DETECTOR,

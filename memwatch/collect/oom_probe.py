@@ -76,8 +76,11 @@ class _Pending:
 class _Reach:
     """Storages reachable from a value: tensors, containers, modules, optimizers, objects."""
 
-    def __init__(self, keep_objects: bool = False) -> None:
+    def __init__(self, keep_objects: bool = False, model_state: bool = True) -> None:
         self.storages: dict[int, int] = {}
+        # False: modules and optimizers reached through other objects (``self.model`` of a
+        # trainer) are skipped: their parameters, gradients and state predate the attempt.
+        self.model_state = model_state
         self.graph_keys: set[int] = set()  # storages of tensors that carry a grad_fn
         self.objects: dict[int, Any] | None = {} if keep_objects else None
         self._seen: set[int] = set()
@@ -101,9 +104,12 @@ class _Reach:
                 self.add(item, depth + 1)
         elif issubclass(kind, torch.nn.Module):
             self._seen.add(id(value))
-            self._module(value)
+            if self.model_state:
+                self._module(value)
         elif issubclass(kind, torch.optim.Optimizer):
             self._seen.add(id(value))
+            if not self.model_state:
+                return
             for state in itertools.islice(value.state.values(), _MAX_MODULE_TENSORS):
                 self.add(state, depth + 1)
         elif issubclass(kind, (BaseException, type)) or callable(value):
@@ -335,14 +341,13 @@ class OomProbe(Probe):
     ) -> dict[int, tuple[Any, int]]:
         """Without tracking: weakrefs to what the failing frames reference (up to and
         including the first user frame; outer frames hold longer-lived data)."""
-        reach = _Reach(keep_objects=True)
+        reach = _Reach(keep_objects=True, model_state=False)
         frame = raw_frame
         for _ in range(_MAX_TB_FRAMES):
             if frame is None:
                 break
             for _name, value in _locals(frame):
-                if not isinstance(value, (torch.nn.Module, torch.optim.Optimizer)):
-                    reach.add(value)
+                reach.add(value)
             if frame is user:
                 break
             frame = frame.f_back

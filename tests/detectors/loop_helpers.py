@@ -107,6 +107,7 @@ LOOP_KINDS = frozenset(
         "eval-mode-missing",
         "microbatch-graph-accumulation",
         "grad-reset-before-step",
+        "grad-never-reset",
         "cudnn-benchmark-dynamic-shapes",
         "unbatched-forward",
         "stale-optimizer-params",

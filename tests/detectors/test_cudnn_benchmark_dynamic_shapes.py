@@ -93,6 +93,39 @@ def test_free_shapes_with_benchmark_on_are_reported_in_process() -> None:
     assert finding.evidence["distinct_shapes"] == 18
 
 
+class _TextCNN(nn.Module):
+    """Token ids (batch, length) -> embedding -> Conv1d: the conv input shape follows the
+    text length, though the model's own input is 2-D (ColossalAI PR #1063)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.conv = nn.Conv1d(8, 4, 3)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.embed(ids).transpose(1, 2)).amax(-1)
+        return self.head(h)
+
+
+def test_text_of_every_length_with_benchmark_on_is_reported() -> None:
+    # GIVEN benchmark on and a text CNN fed token ids of a new length every step
+    torch.manual_seed(0)
+    model = _TextCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with cudnn_benchmark_restored():
+        torch.backends.cudnn.benchmark = True
+        with memwatch(store=False) as mw:
+            for length in range(8, 26):
+                loss = model(torch.randint(0, 50, (2, length))).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    # THEN the 2-D inputs' shapes count: a warning with the distinct lengths
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.evidence["distinct_shapes"] == 18
+
+
 # -- pure detector, hand-made evidence --------------------------------------------------------
 def _shapes(n: int, distinct: int) -> object:
     return event(

@@ -291,3 +291,38 @@ def test_a_submodule_replaced_inside_the_model_warns_once_the_walk_is_refreshed(
     assert finding.severity == "warning"
     assert (finding.evidence["orphans"], finding.evidence["params"]) == (2, 4)
     assert finding.evidence["state_bytes"] == finding.evidence["orphan_bytes"] > 2 * MiB
+
+
+def test_layers_swapped_in_place_are_caught_within_a_few_steps() -> None:
+    # GIVEN nni's pruning speed-up (microsoft/nni#4521): every layer of the model replaced
+    #       in place with setattr (the model object is kept), the old optimizer reused
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with memwatch(store=False) as mw:
+        for i in range(20):
+            if i == 6:
+                setattr(model, "0", nn.Linear(16, 32))
+                setattr(model, "2", nn.Linear(32, 4))
+            _train(model, opt)
+    # THEN within 14 steps of the swap (a few checks, no wait for the periodic fresh walk)
+    #      an error says the running model is not trained
+    (finding,) = of_kind(mw.findings, KIND)
+    assert finding.severity == "error"
+    assert finding.evidence["orphans"] == finding.evidence["params"] == 4
+
+
+def test_layers_swapped_in_place_with_a_new_optimizer_are_silent() -> None:
+    # GIVEN the same swap followed by a new optimizer over the new layers
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with memwatch(store=False) as mw:
+        for i in range(20):
+            if i == 6:
+                setattr(model, "0", nn.Linear(16, 32))
+                setattr(model, "2", nn.Linear(32, 4))
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            _train(model, opt)
+    # THEN nothing is said
+    assert of_kind(mw.findings, KIND) == []

@@ -67,6 +67,72 @@ def test_fresh_single_observations_from_an_environment_are_silent() -> None:
     assert loop_problems(mw.findings) == []
 
 
+def _train_on_images(images_per_step, model: nn.Module, steps: int = 4):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for i in range(steps):
+            loss = images_per_step(i, model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return mw
+
+
+def _conv_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_images_of_different_sizes_from_one_list_are_a_warning() -> None:
+    # GIVEN images of different sizes in a list, each run on its own (mmdetection#932)
+    def step_loss(i: int, model: nn.Module) -> torch.Tensor:
+        imgs = [torch.randn(3, 16 + 4 * (j % 3), 16) for j in range(12)]
+        loss = torch.zeros(())
+        for img in imgs:
+            loss = loss + model(img.unsqueeze(0)).square().mean()
+        return loss
+
+    # WHEN it trains under memwatch
+    mw = _train_on_images(step_loss, _conv_net())
+    # THEN the per-image forward is a warning: the samples were already together
+    finding = only(mw.findings, KIND)
+    assert finding.evidence["elements_of_one_list"] >= 2
+
+
+def test_pairs_from_a_list_of_samples_are_a_warning() -> None:
+    # GIVEN a list of (image, label) pairs looped over one by one, a different holder shape
+    def step_loss(i: int, model: nn.Module) -> torch.Tensor:
+        samples = [(torch.randn(1, 3, 16, 16), j % 2) for j in range(10)]
+        losses = [model(x)[0, y] for x, y in samples]
+        return torch.stack(losses).sum()
+
+    mw = _train_on_images(step_loss, _conv_net())
+    # THEN it is reported too
+    only(mw.findings, KIND)
+
+
+def test_a_rollout_that_appends_each_state_before_acting_is_silent() -> None:
+    # GIVEN a policy whose state comes from its last action, appended to a list before acting
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(policy.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for _ in range(4):
+            states: list[torch.Tensor] = []
+            outputs = []
+            state = torch.randn(1, 4)
+            for _ in range(20):
+                states.append(state)
+                out = policy(state)
+                outputs.append(out.sum())
+                state = out.detach().tanh()
+            loss = torch.stack(outputs).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # THEN it is not called unbatched: each input exists only after the previous forward
+    assert of_kind(mw.findings, KIND) == []
+
+
 # -- pure detector, hand-made evidence --------------------------------------------------------
 def _ub(n: int, calls: int = 16, forwards: int = 16, shared: int = 15) -> object:
     return event(

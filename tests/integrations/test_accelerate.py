@@ -15,7 +15,9 @@ from memwatch.integrations.accelerate import watch_accelerator  # noqa: E402
 from tests.integrations.helpers import above_info  # noqa: E402
 
 
-def _train(out: Path, keep: list[torch.Tensor] | None, batches: int = 24) -> int:
+def _train(
+    out: Path, keep: list[torch.Tensor] | None, batches: int = 24, zero_first: bool = False
+) -> int:
     """An accelerate loop with 2-batch accumulation; returns the optimizer steps taken."""
     torch.manual_seed(0)
     accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
@@ -28,6 +30,8 @@ def _train(out: Path, keep: list[torch.Tensor] | None, batches: int = 24) -> int
     with watch_accelerator(accelerator, out=out, report=False):
         for x, y in loader:
             with accelerator.accumulate(model):
+                if zero_first:
+                    optimizer.zero_grad()  # the planted bug: wipes the accumulated batch
                 loss = torch.nn.functional.mse_loss(model(x), y)
                 accelerator.backward(loss)
                 if keep is not None:
@@ -56,3 +60,15 @@ def test_losses_kept_with_their_graphs_are_named(tmp_path: Path) -> None:
     run = load_run(tmp_path / "leak.db")
     (finding,) = [f for f in run.findings if f.kind == "graph-accumulation"]
     assert finding.variable == "keep"
+
+
+def test_zero_grad_first_inside_accumulate_is_named(tmp_path: Path) -> None:
+    # GIVEN optimizer.zero_grad() first inside accelerator.accumulate(): accelerate's
+    #       wrapped optimizer zeroes only on the sync micro-batch, before its backward
+    _train(tmp_path / "zero.db", keep=None, zero_first=True)
+    # THEN grad-reset-before-step names the optimizer: one of two passes discarded
+    run = load_run(tmp_path / "zero.db")
+    (finding,) = [f for f in run.findings if f.kind == "grad-reset-before-step"]
+    assert finding.variable == "optimizer"
+    assert (finding.evidence["passes_discarded"], finding.evidence["passes_kept"]) == (1, 1)
+    assert [line.split(":")[0] for line in above_info(run.findings)] == ["grad-reset-before-step"]

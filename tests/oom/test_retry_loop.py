@@ -205,3 +205,64 @@ def test_detector_counts_saved_activations_when_identity_is_not_exact() -> None:
     # WHEN judged, THEN both count as held
     (finding,) = detect(event)
     assert finding.bytes == 21 * MiB
+
+
+class _Trainer:
+    """A trainer object that owns its model and optimizer (OpenNMT-style): the failing
+    frame's ``self`` reaches the parameters, which are not part of the failed attempt."""
+
+    def __init__(self) -> None:
+        self.model = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1))
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def forward_backward(self, batch: torch.Tensor) -> None:
+        hidden = torch.relu(self.model[0](batch))
+        if len(batch) > 256:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 MiB")
+        self.model[2](hidden).square().mean().backward()
+
+    def step_retrying_outside_except(self, batch: torch.Tensor) -> None:
+        self.optim.zero_grad()
+        failed = False
+        try:
+            self.forward_backward(batch)
+        except torch.OutOfMemoryError:
+            failed = True
+        if failed:
+            self.forward_backward(batch[:128])
+        self.optim.step()
+
+    def step_retrying_inside_except(self, batch: torch.Tensor) -> None:
+        self.optim.zero_grad()
+        try:
+            self.forward_backward(batch)
+        except torch.OutOfMemoryError as exc:
+            assert exc is not None
+            self.forward_backward(batch[:128])  # the exception keeps `hidden` alive
+        self.optim.step()
+
+
+def test_a_trainer_that_retries_outside_except_is_not_blamed_for_its_model() -> None:
+    # GIVEN a trainer object whose failing frame reaches its model and optimizer through
+    # `self`, retrying outside the handler, without tensor tracking (the CUDA-like path)
+    torch.manual_seed(0)
+    trainer = _Trainer()
+    with memwatch(store=False) as mw:
+        for i in range(12):
+            trainer.step_retrying_outside_except(torch.randn(512 if i % 3 == 0 else 64, 64))
+    # THEN the OOMs are recorded and nothing is reported: parameters, gradients and Adam
+    # state predate the attempt and are not "the failed attempt still held"
+    assert sum(s.oom_events for s in mw.steps) == 4
+    assert "oom-retry-loop" not in kinds(mw.findings)
+
+
+def test_the_same_trainer_retrying_inside_except_is_reported() -> None:
+    # GIVEN the same trainer retrying inside the handler
+    torch.manual_seed(0)
+    trainer = _Trainer()
+    with memwatch(store=False) as mw:
+        for i in range(12):
+            trainer.step_retrying_inside_except(torch.randn(512 if i % 3 == 0 else 64, 64))
+    # THEN the retry is reported, naming the exception that keeps the attempt alive
+    finding = only(mw.findings, "oom-retry-loop")
+    assert finding.variable == "exc"

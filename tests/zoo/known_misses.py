@@ -89,27 +89,6 @@ KNOWN_MISSES: dict[str, str] = {
         "switches only the Dropout layers back to train under no_grad (BatchNorm stays in eval)"
     ),
     # ---- zoo-b: everything else (reasons by zoo-b, checked against zoo-a's run of both sets) ----
-    "bugs/zero_grad_per_microbatch": (
-        "not found: zero_grad runs between the backward passes of one accumulation (bwd, "
-        "zero_grad, bwd, ... , step); grad-reset-before-step only checks zero_grad directly "
-        "before step; reported nothing"
-    ),
-    "bugs/zero_grad_outside_accumulation_if": (
-        "not found: zero_grad every batch, step every 4th (two optimizers); the 3 discarded "
-        "backward passes are not recognised; reported nothing"
-    ),
-    "bugs/accelerate_zero_grad_at_start_of_accumulate": (
-        "not found: accelerate's wrapped zero_grad really zeroes only on the sync micro-step, "
-        "wiping 3 accumulated backward passes before the last one; reported nothing"
-    ),
-    "bugs/zero_grad_missing_in_trainer_step": (
-        "grad-never-reset is not a kind yet: Trainer.train_step never zeroes the LoRA "
-        "gradients; reported nothing"
-    ),
-    "bugs/zero_grad_once_per_epoch": (
-        "grad-never-reset is not a kind yet: model.zero_grad() once per epoch, 20 steps add up "
-        "their gradients; reported nothing"
-    ),
     "bugs/forward_hook_registered_every_forward": (
         "hooks-accumulate is not a kind yet: forward() registers a pre-hook (closure holding a "
         "tensor) on 3 layers per call, only the last handle is removed; reported nothing"
@@ -169,11 +148,6 @@ KNOWN_MISSES: dict[str, str] = {
         "Dataset's self._memo dict of numpy arrays (zoo-b saw it missed entirely after other "
         "cases in one process; each case now runs in its own forked child)"
     ),
-    "fixed/per_sample_gradients_python_loop": (
-        "FALSE ALARM: grad-reset-before-step (error): torch.func.grad (vmap) counted as a "
-        "backward, then zero_grad, then p.grad assigned by hand before step (the bug twin gets "
-        "the same false error besides its correct unbatched-forward)"
-    ),
     "fixed/data_storage_parent_backref_cycle": (
         "FALSE ALARM: lingering-step-locals (warning) `h`, `agg`, `loss` from the previous step "
         "alive at the next forward (a flat loop in main(); not the reported bug)"
@@ -185,6 +159,76 @@ KNOWN_MISSES: dict[str, str] = {
     "fixed/log_metrics_keeps_detached_codes": (
         "FALSE ALARM: lingering-step-locals (warning) `z`, `x_hat`, `loss` from the previous "
         "step alive at the next forward (a flat loop in main(); not the reported bug)"
+    ),
+    # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
+    # growing graphs held where the holder scan does not look
+    "bugs/metric_list_state_used_as_loss": (
+        "not found: the growing graphs are list entries of a metric helper object's state "
+        "(`model._dice.scores`, appended in update(), reset at epoch end); reported nothing"
+    ),
+    "bugs/trainer_update_stats_average_meter_tensor": (
+        "not found: the graph grows in `AverageMeter.sum` inside a nested OrderedDict on the "
+        "trainer (`trainer.stats['train']['Loss/total'].sum += val * n`); reported nothing"
+    ),
+    "bugs/trainer_metrics_history_defaultdict": (
+        "not found: per-step loss tensors with graphs appended to lists inside a "
+        "defaultdict(list) attribute `trainer.history`; reported nothing"
+    ),
+    "bugs/trainer_class_attribute_loss_list": (
+        "not found: the loss tensors are appended to a CLASS attribute list (`Trainer.losses`, "
+        "shared by the instances, reached through `self.losses`); reported nothing"
+    ),
+    "bugs/lightning_callback_collects_train_step_preds": (
+        "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
+        "un-detached logits Lightning passes through) to `self.preds` for the epoch; "
+        "reported nothing"
+    ),
+    "bugs/episode_runner_actions_keep_graph": (
+        "wrong kind: reported graph-retained-in-inference (error, `q`); the graphs growing in "
+        "the replay buffer (`buffer.episodes[i].data['actions']`, lists in objects in a list) "
+        "are not found"
+    ),
+    # kinds that exist today, missed on a new shape
+    "bugs/transformers_bert_predict_without_eval": (
+        "not found: predict() runs a tiny BertForSequenceClassification under torch.no_grad() "
+        "with the model in training mode (hidden/attention dropout active) every 5 steps; "
+        "reported nothing"
+    ),
+    "bugs/episode_logger_stats_never_cleared": (
+        "not found: a Logger's defaultdict(list) gains a 512 KiB numpy array per step (host "
+        "memory); reported lingering-step-locals (warning: mac_out) instead"
+    ),
+    # proposed kinds: no detector yet
+    "bugs/batch_loop_keeps_last_step_output": (
+        "graph-kept-across-step is not a kind yet: `loop.batch_output` keeps the last step's "
+        "loss and output (with grad_fn) until the next step overwrites it; reported nothing"
+    ),
+    "bugs/feature_extractor_hooks_persist": (
+        "hooks-accumulate is not a kind yet: every FeatureExtractor registers 2 forward hooks "
+        "on the encoder and never removes them, each old hook keeps appending detached outputs; "
+        "reported nothing (no memory-growth either)"
+    ),
+    "bugs/frozen_batchnorm_reset_by_train": (
+        "train-mode-smell is not a kind yet: BatchNorm put in eval by freeze_encoder() is back "
+        "in training mode after each model.train() while its parameters stay frozen; "
+        "reported nothing"
+    ),
+    "bugs/relevance_hooks_cycle_keeps_inputs": (
+        "tensors-in-gc-cycle is not a kind yet: module -> _forward_hooks -> bound method -> "
+        "hook -> module cycles hold the stored input/output tensors until gc; reported nothing"
+    ),
+    # false alarms on the holdout's controls
+    "fixed/episode_runner_actions_keep_graph": (
+        "FALSE ALARM: graph-retained-in-inference (warning, `q`): the runner's forwards run with "
+        "grad enabled and their outputs are detached at once (freed, no pile-up)"
+    ),
+    "fixed/episode_logger_stats_never_cleared": (
+        "FALSE ALARM: lingering-step-locals (warning) `mac_out` (512 KiB) from the previous step "
+        "alive at the next forward (a flat loop in main(); not the reported bug)"
+    ),
+    "healthy/swa_averaged_model_update_bn": (
+        "FALSE ALARM: eval-mode-missing (warning, `update_bn`): torch.optim.swa_utils.update_bn "
+        "runs BatchNorm in training mode under no_grad on purpose, to recompute its statistics"
     ),
 }
 

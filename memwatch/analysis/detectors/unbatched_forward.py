@@ -7,9 +7,11 @@ previous call).
 
 Calling a model once per sample runs every kernel with a tiny batch and builds one graph
 per sample (more saved tensors, autograd overhead per sample). It fires when a step has
-≥ 8 such calls, they are ≥ 80 % of its forwards, and at least half of the inputs are rows
-of one tensor: the batch already exists. Sequential work whose inputs are fresh tensors
-one by one (a policy acting in an environment) cannot be batched and stays silent.
+≥ 8 such calls, they are ≥ 80 % of its forwards, and the batch already exists: at least
+half of the inputs are rows of one tensor, or most of the checked inputs are elements of
+one list the caller holds (samples of different sizes, ``for img in imgs``). Sequential
+work whose inputs are fresh tensors one by one (a policy acting in an environment) cannot
+be batched and stays silent.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ def _qualifies(seen: Observed[UnbatchedForwards]) -> bool:
     data = seen.evidence
     calls = data.calls
     forwards = data.forwards if data.forwards is not None else calls
-    return calls >= MIN_CALLS and calls >= 0.8 * forwards and data.same_base >= 0.5 * calls
+    batch_exists = data.same_base >= 0.5 * calls or (
+        data.listed_checked > 0 and data.listed * 3 >= data.listed_checked * 2
+    )
+    return calls >= MIN_CALLS and calls >= 0.8 * forwards and batch_exists
 
 
 def detect(data: AnalysisInput) -> list[Finding]:
@@ -48,7 +53,8 @@ def detect(data: AnalysisInput) -> list[Finding]:
             title=f"`{name}` is called {typical} times per step on single samples (shape {shape})",
             detail=(
                 f"In {len(events)} step{'s' if len(events) != 1 else ''}, {name}{where} ran "
-                f"about {typical} forward passes of one sample each, on rows of one tensor: "
+                f"about {typical} forward passes of one sample each, on samples that are "
+                "already together (rows of one tensor or items of one list): "
                 "every kernel runs with a batch of 1 and autograd builds and keeps one graph "
                 "per sample until the backward."
             ),
@@ -64,6 +70,7 @@ def detect(data: AnalysisInput) -> list[Finding]:
                 "calls_per_step": typical,
                 "forwards_per_step": first.evidence.forwards,
                 "rows_of_one_tensor": first.evidence.same_base,
+                "elements_of_one_list": first.evidence.listed,
                 "input_shape": list(shape),
             },
         )

@@ -107,24 +107,14 @@ class StochasticModules:
 
 
 class LoopOrder:
-    """A clock over backward and optimizer-step calls: which came last (-1: never)."""
+    """A clock over backward calls: when the last one ran (-1: never)."""
 
-    __slots__ = ("last_backward", "last_step", "tick")
+    __slots__ = ("last_backward", "tick")
 
     def __init__(self) -> None:
         self.tick = 0
         self.last_backward = -1
-        self.last_step = -1
 
     def backward(self) -> None:
         self.tick += 1
         self.last_backward = self.tick
-
-    def step(self) -> None:
-        self.tick += 1
-        self.last_step = self.tick
-
-    @property
-    def backward_pending(self) -> bool:
-        """A backward ran since the last optimizer step (its gradients await the step)."""
-        return self.last_backward > self.last_step

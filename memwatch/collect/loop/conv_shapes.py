@@ -1,7 +1,8 @@
 """Evidence for ``cudnn-benchmark-dynamic-shapes``: new conv input shapes under benchmark.
 
 While ``torch.backends.cudnn.benchmark`` is on (read through the C getter, ~0.1 µs), a
-root forward of a module containing convolutions with a 3-D or larger input adds its
+root forward of a module containing convolutions with a 2-D or larger input (token ids of
+a text CNN too) adds its
 shape to that module's set (at most ``MAX_SHAPES``); a step that brought new shapes
 records ``ConvInputShapes`` (how many distinct so far, a few examples).
 """

@@ -57,7 +57,7 @@ class LoopProbe(Probe):
         self._order = LoopOrder()
         self._thinning = Thinning()
         self._modules = StochasticModules()
-        self.grad_reset = GradResetRecorder(self._order, self._thinning)
+        self.grad_reset = GradResetRecorder(self._thinning)
         self.forwards = ForwardsRecorder()
         self.retain = RetainRecorder()
         self.eval_mode = EvalModeRecorder()
@@ -96,7 +96,7 @@ class LoopProbe(Probe):
                 self._cur_unbatched = True
                 self._dirty = True
                 self.unbatched.note(module, first)
-            if dim >= 3 and cudnn_benchmark() and self.shapes.note(module, first):
+            if dim >= 2 and cudnn_benchmark() and self.shapes.note(module, first):
                 self._dirty = True
         if not _grad_enabled():
             training = self._modules.training(module)
@@ -124,7 +124,7 @@ class LoopProbe(Probe):
     # -- backward -------------------------------------------------------------------------
     def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         self._order.backward()
-        self.grad_reset.forget()
+        self.grad_reset.after_backward(call)
         if call.retain_graph:
             self._dirty = True
             self.retain.note(call)

@@ -13,8 +13,10 @@ there (a ``zero_grad`` after ``step()`` has not run yet). It collects the ids of
 parameters of the root modules that ran since the previous check (their submodules
 included, so a branch used every other step counts as used) and walks the optimizer's
 ``param_groups``: a parameter that requires grad and is in none of them is an orphan (the
-modules' parameter ids are cached, walked again every ``REFRESH_IDS_EVERY`` checks and
-before any orphan is reported). A
+modules' parameter ids are cached, walked again every ``REFRESH_IDS_EVERY`` checks, before
+any orphan is reported, and when the first or last trainable parameter of the optimizer
+has no gradient at its step: layers swapped in place, ``setattr(model, "fc1", smaller)``,
+keep the module but not its parameters, and the cache would still hold the old ones). A
 ``StaleOptimizerParams`` is recorded when the optimizer has orphans (and at every later
 check of an optimizer that had some, so the detector sees them go away), with the orphans'
 bytes, their gradients' and their optimizer state's, and whether they had gradients
@@ -177,7 +179,7 @@ class StaleParamsRecorder:
         since = followed.checks
         followed.checks = tracker.step
         self._checks += 1
-        fresh = self._checks % REFRESH_IDS_EVERY == 0
+        fresh = self._checks % REFRESH_IDS_EVERY == 0 or _ends_without_grad(optimizer)
         used, modules = self._used(since, fresh)
         if not modules:
             return
@@ -231,6 +233,16 @@ class StaleParamsRecorder:
             created_at=self._created.get(optimizer),
         )
         tracker.emit(evidence.event(tracker.step, location_of(site)))
+
+
+def _ends_without_grad(optimizer: Any) -> bool:
+    """Whether the optimizer's first or last parameter requires grad but has none at its
+    step (two attribute reads each): a cue that the modules' parameters may have changed."""
+    groups = optimizer.param_groups
+    if not groups or not groups[0]["params"] or not groups[-1]["params"]:
+        return False
+    ends = (groups[0]["params"][0], groups[-1]["params"][-1])
+    return any(p.requires_grad and p.grad is None for p in ends)
 
 
 def _bytes(tensors: list[Any], seen: set[int]) -> int:
