@@ -611,7 +611,7 @@ def bench_memory(
     traced: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        with memwatch(out=tmp / "memory.db") as mw:
+        with memwatch(out=tmp / "memory.db", force=True) as mw:
             for i in range(1, n_steps + 1):
                 layer(x).sum().backward()
                 mw.step()
@@ -698,7 +698,7 @@ def bench_long_run(
     fresh: list[float] = []
     full: list[float] = []
     for _ in range(rounds):
-        with memwatch(out=tmp / "long.db"):
+        with memwatch(out=tmp / "long.db", force=True):
             fresh.append(timed(measure))
             for _ in range(fill - 2 * measure):
                 step()
@@ -743,7 +743,7 @@ def bench_leak(
     leak_steps: int | None = None
     leak_ms: float | None = None
     t_start = time.perf_counter()
-    with memwatch(out=tmp / "leak.db") as mw:
+    with memwatch(out=tmp / "leak.db", force=True) as mw:
         for i in range(start + max_steps):
             if i == start:
                 t_start = time.perf_counter()
@@ -801,7 +801,7 @@ def leak_memory_child(mode: str, n_steps: int, out: str) -> dict[str, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(32, 128), torch.randint(0, 10, (32,))
     watch: contextlib.AbstractContextManager[Any] = (
-        memwatch(out=out) if mode == "memwatch" else contextlib.nullcontext()
+        memwatch(out=out, force=True) if mode == "memwatch" else contextlib.nullcontext()
     )
     first = n_steps // 5
     every = max(1, (n_steps - first) // (40 if n_steps >= 1000 else 4))  # gc.collect ~0.3 s
