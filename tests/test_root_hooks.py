@@ -23,6 +23,12 @@ from memwatch.collect import hooks
 WARM = hooks.DISCOVERY_STEPS + 2  # steps after which the global hooks are gone
 
 
+@pytest.fixture(autouse=True)
+def _root_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch to root wrappers is off by default (hooks.ROOT_ONLY); these stories test it."""
+    monkeypatch.setattr(hooks, "ROOT_ONLY", True)
+
+
 def _mlp() -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
@@ -47,10 +53,9 @@ def test_after_discovery_only_the_root_module_is_hooked() -> None:
     with memwatch(store=False) as mw:
         for _ in range(WARM):
             _train(model, opt)
-        # THEN the global module hooks are gone and the root carries the wrapper only
+        # THEN the global module hooks are gone and the root's tree carries the wrapper
         assert _global_hooks() == before
-        assert model.__dict__.get("_compiled_call_impl") is not None
-        assert all(m.__dict__.get("_compiled_call_impl") is None for m in model.children())
+        assert all(m.__dict__.get("_compiled_call_impl") is not None for m in model.modules())
         # AND every step still counts its root forward
         for _ in range(5):
             _train(model, opt)
@@ -58,7 +63,7 @@ def test_after_discovery_only_the_root_module_is_hooked() -> None:
     assert [s.forward_calls for s in steps[-5:]] == [1] * 5
     assert not steps[-1].every_forward_seen and steps[0].every_forward_seen
     # AND at the end of the watch the model is as before
-    assert "_compiled_call_impl" not in model.__dict__
+    assert all("_compiled_call_impl" not in m.__dict__ for m in model.modules())
 
 
 def test_a_hooked_model_pickles_and_copies_without_memwatch() -> None:

@@ -182,6 +182,12 @@ class GlobalHooks:
         self.patch(graph, "disable_saved_tensors_hooks", disable_saved_tensors_hooks)
 
 
+#: Whether the global module hooks give way to the roots' wrappers after discovery. Off by
+#: default: a module first called at the top level after the last discovery (a model built
+#: or copied late, such as swa_utils.AveragedModel used only at the end) would go unseen
+#: until the next rediscovery (zoo: healthy/swa_averaged_model_update_bn, bugs/
+#: greedy_decode_eval_without_no_grad). Tests switch it on (tests/test_root_hooks.py).
+ROOT_ONLY = False
 #: Steps with global module hooks at the start of a run and at each rediscovery: every
 #: module called at the top level in them is a known root module from then on.
 DISCOVERY_STEPS = 4
@@ -191,6 +197,8 @@ DISCOVERY_STEPS = 4
 REDISCOVER_EVERY = 64
 #: More root modules than this (a module built every step): the global hooks stay.
 MAX_ROOTS = 16
+#: More modules than this in the roots' trees: the global hooks stay.
+MAX_WRAPPED = 4096
 
 _module_call = torch.nn.Module.__call__
 #: The frame that calls ``_compiled_call_impl`` (its ``self`` is the module being called).
@@ -243,7 +251,7 @@ class ModuleHooks:
         """A step ended: count down the discovery, or toward the next rediscovery."""
         if self.discovering:
             self._left -= 1
-            if self._left <= 0 and self._roots and not self._too_many:
+            if self._left <= 0 and ROOT_ONLY and self._roots and not self._too_many:
                 self.pending = False
         else:
             self._since += 1
@@ -308,7 +316,17 @@ class ModuleHooks:
     def _wrap_roots(self) -> bool:
         """Wrap every known root (alive) that is not wrapped yet; False if one cannot be."""
         done = {id(m) for m in (ref() for ref, _ in self._wrapped) if m is not None}
-        todo = [m for m in list(self._roots) if id(m) not in done]
+        # The roots' whole trees: a child called at the top level (``model.decoder(x)``
+        # from a decoding helper) is then seen as a root forward, as the global hooks
+        # would see it; inside a root forward a child's call only counts the depth.
+        todo: list[Any] = []
+        for root in list(self._roots):
+            for module in root.modules():
+                if id(module) not in done:
+                    done.add(id(module))
+                    todo.append(module)
+        if len(todo) + len(self._wrapped) > MAX_WRAPPED:
+            return False
         for module in todo:
             if (
                 type(module).__call__ is not _module_call
