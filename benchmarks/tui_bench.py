@@ -63,7 +63,8 @@ def rows(start: int, count: int) -> Iterator[tuple[object, ...]]:
         )  # fmt: skip
 
 
-INSERT = f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * 15)})"
+# The first 15 step columns (later ones, such as `measured` of schema 1.4, stay NULL).
+INSERT = f"INSERT INTO steps ({', '.join(STEP_COLUMNS[:15])}) VALUES ({', '.join('?' * 15)})"
 
 
 #: Memory by category, recorded as the collector does (steps 0-7, then every 16th).

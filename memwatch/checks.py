@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memwatch.errors import MemwatchError
+from memwatch.records import saved_in_step
 from memwatch.units import format_size, parse_size
 
 if TYPE_CHECKING:  # records are only annotations here: the pytest plugin imports this module
@@ -91,15 +92,18 @@ def measure(steps: Sequence[StepRecord], warmup: int = DEFAULT_WARMUP) -> Measur
     """Peak and growth per step of tensor memory in ``steps`` (pure)."""
     allocator = _uses_allocator(steps)
     metric = "allocated tensor bytes" if allocator else "autograd-saved bytes"
+    recorded = len(steps)
+    if not allocator:  # steps whose saved tensors were not counted (sampling) say nothing
+        steps = [s for s in steps if s.saved_bytes is not None]
     judged = [s for s in steps if s.step >= warmup and s.boundary != "end"]
 
     def at_end(s: StepRecord) -> int:
-        return (s.allocated_bytes or 0) if allocator else s.saved_bytes
+        return (s.allocated_bytes or 0) if allocator else (s.saved_bytes or 0)
 
     def in_step(s: StepRecord) -> int:
         if allocator:
             return max(s.allocated_bytes or 0, s.peak_allocated_bytes or 0)
-        return max(s.saved_bytes, s.saved_peak_bytes)
+        return saved_in_step(s) or 0
 
     growth = None
     if len(judged) >= 2:
@@ -107,7 +111,7 @@ def measure(steps: Sequence[StepRecord], warmup: int = DEFAULT_WARMUP) -> Measur
         growth = (at_end(last) - at_end(first)) / max(1, last.step - first.step)
     return Measure(
         metric=metric,
-        steps=len(steps),
+        steps=recorded,
         judged_steps=len(judged),
         warmup=warmup,
         growth_per_step=growth,

@@ -88,7 +88,10 @@ class StepRecord:
     """What memory did during one training step.
 
     Device fields are None where they cannot be known (a CPU run without ``--budget``
-    has no allocator statistics: memwatch never logs zeros it did not measure).
+    has no allocator statistics: memwatch never logs zeros it did not measure). The
+    saved-for-backward fields are None on a step whose saved tensors were not counted
+    (sampling, ``memwatch/collect/sampling.py``); ``measured`` says what was measured on
+    the step (``MEASURED_*`` bits; None in run files from before schema 1.4: everything).
     """
 
     step: int
@@ -99,13 +102,25 @@ class StepRecord:
     reserved_bytes: int | None
     peak_allocated_bytes: int | None
     device_used_bytes: int | None
-    saved_bytes: int
-    saved_peak_bytes: int
-    saved_stale_bytes: int
+    saved_bytes: int | None
+    saved_peak_bytes: int | None
+    saved_stale_bytes: int | None
     rss_bytes: int | None
     forward_calls: int
     backward_calls: int
     oom_events: int
+    measured: int | None = None
+
+    @property
+    def saved_measured(self) -> bool:
+        """Whether the saved-for-backward bytes were counted on this step."""
+        return self.saved_bytes is not None
+
+    @property
+    def every_forward_seen(self) -> bool:
+        """Whether every module call was watched (else only the known root modules':
+        ``forward_calls`` then counts their forwards)."""
+        return self.measured is None or bool(self.measured & MEASURED_ALL_MODULES)
 
     def to_row(self) -> tuple[Any, ...]:
         """The values in ``STEP_COLUMNS`` order (spelled out: this runs every step)."""
@@ -125,8 +140,23 @@ class StepRecord:
             self.forward_calls,
             self.backward_calls,
             self.oom_events,
+            self.measured,
         )
 
+
+def saved_in_step(step: StepRecord) -> int | None:
+    """The most bytes saved for backward alive in ``step`` (its peak or its end), None
+    where they were not counted (sampling): never read an unmeasured step as zero."""
+    if step.saved_peak_bytes is None or step.saved_bytes is None:
+        return None
+    return max(step.saved_peak_bytes, step.saved_bytes)
+
+
+#: ``StepRecord.measured`` bits: saved-for-backward bytes counted from the step's start;
+#: every module call watched (global module hooks), not only the known root modules'.
+MEASURED_SAVED = 1
+MEASURED_ALL_MODULES = 2
+MEASURED_EVERYTHING = MEASURED_SAVED | MEASURED_ALL_MODULES
 
 #: Column order of ``StepRecord`` in the run file (also its constructor order).
 STEP_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from memwatch.analysis import AnalysisInput, analyze
 from memwatch.collect import active as collection
+from memwatch.collect.sampling import ROUTINE_EVIDENCE
 from memwatch.errors import MemwatchError
 from memwatch.notices import notice
 from memwatch.records import (
@@ -282,6 +283,7 @@ class Watch:
                 )
             ),
             device=device,
+            sample=self.analysis_mode != "deep",  # deep: saved tensors counted every step
         )
         self._tracker.manual = self._manual_steps
         _ACTIVE = self
@@ -429,7 +431,8 @@ class Watch:
 
     def on_event(self, event: Event) -> None:
         self._events.append(event)
-        self._events_seen += 1
+        if event.kind not in ROUTINE_EVIDENCE:  # (every step of an RL loop: no hurry)
+            self._events_seen += 1
         self._write(lambda w: w.add_event(event))
 
     def on_holders(self, holders: list[Holder]) -> None:

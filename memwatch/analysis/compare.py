@@ -24,7 +24,13 @@ from typing import Any
 
 from memwatch.analysis.categories import peak_categories
 from memwatch.errors import MemwatchError
-from memwatch.records import CATEGORY_FIELDS, Finding, MemoryCategories, StepRecord
+from memwatch.records import (
+    CATEGORY_FIELDS,
+    Finding,
+    MemoryCategories,
+    StepRecord,
+    saved_in_step,
+)
 from memwatch.units import format_size
 
 BASELINE_SCHEMA = "memwatch.baseline/1"
@@ -147,7 +153,7 @@ def profile(
     values: dict[str, float | None] = {
         "peak_allocated_bytes": max(peaks) if peaks else None,
         "peak_saved_bytes": max(
-            (max(s.saved_peak_bytes, s.saved_bytes) for s in steps), default=None
+            (v for s in steps if (v := saved_in_step(s)) is not None), default=None
         ),
         "peak_rss_bytes": max(rss) if rss else None,
         "allocated_growth": slope(_series(later, "allocated_bytes")),
@@ -179,7 +185,7 @@ def profile(
         ),
         series={
             "allocated": tuple((s.step, v) for s in steps if (v := _peak_allocated(s)) is not None),
-            "saved": tuple((s.step, max(s.saved_peak_bytes, s.saved_bytes)) for s in steps),
+            "saved": tuple((s.step, v) for s in steps if (v := saved_in_step(s)) is not None),
         },
     )
 

@@ -26,7 +26,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from memwatch.collect.device import CudaMemory
 from memwatch.collect.holders import storage_of
 from memwatch.collect.probe import Probe
-from memwatch.records import MemoryCategories, StepRecord
+from memwatch.records import MemoryCategories, StepRecord, saved_in_step
 
 if TYPE_CHECKING:
     from memwatch.collect.probe import ProbeHost
@@ -99,6 +99,7 @@ class CategoriesProbe(Probe):
     """Emits one ``MemoryCategories`` per step through ``tracker.emit_categories``."""
 
     name = "categories"
+    step_ends = "measured"  # activations are the counted saved bytes: nothing to say else
 
     def __init__(self, refresh_every: int = REFRESH_EVERY) -> None:
         self._modules: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -127,6 +128,9 @@ class CategoriesProbe(Probe):
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if not self._modules and not self._optimizers:
             return
+        activations = saved_in_step(record)
+        if activations is None:  # saved tensors not counted on this step (sampling)
+            return
         total = record.peak_allocated_bytes
         if total is None:
             basis, cuda = "estimated", None
@@ -142,7 +146,6 @@ class CategoriesProbe(Probe):
         ):
             self._counts = count_categories(list(self._modules), list(self._optimizers), cuda)
         counts = self._counts
-        activations = max(record.saved_peak_bytes, record.saved_bytes)
         other = None
         if total is not None:
             known = counts.parameters + counts.gradients + counts.optimizer + activations

@@ -2,9 +2,12 @@
 
 What is installed, and what each costs (docs/measurements.md §1):
 
-* global module forward pre/post hooks (~1.3 µs per module call), used only to count
-  *root* forwards and to hand them to probes; they return at once while torch.compile
-  traces, so compiled models keep a single graph;
+* module forward pre/post hooks, used only to count *root* forwards and to hand them to
+  probes (``ModuleHooks``): global hooks (~1.3 µs per module call, and every module call
+  leaves torch's fast path) while the root modules are being discovered, then a wrapper on
+  the known root modules only, so a step of hundreds of tiny forwards costs little more
+  than one of a single forward; they return at once while torch.compile traces, so
+  compiled models keep a single graph;
 * the global optimizer step pre/post hooks (0.1 µs): the post-hook marks step ends;
 * ``torch.autograd.backward``/``grad`` wrappers count backward passes and see
   ``retain_graph``;
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,12 +78,12 @@ class GlobalHooks:
         target: HookTarget,
         steps: StepBoundaries,
         saved_hooks: SavedTensorHooks | None,
+        modules: ModuleHooks,
     ) -> None:
-        """Install the global hooks: ``target``'s callbacks, ``steps``' optimizer hooks."""
-        self._handles.append(torch_module.register_module_forward_pre_hook(target.forward_pre))
-        self._handles.append(
-            torch_module.register_module_forward_hook(target.forward_post, always_call=True)
-        )
+        """Install the global hooks: ``target``'s callbacks, ``steps``' optimizer hooks;
+        ``modules`` installs (and later swaps) the module forward hooks."""
+        modules.install()
+        self._undo.append(modules.remove)
         self._handles.append(register_optimizer_step_pre_hook(steps.optimizer_pre))
         self._handles.append(register_optimizer_step_post_hook(steps.optimizer_post))
         self._patch_backward(target)
@@ -175,3 +180,194 @@ class GlobalHooks:
                     yield
 
         self.patch(graph, "disable_saved_tensors_hooks", disable_saved_tensors_hooks)
+
+
+#: Whether the global module hooks give way to the roots' wrappers after discovery. Off by
+#: default: a module first called at the top level after the last discovery (a model built
+#: or copied late, such as swa_utils.AveragedModel used only at the end) would go unseen
+#: until the next rediscovery (zoo: healthy/swa_averaged_model_update_bn, bugs/
+#: greedy_decode_eval_without_no_grad). Tests switch it on (tests/test_root_hooks.py).
+ROOT_ONLY = False
+#: Steps with global module hooks at the start of a run and at each rediscovery: every
+#: module called at the top level in them is a known root module from then on.
+DISCOVERY_STEPS = 4
+#: Steps between two rediscoveries (a model built later, a child module called directly,
+#: a validation model run every few steps). A new optimizer, a backward in a step that ran
+#: no known root, and any escalation of the sampling (``sampling.py``) rediscover at once.
+REDISCOVER_EVERY = 64
+#: More root modules than this (a module built every step): the global hooks stay.
+MAX_ROOTS = 16
+#: More modules than this in the roots' trees: the global hooks stay.
+MAX_WRAPPED = 4096
+
+_module_call = torch.nn.Module.__call__
+#: The frame that calls ``_compiled_call_impl`` (its ``self`` is the module being called).
+_WRAPPED_CALL_CODE = getattr(torch.nn.Module, "_wrapped_call_impl", _module_call).__code__
+
+
+class ModuleHooks:
+    """The forward hooks that see root forwards: global while discovering, then a wrapper
+    on each known root module.
+
+    The wrapper is set as the module's ``_compiled_call_impl`` (what ``Module.__call__``
+    calls instead of ``_call_impl`` when set): one instance attribute that torch leaves
+    out of pickles and deep copies (``Module.__getstate__``), so ``torch.save(model)`` and
+    ``copy.deepcopy(model)`` never see memwatch, children keep torch's fast path, and it
+    holds the module only weakly (a rebuilt model is freed as before). A module that
+    overrides ``__call__`` or is compiled in place cannot be wrapped: the global hooks then
+    stay. Switches happen between forwards only (``pending`` until the outermost forward
+    returns), so a forward's pre and post callbacks always come from the same hooks.
+    """
+
+    def __init__(self, target: HookTarget) -> None:
+        self._target = target
+        self._global: list[Any] = []
+        self._roots: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._too_many = False
+        self._wrapped: list[tuple[weakref.ref[Any], Callable[..., Any]]] = []
+        self.discovering = True
+        self.pending: bool | None = None  # the mode to switch to (True: discovering)
+        self.switches = 0
+        self._left = DISCOVERY_STEPS
+        self._since = 0
+
+    # -- what the tracker reports ---------------------------------------------------------
+    def install(self) -> None:
+        self._install_global()
+
+    def note_root(self, module: Any) -> None:
+        """A root forward seen by the global hooks: remember the module."""
+        if module in self._roots:
+            return
+        if len(self._roots) >= MAX_ROOTS:
+            self._too_many = True
+            return
+        try:
+            self._roots.add(module)
+        except TypeError:
+            self._too_many = True
+
+    def step_end(self) -> None:
+        """A step ended: count down the discovery, or toward the next rediscovery."""
+        if self.discovering:
+            self._left -= 1
+            if self._left <= 0 and ROOT_ONLY and self._roots and not self._too_many:
+                self.pending = False
+        else:
+            self._since += 1
+            if self._since >= REDISCOVER_EVERY:
+                self.rediscover()
+
+    def rediscover(self) -> None:
+        """Watch every module call again for ``DISCOVERY_STEPS`` steps."""
+        self._left = DISCOVERY_STEPS
+        self._since = 0
+        if not self.discovering:
+            self.pending = True
+        elif self.pending is False:
+            self.pending = None
+
+    def apply(self) -> None:
+        """Switch to the pending mode (called between forwards only)."""
+        pending, self.pending = self.pending, None
+        if pending is None or pending == self.discovering:
+            return
+        if pending:
+            self._install_global()
+            self.discovering = True
+            self.switches += 1
+            return
+        if not self._wrap_roots():
+            self._left = REDISCOVER_EVERY  # cannot wrap: keep the global hooks a while
+            return
+        self._remove_global()
+        self.discovering = False
+        self._too_many = False
+        self._roots = weakref.WeakSet()
+        self.switches += 1
+
+    def remove(self) -> None:
+        """Remove the global hooks and every wrapper still in place."""
+        self._remove_global()
+        for ref, call in self._wrapped:
+            module = ref()
+            if module is not None and module.__dict__.get("_compiled_call_impl") is call:
+                try:
+                    del module.__dict__["_compiled_call_impl"]
+                except Exception:
+                    pass
+        self._wrapped.clear()
+
+    # -- the hooks --------------------------------------------------------------------------
+    def _install_global(self) -> None:
+        if self._global:
+            return
+        target = self._target
+        self._global.append(torch_module.register_module_forward_pre_hook(target.forward_pre))
+        self._global.append(
+            torch_module.register_module_forward_hook(target.forward_post, always_call=True)
+        )
+
+    def _remove_global(self) -> None:
+        for handle in self._global:
+            handle.remove()
+        self._global.clear()
+
+    def _wrap_roots(self) -> bool:
+        """Wrap every known root (alive) that is not wrapped yet; False if one cannot be."""
+        done = {id(m) for m in (ref() for ref, _ in self._wrapped) if m is not None}
+        # The roots' whole trees: a child called at the top level (``model.decoder(x)``
+        # from a decoding helper) is then seen as a root forward, as the global hooks
+        # would see it; inside a root forward a child's call only counts the depth.
+        todo: list[Any] = []
+        for root in list(self._roots):
+            for module in root.modules():
+                if id(module) not in done:
+                    done.add(id(module))
+                    todo.append(module)
+        if len(todo) + len(self._wrapped) > MAX_WRAPPED:
+            return False
+        for module in todo:
+            if (
+                type(module).__call__ is not _module_call
+                or module.__dict__.get("_compiled_call_impl") is not None
+            ):
+                return False
+        for module in todo:
+            call = _root_wrapper(weakref.ref(module), self, self._target)
+            module.__dict__["_compiled_call_impl"] = call
+            self._wrapped.append((weakref.ref(module), call))
+        self._wrapped = [(ref, call) for ref, call in self._wrapped if ref() is not None]
+        return True
+
+
+def _root_wrapper(
+    ref: weakref.ref[Any], hooks: ModuleHooks, target: HookTarget
+) -> Callable[..., Any]:
+    """``module._compiled_call_impl``: the tracker's pre/post callbacks around
+    ``_call_impl`` (the forward post callback also runs when the forward raises, as the
+    global ``always_call`` hook does)."""
+
+    def root_call(*args: Any, **kwargs: Any) -> Any:
+        # Which module is being called: a shallow copy of the module's __dict__ keeps this
+        # wrapper (DataParallel replicas; a deep copy of a parametrized module copies the
+        # dict too), and such a copy must run its own forward (unwatched), not ours.
+        caller = sys._getframe(1)
+        watched: Any = ref()
+        module = watched
+        if caller.f_code is _WRAPPED_CALL_CODE:
+            module = caller.f_locals.get("self", watched)
+        if module is None:  # cannot happen while the module calls us; be safe anyway
+            raise RuntimeError("memwatch: a watched module vanished during its call")
+        if module is not watched or hooks.discovering or target.off or _is_compiling():
+            return module._call_impl(*args, **kwargs)
+        target.forward_pre(module, args)
+        try:
+            result = module._call_impl(*args, **kwargs)
+        except BaseException:
+            target.forward_post(module, args, None)
+            raise
+        target.forward_post(module, args, result)
+        return result
+
+    return root_call

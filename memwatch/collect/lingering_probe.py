@@ -106,9 +106,10 @@ class LingeringChecker:
             if names:
                 armed.append(_Armed(frame, names))
         self._previous = current
-        if total >= ARM_MIN_BYTES and record.saved_peak_bytes > 0:
+        saved_peak = record.saved_peak_bytes  # None: not counted on this step (sampling)
+        if total >= ARM_MIN_BYTES and saved_peak is not None and saved_peak > 0:
             self._armed = armed
-            self._saved_peak = record.saved_peak_bytes
+            self._saved_peak = saved_peak
             self._peak_allocated = record.peak_allocated_bytes
             self._record_step = record.step
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from memwatch.collect.device import DeviceMemory
@@ -51,6 +51,11 @@ class ProbeHost(Protocol):
     def patch(self, owner: Any, name: str, replacement: Any) -> None:
         """Replace ``owner.name`` until the watch stops (then the original is restored)."""
 
+    def escalate(self, reason: str) -> None:
+        """Something may be kept: measure every step for a while (collect/sampling.py).
+        Emitting evidence does this already (but routine kinds); call it for a cheap
+        signal that is not evidence yet."""
+
 
 @dataclass(slots=True)
 class BackwardCall:
@@ -66,9 +71,16 @@ class BackwardCall:
 
 
 class Probe:
-    """Base class: override what you need. ``name`` appears in the warning if it fails."""
+    """Base class: override what you need. ``name`` appears in the warning if it fails.
+
+    ``step_ends`` says which step ends ``on_step_end`` needs (sampling, collect/
+    sampling.py): ``"every"`` (the default: counts, orders, its own stride) or
+    ``"measured"`` (only steps whose saved tensors were counted from their start, where
+    ``record.saved_bytes`` is not None: a probe that reads them and nothing else).
+    """
 
     name = "probe"
+    step_ends: ClassVar[Literal["every", "measured"]] = "every"
 
     def on_start(self, tracker: ProbeHost) -> None:
         """The watch started (hooks are installed)."""

@@ -137,6 +137,7 @@ class SavedTensorHooks:
     def __init__(self, counter: SavedTensorCounter) -> None:
         self.counter = counter
         self.enabled = True
+        self.packs = 0  # tensors packed while pushed (the sampling's cost estimate)
         self._pushed = False
         self._strided = torch.strided
 
@@ -146,6 +147,7 @@ class SavedTensorHooks:
             # (docs/measurements.md §2).
             return tensor.detach() if not tensor.is_leaf else tensor
         counter = self.counter
+        self.packs += 1
         key: int | None = None
         try:
             # Leaves that require grad are parameters (or user inputs with grad): memory
@@ -203,6 +205,30 @@ class SavedTensorHooks:
         if self._pushed:
             getattr(torch._C._autograd, _POP)()
             self._pushed = False
+
+    @property
+    def pushed(self) -> bool:
+        """Whether autograd calls our pack hook now (saved tensors are being counted)."""
+        return self._pushed
+
+    def pause(self) -> bool:
+        """Stop counting (sampling: ``sampling.py``): pop our hooks if they are the
+        innermost; True when they are off now. Tensors packed so far keep their unpack and
+        release; autograd's own in-place check applies to the ones saved from now on."""
+        if not self._pushed:
+            return True
+        if not self.on_top():  # someone's hooks are above ours: leave the stack alone
+            return False
+        self.pop()
+        return True
+
+    def resume(self) -> bool:
+        """Count again (push our hooks); True when they are pushed."""
+        if self._pushed:
+            return True
+        if not self.enabled:
+            return False
+        return self.push()
 
     def on_top(self) -> bool:
         """Whether our hooks are the innermost pushed ones (popping pops the innermost).

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from memwatch.records import Event, StepRecord
+from memwatch.records import MEASURED_SAVED, Event, StepRecord
 
 if TYPE_CHECKING:
     from memwatch.collect.device import DeviceMemory, NvmlSampler
@@ -59,6 +59,16 @@ class StepHost(Protocol):
     def describe_device(self, device: int) -> None:
         """The run's CUDA device is known or changed."""
 
+    def measured_flags(self) -> int:
+        """What was measured on the step ending now (``StepRecord.measured`` bits)."""
+        return MEASURED_SAVED
+
+    def step_settled(self, record: StepRecord) -> None:
+        """A step ended and the next began: decide what the next one measures."""
+
+    def note_optimizer(self, optimizer: Any) -> None:
+        """An optimizer is about to step (a new one may mean a new model)."""
+
 
 class StepBoundaries:
     """Decides where steps end and builds one ``StepRecord`` per step."""
@@ -82,6 +92,11 @@ class StepBoundaries:
         self._carried_device_peak: int | None = None
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
+
+    @property
+    def forward_calls(self) -> int:
+        """Root forwards seen in the step so far."""
+        return self._forward_calls
 
     def start_clock(self) -> None:
         """The watch starts now: the first step's time counts from here."""
@@ -126,6 +141,7 @@ class StepBoundaries:
         # Known before the first step ends, so LBFGS closures (forward/backward inside
         # step()) never trigger the no-optimizer fallback.
         self._seen_optimizer = True
+        self._host.note_optimizer(optimizer)
         if self._cuts:
             self._merge_forward_only_cuts()
 
@@ -182,6 +198,9 @@ class StepBoundaries:
         if self._carried_device_peak is not None and peak is not None:
             peak = max(peak, self._carried_device_peak)
         self._carried_device_peak = None
+        measured = host.measured_flags()
+        saved = host.saved
+        counted = bool(measured & MEASURED_SAVED)  # else: not counted (sampling), None
         return StepRecord(
             step=host.step,
             started_at=self._wall0,
@@ -191,13 +210,14 @@ class StepBoundaries:
             reserved_bytes=reading.reserved_bytes,
             peak_allocated_bytes=peak,
             device_used_bytes=host.nvml.read(reading.device),
-            saved_bytes=host.saved.current,
-            saved_peak_bytes=host.saved.peak,
-            saved_stale_bytes=host.saved.stale_bytes,
+            saved_bytes=saved.current if counted else None,
+            saved_peak_bytes=saved.peak if counted else None,
+            saved_stale_bytes=saved.stale_bytes if counted else None,
             rss_bytes=host.rss.read(),
             forward_calls=self._forward_calls,
             backward_calls=self._backward_calls,
             oom_events=self.oom_events,
+            measured=measured,
         )
 
     def _reset_step_counters(self) -> None:
@@ -217,6 +237,7 @@ class StepBoundaries:
         host.step += 1
         host.saved.new_step(host.step)
         self._reset_step_counters()
+        host.step_settled(record)
 
     # -- forward-only boundaries ------------------------------------------------------------
     # Before any backward or optimizer step, a repeated root forward may be the next step
@@ -274,7 +295,7 @@ class StepBoundaries:
         self._forward_calls += sum(c.forward_calls for c in cuts)
         self.oom_events += sum(c.oom_events for c in cuts)
         saved = host.saved
-        saved.peak = max([saved.peak, *(c.saved_peak_bytes for c in cuts)])
+        saved.peak = max([saved.peak, *(c.saved_peak_bytes or 0 for c in cuts)])
         peaks = [c.peak_allocated_bytes for c in cuts if c.peak_allocated_bytes is not None]
         if peaks:
             self._carried_device_peak = max(peaks)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
@@ -30,9 +31,10 @@ from memwatch.collect import cuda
 from memwatch.collect import oom as oom_observer
 from memwatch.collect.device import CudaMemory, DeviceMemory, NoDeviceMemory, NvmlSampler
 from memwatch.collect.frames import first_user_frame, frame_location, user_frames
-from memwatch.collect.hooks import GlobalHooks
+from memwatch.collect.hooks import GlobalHooks, ModuleHooks
 from memwatch.collect.probe import HOOK_NAMES, BackwardCall, Probe, ProbeHost
 from memwatch.collect.rss import RssReader
+from memwatch.collect.sampling import ROUTINE_EVIDENCE, SavedSampling
 from memwatch.collect.saved import (
     SavedTensorCounter,
     SavedTensorHooks,
@@ -40,11 +42,19 @@ from memwatch.collect.saved import (
 )
 from memwatch.collect.steps import FORWARD_ONLY_CONFIRM, StepBoundaries, StepHost
 from memwatch.notices import notice
-from memwatch.records import Event, Holder, MemoryCategories, StepRecord
+from memwatch.records import (
+    MEASURED_ALL_MODULES,
+    MEASURED_SAVED,
+    Event,
+    Holder,
+    MemoryCategories,
+    StepRecord,
+)
 
 __all__ = ["FORWARD_ONLY_CONFIRM", "Sink", "Tracker"]
 
 _is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
 
 
 class Sink(Protocol):
@@ -65,6 +75,7 @@ class Tracker:
         probes: list[Probe],
         device: DeviceMemory | None = None,
         watch_saved_tensors: bool = True,
+        sample: bool = True,
     ) -> None:
         self.sink = sink
         self.probes = list(probes)
@@ -85,7 +96,18 @@ class Tracker:
         self._root_saved_before = 0
         # A probe that has just confirmed a problem sets this: the sink analyses at this
         # step end instead of waiting for its next periodic pass (detection latency).
-        self.analysis_requested = False
+        self._analysis_requested = False
+        # Which steps count saved tensors (sampling.py); ``sample=False``: every step.
+        self.sampling = SavedSampling(enabled=sample)
+        self._step_counted = False  # this step's saved tensors are counted from its start
+        # The process CPU time of each step, for the sampling's cost estimate: wall time on
+        # a busy machine also counts the wait for a core, which counting does not add to.
+        self._cpu_mark = time.process_time()
+        # Root forwards: global module hooks while discovering roots, then only the known
+        # roots' (hooks.ModuleHooks); whether this whole step had the global ones.
+        self._modules = ModuleHooks(self)
+        self._step_all_modules = True
+        self._optimizers: weakref.WeakSet[Any] = weakref.WeakSet()
         host: StepHost = self  # the step machine sees the tracker only through this seam
         self._steps = StepBoundaries(host)
         self._hooks: dict[str, list[Callable[..., None]]] = {}
@@ -110,6 +132,12 @@ class Tracker:
             ]
             for name in HOOK_NAMES
         }
+        # Step ends whose saved tensors were not counted skip the probes that need them.
+        self._hooks["on_step_end:unmeasured"] = [
+            m
+            for m in self._hooks["on_step_end"]
+            if m.__self__.step_ends == "every"  # type: ignore[attr-defined]
+        ]
 
     def _call_probes(self, hook: str, *args: Any) -> None:
         host: ProbeHost = self  # probes see the tracker only through this seam
@@ -124,14 +152,61 @@ class Tracker:
                     self._rebuild_probe_hooks()
 
     # -- what probes may ask (memwatch.collect.probe.ProbeHost) ------------------------------
+    @property
+    def analysis_requested(self) -> bool:
+        return self._analysis_requested
+
+    @analysis_requested.setter
+    def analysis_requested(self, value: bool) -> None:
+        self._analysis_requested = value
+        if value:
+            self.escalate("a probe confirmed a problem")
+
     def emit(self, event: Event) -> None:
         """Send an observation to the store and the detectors.
 
         While forward-only cuts are pending the step numbers are not settled yet, so the
         step machine holds the event with the index of its segment (see ``steps.py``).
+        Evidence is a signal for the sampling (``sampling.py``), unless it is routine.
         """
+        if event.kind not in ROUTINE_EVIDENCE:
+            self.escalate(f"evidence {event.kind}")
         if not self._steps.hold(event):
             self.sink.on_event(event)
+
+    def escalate(self, reason: str) -> None:
+        """Something may be kept: measure every step from now on for a while (sampling.py),
+        and watch every module call again (a root module memwatch does not know yet)."""
+        self.sampling.escalate(reason)
+        self._count_saved_now()
+        self._rediscover()
+
+    def _rediscover(self) -> None:
+        modules = self._modules
+        if modules.discovering and modules.pending is None:
+            modules.rediscover()  # restarts the countdown
+            return
+        modules.rediscover()
+        self._switch_modules()
+
+    def _switch_modules(self) -> None:
+        """Apply a pending module-hook switch, between forwards only."""
+        if self._depth == 0 and self._modules.pending is not None and not self.off:
+            try:
+                self._modules.apply()
+            except Exception as exc:
+                self.fail("root-module hooks", exc)
+            self._step_all_modules = False
+
+    def _count_saved_now(self) -> None:
+        """Push the saved-tensor hooks at once (the step already running stays marked as
+        not counted: it was not counted from its start)."""
+        hooks = self._saved_hooks
+        if hooks is not None and not hooks.pushed and hooks.enabled and not self.off:
+            try:
+                hooks.resume()
+            except Exception as exc:
+                self.fail("saved-tensor counting", exc)
 
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
@@ -160,14 +235,63 @@ class Tracker:
     # -- what the step machine may ask (memwatch.collect.steps.StepHost) ---------------------
     def step_ended(self, record: StepRecord, frame: FrameType | None) -> None:
         """The probes' ``on_step_end`` (with the user frames at the boundary), then the sink."""
-        if self._hooks["on_step_end"]:
+        hook = "on_step_end" if record.saved_bytes is not None else "on_step_end:unmeasured"
+        if self._hooks[hook]:
             frames = user_frames(frame, limit=4) if frame is not None else []
-            self._call_probes("on_step_end", record, frames)
+            self._call_probes(hook, record, frames)
             del frames
         self.sink.on_step(record)
 
     def send_event(self, event: Event) -> None:
         self.sink.on_event(event)
+
+    def measured_flags(self) -> int:
+        flags = MEASURED_ALL_MODULES if self._step_all_modules else 0
+        if self._step_counted:
+            flags |= MEASURED_SAVED
+        return flags
+
+    def note_optimizer(self, optimizer: Any) -> None:
+        if optimizer in self._optimizers:
+            return
+        try:
+            self._optimizers.add(optimizer)
+        except TypeError:
+            return
+        if not self._modules.discovering:
+            self._rediscover()  # a new optimizer: maybe a new model (k-fold, a rebuild)
+
+    def step_settled(self, record: StepRecord) -> None:
+        """Choose what the next step measures (sampling.py), from what this one showed."""
+        self._modules.step_end()
+        self._switch_modules()
+        self._step_all_modules = self._modules.discovering and self._modules.pending is None
+        hooks = self._saved_hooks
+        if hooks is None or not hooks.enabled:
+            self._step_counted = False
+            return
+        try:
+            now = time.process_time()
+            cpu_s, self._cpu_mark = now - self._cpu_mark, now
+            measure = self.sampling.step_end(
+                record.saved_bytes is not None,
+                cpu_s,
+                hooks.packs,
+                record.saved_bytes,
+                record.rss_bytes,
+                record.allocated_bytes,
+                record.boundary in ("optimizer", "manual", "scaler") or record.backward_calls > 0,
+            )
+            hooks.packs = 0
+            if measure:
+                hooks.resume()
+            else:
+                hooks.pause()
+            self._step_counted = hooks.pushed
+        except Exception as exc:
+            self.fail("saved-tensor sampling", exc)
+            self.sampling.enabled = False
+            self._step_counted = False
 
     def describe_device(self, device: int) -> None:
         """Tell the sink which CUDA device the run uses (first CUDA step, or a change)."""
@@ -181,7 +305,9 @@ class Tracker:
 
     # -- install / remove -------------------------------------------------------------------
     def start(self) -> None:
-        self._installed.install(self, self._steps, self._saved_hooks)
+        self._installed.install(self, self._steps, self._saved_hooks, self._modules)
+        self._cpu_mark = time.process_time()
+        self._step_counted = self._saved_hooks is not None and self._saved_hooks.pushed
         self._steps.start_clock()
         self._call_probes("on_start")
 
@@ -224,6 +350,8 @@ class Tracker:
         self._depth += 1
         if self._depth == 1:
             try:
+                if self._modules.discovering:
+                    self._modules.note_root(module)
                 self._steps.root_forward(module)  # may end a step first
                 if self._note_root_module is not None:
                     self._note_root_module(module)
@@ -245,6 +373,15 @@ class Tracker:
                 oom_observer.observe_exception(handling)
         if self._depth == 1:
             try:
+                # an evaluation forward that builds a graph while saved tensors are not
+                # counted: a signal (graphs kept in inference, sampling.py)
+                if (
+                    not module.training
+                    and not self._step_counted
+                    and _grad_enabled()
+                    and _builds_graph(output)
+                ):
+                    self.escalate("a forward in eval mode built a graph")
                 if self._hooks["on_root_forward_post"]:
                     delta = self.saved.current - self._root_saved_before
                     self._call_probes("on_root_forward_post", module, output, delta)
@@ -252,6 +389,8 @@ class Tracker:
                 self.fail("forward hooks", exc)
         if self._depth > 0:
             self._depth -= 1
+            if self._depth == 0 and self._modules.pending is not None:
+                self._switch_modules()
         return None
 
     def run_backward(
@@ -273,7 +412,11 @@ class Tracker:
             oom_observer.observe_exception(exc)  # OOMs that are not OutOfMemoryError
             raise
         try:
+            if not self._modules.discovering and self._steps.forward_calls == 0:
+                self._rediscover()  # a backward without a known root forward: a new model?
             self._steps.backward_done()
+            if (retain or create) and not self.sampling.escalated:
+                self.escalate("a backward kept its graph (retain_graph/create_graph)")
             if self._hooks["on_backward"]:
                 call = BackwardCall(
                     tensors=args[0] if args else kwargs.get("tensors", kwargs.get("outputs")),
@@ -317,6 +460,18 @@ class Tracker:
                 frame_location(user) if user is not None else None,
             )
         )
+
+
+def _builds_graph(output: Any) -> bool:
+    """Whether a forward's output (a tensor, or one of the first few in a tuple, list or
+    dict) carries autograd history."""
+    if isinstance(output, torch.Tensor):
+        return not output.is_leaf
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return any(isinstance(t, torch.Tensor) and not t.is_leaf for t in output[:8])
+    return False
 
 
 def _default_device() -> DeviceMemory:

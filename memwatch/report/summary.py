@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from memwatch.records import StepRecord
+from memwatch.records import StepRecord, saved_in_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,12 @@ def summarize(steps: Sequence[StepRecord]) -> StepSummary:
         ),
         final_allocated_bytes=steps[-1].allocated_bytes,
         peak_reserved_bytes=_max(s.reserved_bytes for s in steps),
-        peak_autograd_saved_bytes=max(max(s.saved_peak_bytes, s.saved_bytes) for s in steps),
-        final_autograd_saved_bytes=steps[-1].saved_bytes,
+        # steps whose saved tensors were not counted (sampling) are left out; 0 only when
+        # no step was counted at all
+        peak_autograd_saved_bytes=_max(saved_in_step(s) for s in steps) or 0,
+        final_autograd_saved_bytes=next(
+            (s.saved_bytes for s in reversed(steps) if s.saved_bytes is not None), 0
+        ),
         peak_rss_bytes=max(rss) if rss else None,
         first_rss_bytes=rss[0] if rss else None,
         final_rss_bytes=rss[-1] if rss else None,

@@ -83,6 +83,12 @@ class RunReader:
                 f"{self.path} has an unreadable evidence version {rows['evidence_version']!r}"
             ) from None
         check_version(self.evidence_version, self.path)
+        # Step columns a minor schema version added later read as NULL from older files.
+        present = {str(row[1]) for row in self._query("PRAGMA table_info(steps)")}
+        self._step_select = ", ".join(
+            name if name in present else f"NULL AS {name}" for name in STEP_COLUMNS
+        )
+        self._bad_step_sql = validate.bad_step_sql([n for n in STEP_COLUMNS if n in present])
 
     def close(self) -> None:
         self._conn.close()
@@ -124,14 +130,14 @@ class RunReader:
 
     def steps(self, after: int = -1, limit: int | None = None) -> list[StepRecord]:
         """Steps with index > ``after``, in order (``limit`` caps how many)."""
-        sql = f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? ORDER BY step"
+        sql = f"SELECT {self._step_select} FROM steps WHERE step > ? ORDER BY step"
         args: tuple[Any, ...] = (after,)
         if limit is not None:
             sql += " LIMIT ?"
             args = (after, limit)
         bad = self._query(
-            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step > ? AND "
-            f"({validate.BAD_STEP_SQL}) LIMIT 1",
+            f"SELECT {self._step_select} FROM steps WHERE step > ? AND "
+            f"({self._bad_step_sql}) LIMIT 1",
             (after,),
         )
         if bad:
@@ -318,8 +324,7 @@ class RunReader:
     def step_at_or_before(self, step: int) -> StepRecord | None:
         """The last recorded step at or before ``step``."""
         rows = self._query(
-            f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE step <= ? "
-            "ORDER BY step DESC LIMIT 1",
+            f"SELECT {self._step_select} FROM steps WHERE step <= ? ORDER BY step DESC LIMIT 1",
             (step,),
         )
         return self._checked(validate.step, rows[:1])[0] if rows else None

@@ -6,7 +6,9 @@ SCHEMA_MAJOR = 1
 # 1.1: RunInfo.cwd, run info keys recording_stopped_at_step/_reason;
 # 1.2: RunInfo.device_index, the categories table (memory by category per step);
 # 1.3: meta key evidence_version (memwatch.evidence)
-SCHEMA_MINOR = 3
+# 1.4: steps.measured (what was measured on the step: memwatch.records.MEASURED_*); the
+#      saved_* columns may be NULL (saved tensors not counted on that step: sampling)
+SCHEMA_MINOR = 4
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 APPLICATION_ID = 0x4D57_5231  # "MWR1": lets a reader tell a memwatch file from other SQLite
 
@@ -24,13 +26,14 @@ CREATE TABLE IF NOT EXISTS steps (
     reserved_bytes       INTEGER,
     peak_allocated_bytes INTEGER,
     device_used_bytes    INTEGER,
-    saved_bytes          INTEGER NOT NULL,
-    saved_peak_bytes     INTEGER NOT NULL,
-    saved_stale_bytes    INTEGER NOT NULL,
+    saved_bytes          INTEGER,
+    saved_peak_bytes     INTEGER,
+    saved_stale_bytes    INTEGER,
     rss_bytes            INTEGER,
     forward_calls        INTEGER NOT NULL,
     backward_calls       INTEGER NOT NULL,
-    oom_events           INTEGER NOT NULL
+    oom_events           INTEGER NOT NULL,
+    measured             INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     id       INTEGER PRIMARY KEY,

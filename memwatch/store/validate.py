@@ -32,12 +32,12 @@ MAX_BYTES = 2**53
 MAX_INDEX = 2**40
 
 _STEP_FLOATS = {"started_at", "duration_s"}
+#: ``StepRecord.measured`` is a small bit set (memwatch.records.MEASURED_*).
+MEASURED_LIMIT = 1 << 16
 #: Step columns that are never empty (NOT NULL in the schema); other columns may be None.
+#: (The saved_* byte counts became nullable in schema 1.4: not counted on sampled-out steps.)
 _STEP_REQUIRED_INTS = {
     "step",
-    "saved_bytes",
-    "saved_peak_bytes",
-    "saved_stale_bytes",
     "forward_calls",
     "backward_calls",
     "oom_events",
@@ -158,6 +158,8 @@ def step(row: Sequence[Any]) -> StepRecord:
             values.append(_int(value, what, MAX_BYTES if name.endswith("_bytes") else MAX_INDEX))
         elif name.endswith("_bytes"):
             values.append(_opt_int(value, what, MAX_BYTES))
+        elif name == "measured":
+            values.append(_opt_int(value, what, MEASURED_LIMIT))
         elif value is None or (isinstance(value, int) and not isinstance(value, bool)):
             values.append(value)
         else:
@@ -172,6 +174,9 @@ def _bad_step_value_sql(name: str) -> str:
         return number
     if name == "boundary":
         return f"typeof({name}) != 'text'"
+    if name == "measured":
+        check = f"typeof({name}) != 'integer' OR {name} NOT BETWEEN 0 AND {MEASURED_LIMIT - 1}"
+        return f"{name} IS NOT NULL AND ({check})"
     if name in _STEP_REQUIRED_INTS or name.endswith("_bytes"):
         limit = (MAX_BYTES if name.endswith("_bytes") else MAX_INDEX) - 1
         check = f"typeof({name}) != 'integer' OR {name} NOT BETWEEN 0 AND {limit}"
@@ -182,6 +187,12 @@ def _bad_step_value_sql(name: str) -> str:
 #: A WHERE condition matching the step rows ``step`` would refuse: checked by SQLite in
 #: one pass (a 100,000-step run in milliseconds) before rows become records unchecked.
 BAD_STEP_SQL = " OR ".join(f"({_bad_step_value_sql(name)})" for name in STEP_COLUMNS)
+
+
+def bad_step_sql(present: Sequence[str]) -> str:
+    """``BAD_STEP_SQL`` for a file whose steps table has only the columns ``present``
+    (a file from before a minor schema version added one)."""
+    return " OR ".join(f"({_bad_step_value_sql(name)})" for name in STEP_COLUMNS if name in present)
 
 
 def location(text: Any) -> Location | None:

@@ -111,10 +111,11 @@ def test_without_the_default_hooks_stack_saved_tensors_are_not_counted_and_train
     with memwatch(store=False) as mw:
         losses = train_a_little()
     # THEN the training's numbers are those of an unwatched run, the steps were recorded,
-    # no saved tensor was counted and no hooks were left behind, and one line said so
+    # no saved tensor was counted (the steps say so: None, not zero) and no hooks were
+    # left behind, and one line said so
     assert losses == expected
     assert len(mw.steps) == 3
-    assert all(step.saved_peak_bytes == 0 for step in mw.steps)
+    assert all(step.saved_peak_bytes is None and not step.saved_measured for step in mw.steps)
     assert _top(False) is None
     (line,) = memwatch_lines(capsys.readouterr().err)
     assert "_push_saved_tensors_default_hooks" in line and "not measured" in line

@@ -113,7 +113,7 @@ async def test_a_value_that_goes_bad_while_following_is_reported_in_the_app(tmp_
             "INSERT INTO steps SELECT step + 1, started_at, duration_s, boundary, "
             "allocated_bytes, reserved_bytes, peak_allocated_bytes, device_used_bytes, "
             "saved_bytes, saved_peak_bytes, saved_stale_bytes, 'lots', forward_calls, "
-            "backward_calls, oom_events FROM steps WHERE step = 39",
+            "backward_calls, oom_events, measured FROM steps WHERE step = 39",
         )
         for _ in range(100):
             await pilot.pause(0.05)

@@ -71,11 +71,16 @@ def _tensors_explain(steps: list[StepRecord], xs: list[float], slope: float, tot
     tenth of the RSS growth, mean graphs kept alive (a tensor leak drags along outputs and
     graph objects that the saved-bytes counter does not see, so RSS grows faster).
     """
-    if theil_sen(xs, [float(s.saved_peak_bytes) for s in steps]) >= TENSOR_SHARE * slope:
+    # Only the steps whose saved tensors were counted (sampling: the others hold None).
+    counted = [(x, s) for x, s in zip(xs, steps) if s.saved_bytes is not None]
+    cxs = [x for x, _ in counted]
+    peaks = [float(s.saved_peak_bytes or 0) for _, s in counted]
+    if len(counted) >= 2 and theil_sen(cxs, peaks) >= TENSOR_SHARE * slope:
         return True
-    kept = block_medians([float(s.saved_bytes) for s in steps], min(MAX_BLOCKS, len(steps) // 3))
+    ends = [float(s.saved_bytes or 0) for _, s in counted]
+    kept = block_medians(ends, min(MAX_BLOCKS, len(ends) // 3)) if len(ends) >= 3 else []
     kept_rises = [b - a for a, b in pairwise(kept)]
-    if sum(1 for r in kept_rises if r <= 0) <= 1 and kept[-1] - kept[0] >= 0.1 * total:
+    if kept and sum(1 for r in kept_rises if r <= 0) <= 1 and kept[-1] - kept[0] >= 0.1 * total:
         return True
     allocated = [s.allocated_bytes for s in steps]
     known = all(a is not None for a in allocated)

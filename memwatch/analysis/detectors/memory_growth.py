@@ -322,10 +322,16 @@ def _rising_start(values: Sequence[int]) -> int:
 
 
 def _stale_slope(steps: Sequence[StepRecord]) -> int:
-    span = steps[-1].step - steps[0].step
+    """Growth per step of saved bytes kept across steps, between the first and last steps
+    whose saved tensors were counted (sampling leaves the others None)."""
+    counted = [(s.step, s.saved_stale_bytes) for s in steps if s.saved_stale_bytes is not None]
+    if len(counted) < 2:
+        return 0
+    (first, low), (last, high) = counted[0], counted[-1]
+    span = last - first
     if span <= 0:
         return 0
-    return max(0, (steps[-1].saved_stale_bytes - steps[0].saved_stale_bytes) // span)
+    return max(0, (high - low) // span)
 
 
 def _a(word: str) -> str:

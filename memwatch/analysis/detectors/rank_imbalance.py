@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from memwatch.analysis.detectors.loop_common import theil_sen
-from memwatch.records import Finding, StepRecord
+from memwatch.records import Finding, StepRecord, saved_in_step
 from memwatch.units import format_size
 
 KIND = "rank-imbalance"
@@ -153,9 +153,7 @@ def rank_stats(
         first_step=steps[0].step if steps else None,
         last_step=steps[-1].step if steps else None,
         peak_allocated_bytes=_peak([_allocated(s) for s in peaks]),
-        peak_autograd_saved_bytes=_peak([max(s.saved_peak_bytes, s.saved_bytes) for s in peaks])
-        if peaks
-        else None,
+        peak_autograd_saved_bytes=_peak([saved_in_step(s) for s in peaks]) if peaks else None,
         peak_rss_bytes=_peak([s.rss_bytes for s in peaks]),
         allocated_growth_per_step_bytes=_slope(judged, lambda s: s.allocated_bytes),
         saved_growth_per_step_bytes=_slope(judged, lambda s: s.saved_bytes),

@@ -260,8 +260,15 @@ class ForwardsRecorder:
             eval_mode_forwards=eval_count,
             bytes=nbytes,
             peak_alive_bytes=max(0, peak),
-            saved_at_end=record.saved_bytes,
-            stale_at_end=record.saved_stale_bytes,
+            # a step counted only from its middle (sampling escalated it): the live counter
+            saved_at_end=(
+                record.saved_bytes if record.saved_bytes is not None else tracker.saved.current
+            ),
+            stale_at_end=(
+                record.saved_stale_bytes
+                if record.saved_stale_bytes is not None
+                else tracker.saved.stale_bytes
+            ),
             step_backwards=record.backward_calls,
             step_forwards=step_forwards,
             boundary=record.boundary,

@@ -42,9 +42,12 @@ class RetainRecorder:
 
     def record(self, tracker: ProbeHost, record: StepRecord, thinning: Thinning) -> None:
         step = record.step
+        stale = record.saved_stale_bytes
+        saved = record.saved_bytes
+        if stale is None or saved is None:  # not counted on this step (sampling): the
+            return  # retain_graph backward escalated it, so the next steps are counted
         if not self.calls or not thinning.allow("retain-graph-backward", step):
             return
-        stale = record.saved_stale_bytes
         old = max(0, stale - tracker.saved.bytes_saved_in(step - 1))
         for calls, before, after, site, is_grad in self.calls.values():
             call = call_at(site, "grad" if is_grad else "backward")
@@ -57,7 +60,7 @@ class RetainRecorder:
                 saved_after=after,
                 stale_bytes=stale,
                 old_bytes=old,
-                saved_bytes=record.saved_bytes,
+                saved_bytes=saved,
                 function="autograd.grad" if is_grad else "backward",
                 variable=variable,
             )

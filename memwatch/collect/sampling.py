@@ -1,0 +1,145 @@
+"""Sampling with escalation: which steps pay for the expensive measurements.
+
+Counting the bytes autograd saves for backward runs a Python pack/unpack pair per saved
+tensor (``saved.py``): ~5 µs each, which is 15 % of a 0.6 ms step with 11 saved tensors
+and 140 % of an unrolled LSTM step that saves tens of thousands (docs/measurements.md §4).
+While nothing looks wrong, the hooks are therefore pushed on one step in ``stride`` only;
+the stride is chosen from the measured cost so that, on average, counting costs at most
+``BUDGET`` of a step, whatever the step's length (a step that saves few tensors for its
+length is measured every step).
+
+Every step is measured
+
+* for the first ``WARMUP_STEPS`` steps of a run, and in ``analysis="deep"``;
+* for ``ESCALATED_STEPS`` steps after any cheap signal that something may be kept
+  (``escalate``): saved bytes still alive at a measured step end, host or device memory
+  above its high-water mark by ``RISE_BYTES``, a ``retain_graph``/``create_graph``
+  backward, a forward that builds a graph in eval mode, or evidence from any probe (but
+  the routine kinds in ``ROUTINE_EVIDENCE``, which say nothing about memory). A leak keeps
+  firing the signals, so it is measured on every step from the first signal on.
+
+A step that was not measured from its start stores ``None`` for its saved-tensor bytes
+(``StepRecord.saved_bytes``) and says so in ``StepRecord.measured``: no view or detector
+reads an unmeasured value as zero. This module is the policy only (no torch): the tracker
+pushes and pops the hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+#: Steps at the start of a run that are always measured (warm-up, the first signals).
+WARMUP_STEPS = 8
+#: After a signal, every step is measured for this many steps (renewed by each signal).
+ESCALATED_STEPS = 16
+#: Share of a step the sampled counting may cost on average.
+BUDGET = 0.02
+#: Cost of one saved tensor under the hooks (pack, unpack, release), a floor for the
+#: estimate when step times are too noisy to show it (docs/measurements.md §4).
+PACK_COST_S = 4e-6
+#: The longest stride: a leak that fires no cheap signal is measured within this many steps.
+MAX_STRIDE = 32
+#: Host (RSS) or device memory this far above its high-water mark is a signal.
+RISE_BYTES = 4 << 20
+#: Evidence kinds that healthy loops emit every step and that say nothing about memory.
+ROUTINE_EVIDENCE = frozenset({"unbatched-forwards", "conv-input-shapes"})
+#: Step times kept per state (measured / not measured) for the cost estimate.
+HISTORY = 9
+
+
+class SavedSampling:
+    """Decides, at each step end, whether the next step counts saved tensors."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # False: every step is measured (deep mode)
+        self.stride = 1
+        self.escalations = 0  # how many signals fired (for tests and the benchmark)
+        self.last_reason: str | None = None
+        self._steps = 0
+        self._escalated_left = 0
+        self._since_measured = 0
+        self._measured_s: deque[float] = deque(maxlen=HISTORY)
+        self._unmeasured_s: deque[float] = deque(maxlen=HISTORY)
+        self._packs = 0
+        self._rss_high = 0
+        self._device_high = 0
+
+    def escalate(self, reason: str) -> None:
+        """A cheap signal fired: measure every step for the next ``ESCALATED_STEPS``."""
+        self._escalated_left = ESCALATED_STEPS
+        self.escalations += 1
+        self.last_reason = reason
+
+    @property
+    def escalated(self) -> bool:
+        return self._escalated_left > 0
+
+    def note_evidence(self, kind: str) -> None:
+        """A probe emitted evidence: a signal unless the kind is routine."""
+        if kind not in ROUTINE_EVIDENCE:
+            self.escalate(f"evidence {kind}")
+
+    def step_end(
+        self,
+        measured: bool,
+        duration_s: float,
+        packs: int,
+        saved_alive: int | None,
+        rss_bytes: int | None,
+        device_bytes: int | None,
+        training_step: bool = True,
+    ) -> bool:
+        """A step ended (``measured``: counted from its start, ``duration_s``: the
+        process CPU time it took); True to measure the next.
+
+        ``training_step``: the step ended at an optimizer step, ``mw.step()`` or after a
+        backward. Other step ends (a root forward, before any backward) may fall inside
+        one training iteration, whose graph is legitimately alive: no signal there."""
+        self._steps += 1
+        if measured:
+            self._measured_s.append(duration_s)
+            self._packs = packs
+            if saved_alive and training_step:
+                self.escalate("saved bytes alive at a step end")
+        else:
+            self._unmeasured_s.append(duration_s)
+        self._memory_signal(rss_bytes, "host memory", "_rss_high")
+        self._memory_signal(device_bytes, "device memory", "_device_high")
+        if self._escalated_left > 0:
+            self._escalated_left -= 1
+        if not self.enabled or self._steps < WARMUP_STEPS or self._escalated_left > 0:
+            self._since_measured = 0
+            return True
+        if measured or self._steps % 8 == 0:  # the medians change slowly: not every step
+            self.stride = self._choose_stride()
+        self._since_measured += 1
+        if self._since_measured >= self.stride:
+            self._since_measured = 0
+            return True
+        return False
+
+    def _memory_signal(self, value: int | None, what: str, attr: str) -> None:
+        if value is None:
+            return
+        high = getattr(self, attr)
+        if value > high:
+            setattr(self, attr, value)
+            if high and self._steps > WARMUP_STEPS and value >= high + RISE_BYTES:
+                self.escalate(f"{what} above its high-water mark")
+
+    def _choose_stride(self) -> int:
+        """The stride that keeps the average cost of counting under ``BUDGET``."""
+        if not self._measured_s:
+            return 1
+        measured = _median(self._measured_s)
+        cost = self._packs * PACK_COST_S
+        if self._unmeasured_s:
+            cost = max(cost, measured - _median(self._unmeasured_s))
+        base = max(measured - cost, 1e-6)
+        return max(1, min(MAX_STRIDE, math.ceil(cost / (BUDGET * base))))
+
+
+def _median(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]

@@ -1,0 +1,198 @@
+"""Root forwards without global module hooks (memwatch/collect/hooks.py, ``ModuleHooks``).
+
+While memwatch learns the root modules it watches every module call; then only the known
+roots carry a wrapper, so their children keep torch's fast path. These stories check that
+what relies on root forwards still works after the switch, and that the user's model is
+never changed in a way the user can see (pickling, deep copies, the end of the watch).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.modules.module as torch_module
+from torch import nn
+
+from memwatch import memwatch
+from memwatch.collect import hooks
+
+WARM = hooks.DISCOVERY_STEPS + 2  # steps after which the global hooks are gone
+
+
+@pytest.fixture(autouse=True)
+def _root_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch to root wrappers is off by default (hooks.ROOT_ONLY); these stories test it."""
+    monkeypatch.setattr(hooks, "ROOT_ONLY", True)
+
+
+def _mlp() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    loss = model(torch.randn(4, 8)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _global_hooks() -> int:
+    return len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks)
+
+
+def test_after_discovery_only_the_root_module_is_hooked() -> None:
+    # GIVEN a training loop watched for a few steps
+    model, opt = _mlp()
+    before = _global_hooks()
+    with memwatch(store=False) as mw:
+        for _ in range(WARM):
+            _train(model, opt)
+        # THEN the global module hooks are gone and the root's tree carries the wrapper
+        assert _global_hooks() == before
+        assert all(m.__dict__.get("_compiled_call_impl") is not None for m in model.modules())
+        # AND every step still counts its root forward
+        for _ in range(5):
+            _train(model, opt)
+        steps = mw.steps
+    assert [s.forward_calls for s in steps[-5:]] == [1] * 5
+    assert not steps[-1].every_forward_seen and steps[0].every_forward_seen
+    # AND at the end of the watch the model is as before
+    assert all("_compiled_call_impl" not in m.__dict__ for m in model.modules())
+
+
+def test_a_hooked_model_pickles_and_copies_without_memwatch() -> None:
+    # GIVEN a model whose root forwards memwatch watches with its wrapper
+    model, opt = _mlp()
+    with memwatch(store=False):
+        for _ in range(WARM):
+            _train(model, opt)
+        assert model.__dict__.get("_compiled_call_impl") is not None
+        # WHEN the program saves the whole model and deep-copies it (an EMA / best model)
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        twin = copy.deepcopy(model)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    # THEN neither the file nor the copy holds anything of memwatch, and both still work
+    for other in (loaded, twin):
+        assert other.__dict__.get("_compiled_call_impl") is None
+        x = torch.randn(2, 8)
+        assert torch.equal(other(x), model(x))
+
+
+def test_a_model_rebuilt_with_a_new_optimizer_is_found_again() -> None:
+    # GIVEN k-fold training: a new model and optimizer every few steps
+    with memwatch(store=False) as mw:
+        models = []
+        for _fold in range(3):
+            model, opt = _mlp()
+            models.append(model)
+            for _ in range(WARM + 2):
+                _train(model, opt)
+        steps = mw.steps
+    per_fold = WARM + 2
+    # THEN after its first step, every fold's root forwards are seen again (its backward
+    #      without a known root forward made memwatch watch every module call again)
+    for fold in range(3):
+        later = steps[fold * per_fold + 1 : (fold + 1) * per_fold]
+        assert all(s.forward_calls == 1 for s in later), [s.forward_calls for s in steps]
+    # AND a first step whose new model was not seen says that not every forward was seen
+    missed = [s for s in steps if s.forward_calls != 1]
+    assert len(missed) <= 2 and all(not s.every_forward_seen for s in missed)
+
+
+def test_a_loop_without_an_optimizer_keeps_its_step_boundaries() -> None:
+    # GIVEN manual SGD (steps end at the next root forward after a backward)
+    model, _ = _mlp()
+    with memwatch(store=False) as mw:
+        for _ in range(40):
+            loss = model(torch.randn(4, 8)).pow(2).mean()
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.01 * p.grad  # type: ignore[operator]
+                    p.grad = None
+        count = mw.step_count
+    # THEN every iteration is one step, before and after the global hooks went away
+    assert count in (39, 40)
+
+
+def test_an_exception_in_a_watched_forward_propagates_and_leaves_no_trace() -> None:
+    # GIVEN a model whose forward raises on a bad input, watched after discovery
+    model, opt = _mlp()
+    with memwatch(store=False) as mw:
+        for _ in range(WARM):
+            _train(model, opt)
+        # WHEN its forward raises
+        with pytest.raises(RuntimeError):
+            model(torch.randn(4, 3))
+        # THEN the failed forward counts as a root forward of its step, and the next
+        #      forwards are still roots of theirs (the call depth was unwound)
+        for _ in range(3):
+            _train(model, opt)
+        steps = mw.steps
+    assert [s.forward_calls for s in steps[-3:]] == [2, 1, 1]
+
+
+class _OwnCall(nn.Module):
+    """A module overriding ``__call__``: it cannot carry the wrapper."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(8, 1)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_a_module_that_overrides_call_keeps_the_global_hooks() -> None:
+    # GIVEN a root module that overrides __call__
+    torch.manual_seed(0)
+    model = _OwnCall()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = _global_hooks()
+    with memwatch(store=False) as mw:
+        for _ in range(WARM + 4):
+            _train(model, opt)
+        # THEN memwatch keeps watching every module call, and sees every root forward
+        assert _global_hooks() > before
+        steps = mw.steps
+    assert all(s.forward_calls == 1 for s in steps)
+
+
+def test_a_copy_that_keeps_the_wrapper_runs_its_own_forward() -> None:
+    # GIVEN a hooked root module with a weight-norm parametrization, watched past discovery
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 1)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False):
+        for _ in range(WARM):
+            _train(model, opt)
+        assert model.__dict__.get("_compiled_call_impl") is not None
+        # WHEN the program deep-copies it (an EMA model: parametrized modules copy their
+        #      whole __dict__) and a DataParallel-style replica is made, each then changed
+        twin = copy.deepcopy(model)
+        replica = model._replicate_for_data_parallel()
+        replica._modules = dict(replica._modules)
+        replica._modules["2"] = nn.Linear(8, 1)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.add_(1.0)
+        x = torch.randn(4, 8)
+        # THEN each runs its own forward, not the original's
+        assert not torch.equal(twin(x), model(x))
+        assert not torch.equal(replica(x), model(x))
+        assert torch.equal(replica(x), replica._modules["2"](model[1](model[0](x))))
+    # AND after the watch the copy still runs its own forward
+    assert not torch.equal(twin(x), model(x))

@@ -1,0 +1,256 @@
+"""Sampling with escalation (memwatch/collect/sampling.py): saved tensors are counted on
+one step in k while nothing looks wrong, every step as soon as a cheap signal fires, and
+no reader takes a step that was not counted for a step where nothing was saved."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from memwatch import memwatch
+from memwatch.collect import sampling
+from memwatch.collect.sampling import SavedSampling
+from memwatch.records import MEASURED_SAVED, RunInfo, StepRecord
+from memwatch.report.summary import summarize
+from memwatch.store import RunReader, RunWriter
+from tests import records
+
+
+def _quiet_steps(policy: SavedSampling, n: int, duration: float, packs: int) -> list[bool]:
+    """Feed ``n`` healthy step ends; which of the following steps the policy measures."""
+    measured = True
+    decisions = []
+    for _ in range(n):
+        cost = packs * sampling.PACK_COST_S if measured else 0.0
+        measured = policy.step_end(measured, duration + cost, packs, 0, 100 << 20, None)
+        decisions.append(measured)
+    return decisions
+
+
+# -- the policy ------------------------------------------------------------------------------
+def test_a_short_step_saving_many_tensors_is_counted_on_a_stride() -> None:
+    # GIVEN 0.5 ms steps that save 20 tensors each (counting costs ~16 % of a step)
+    policy = SavedSampling()
+    # WHEN 200 healthy steps end
+    decisions = _quiet_steps(policy, 200, 0.5e-3, 20)
+    # THEN the warm-up is counted, then about one step in `stride`, within the budget
+    assert all(decisions[: sampling.WARMUP_STEPS - 1])
+    later = decisions[100:]
+    assert 1 < policy.stride <= sampling.MAX_STRIDE
+    share = sum(later) / len(later) * 20 * sampling.PACK_COST_S / 0.5e-3
+    assert share <= sampling.BUDGET * 1.5
+    assert any(later) and not all(later)
+
+
+def test_a_long_step_saving_few_tensors_is_counted_every_step() -> None:
+    # GIVEN 50 ms steps that save 20 tensors (counting costs 0.16 % of a step)
+    policy = SavedSampling()
+    # WHEN 100 healthy steps end
+    decisions = _quiet_steps(policy, 100, 50e-3, 20)
+    # THEN every step is counted
+    assert all(decisions) and policy.stride == 1
+
+
+@pytest.mark.parametrize(
+    "signal",
+    ["saved alive", "host memory", "evidence", "escalate"],
+)
+def test_a_cheap_signal_makes_every_following_step_counted(signal: str) -> None:
+    # GIVEN a policy sampling a quiet run
+    policy = SavedSampling()
+    _quiet_steps(policy, 100, 0.5e-3, 20)
+    assert policy.stride > 1
+    # WHEN a signal fires at one step end
+    if signal == "saved alive":
+        policy.step_end(True, 0.5e-3, 20, 4096, 100 << 20, None)
+    elif signal == "host memory":
+        policy.step_end(False, 0.5e-3, 20, None, (100 << 20) + sampling.RISE_BYTES, None)
+    elif signal == "evidence":
+        policy.note_evidence("graph-accumulation")
+        policy.step_end(False, 0.5e-3, 20, None, 100 << 20, None)
+    else:
+        policy.escalate("a probe asked")
+        policy.step_end(False, 0.5e-3, 20, None, 100 << 20, None)
+    # THEN the next steps are all counted
+    assert all(policy.step_end(True, 0.5e-3, 20, 0, 100 << 20, None) for _ in range(10))
+
+
+def test_routine_evidence_is_no_signal() -> None:
+    # GIVEN a sampling policy in a quiet run (an RL loop: unbatched forwards every step)
+    policy = SavedSampling()
+    _quiet_steps(policy, 100, 0.5e-3, 20)
+    # WHEN routine evidence arrives
+    policy.note_evidence("unbatched-forwards")
+    # THEN nothing escalates
+    assert not policy.escalated
+
+
+def test_deep_mode_counts_every_step() -> None:
+    # GIVEN a policy with sampling off (analysis="deep")
+    policy = SavedSampling(enabled=False)
+    # THEN every step is counted however costly
+    assert all(_quiet_steps(policy, 100, 0.5e-3, 200))
+
+
+# -- in a watched loop -------------------------------------------------------------------------
+def _mlp() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 4))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer) -> torch.Tensor:
+    loss = model(torch.randn(64, 16)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _problems(mw: Any) -> list[str]:
+    return [f.kind for f in mw.findings if f.severity in ("error", "warning")]
+
+
+#: A leak starting here starts well after the warm-up, while sampling is on.
+LATE = 48
+
+
+@pytest.mark.parametrize("leak", ["eval-forward-kept", "loss-summed", "retain-graph"])
+def test_a_leak_starting_while_sampling_is_reported_by_step_k_plus_5(leak: str) -> None:
+    # GIVEN a healthy loop, watched in the default mode, that starts leaking at step LATE
+    model, opt = _mlp()
+    encoder = nn.Sequential(nn.Linear(16, 256), nn.ReLU())
+    head = nn.Linear(256, 4)
+    head_opt = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.01)
+    kept: list[torch.Tensor] = []
+    seen_at = None
+    counted_before: list[bool] = []
+    with memwatch(store=False) as mw:
+        total: Any = 0.0
+        context = torch.zeros(32, 256)
+        for i in range(LATE + 8):
+            if leak == "retain-graph":
+                features = encoder(torch.randn(32, 16))
+                carried = context if i > LATE else context.detach()  # the chain starts
+                context = 0.9 * carried + 0.1 * features
+                loss = head(context).pow(2).mean()
+                head_opt.zero_grad()
+                loss.backward(retain_graph=i >= LATE)
+                head_opt.step()
+            else:
+                loss = _train(model, opt)
+            if i >= LATE and leak == "eval-forward-kept":
+                model.eval()
+                kept.append(model(torch.randn(64, 16)))
+                model.train()
+            elif i >= LATE and leak == "loss-summed":
+                total = total + loss
+            # WHEN we look at the findings after every step
+            if i < LATE:
+                assert _problems(mw) == [], f"false alarm at healthy step {i}"
+            elif seen_at is None and _problems(mw):
+                seen_at = i
+        counted_before = [
+            s.saved_measured for s in mw.steps if sampling.WARMUP_STEPS + 8 <= s.step < LATE
+        ]
+    # THEN sampling was on before the leak (some steps were not counted) ...
+    assert counted_before and not all(counted_before)
+    # ... and the leak is still reported within five steps of its start
+    assert seen_at is not None and seen_at <= LATE + 5, f"leak from {LATE} seen at {seen_at}"
+
+
+def test_a_healthy_run_stores_which_steps_were_counted(tmp_path: Path) -> None:
+    # GIVEN a healthy loop of 60 steps watched in the default mode, with a run file
+    model, opt = _mlp()
+    out = tmp_path / "run.db"
+    with memwatch(out=out):
+        for _ in range(60):
+            _train(model, opt)
+    # WHEN the run file is read back
+    with RunReader(out) as reader:
+        steps = reader.steps()
+    counted = [s for s in steps if s.saved_measured]
+    skipped = [s for s in steps if not s.saved_measured]
+    # THEN the warm-up steps were counted, later ones sampled, and each step says which
+    assert all(s.saved_measured for s in steps[: sampling.WARMUP_STEPS])
+    assert counted and skipped
+    assert all(s.measured is not None and s.measured & MEASURED_SAVED for s in counted)
+    assert all(
+        s.saved_bytes is None and s.saved_peak_bytes is None and s.saved_stale_bytes is None
+        for s in skipped
+    )
+    assert all(s.measured is not None and not s.measured & MEASURED_SAVED for s in skipped)
+
+
+def test_deep_mode_counts_saved_tensors_on_every_step() -> None:
+    # GIVEN a loop watched with analysis="deep"
+    model, opt = _mlp()
+    with memwatch(store=False, analysis="deep") as mw:
+        for _ in range(60):
+            _train(model, opt)
+        steps = list(mw.steps)
+    # THEN every step's saved tensors were counted
+    assert steps and all(s.saved_measured for s in steps)
+
+
+# -- readers never take an uncounted step for zero ---------------------------------------------
+def test_the_summary_ignores_steps_that_were_not_counted() -> None:
+    # GIVEN steps saving 5 MiB at their peak, the last one not counted
+    steps = [
+        records.make_step(0, saved_bytes=0, saved_peak_bytes=5 * records.MiB),
+        records.make_step(1, saved_bytes=1024, saved_peak_bytes=5 * records.MiB),
+        records.make_step(
+            2, saved_bytes=None, saved_peak_bytes=None, saved_stale_bytes=None, measured=2
+        ),
+    ]
+    # WHEN they are summarised
+    summary = summarize(steps)
+    # THEN the peak and the final value come from counted steps, not from a made-up zero
+    assert summary.peak_autograd_saved_bytes == 5 * records.MiB
+    assert summary.final_autograd_saved_bytes == 1024
+
+
+def _info() -> RunInfo:
+    return RunInfo("r1", "t.py", ("t.py",), 1000.0, "3.11", "2.13", "cpu", "cpu", None, 1, "h")
+
+
+def test_an_uncounted_step_survives_the_run_file(tmp_path: Path) -> None:
+    # GIVEN a counted step and an uncounted one written to a run file
+    path = tmp_path / "run.db"
+    writer = RunWriter(path, _info())
+    counted = records.make_step(0, saved_bytes=10, measured=3)
+    uncounted = records.make_step(
+        1, saved_bytes=None, saved_peak_bytes=None, saved_stale_bytes=None, measured=2
+    )
+    writer.add_step(counted)
+    writer.add_step(uncounted)
+    writer.close(_info())
+    # WHEN it is read back
+    with RunReader(path) as reader:
+        back: list[StepRecord] = reader.steps()
+    # THEN both come back as written
+    assert back == [counted, uncounted]
+
+
+def test_a_run_file_from_before_sampling_reads_as_all_measured(tmp_path: Path) -> None:
+    # GIVEN a run file whose steps table has no `measured` column (schema 1.3)
+    path = tmp_path / "run.db"
+    writer = RunWriter(path, _info())
+    writer.add_step(records.make_step(0, saved_bytes=10))
+    writer.close(_info())
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE steps DROP COLUMN measured")
+    conn.commit()
+    conn.close()
+    # WHEN it is read
+    with RunReader(path) as reader:
+        steps = reader.steps()
+    # THEN its step reads back with everything measured
+    assert len(steps) == 1 and steps[0].measured is None
+    assert steps[0].saved_measured and steps[0].every_forward_seen
+    assert steps[0].saved_bytes == 10
