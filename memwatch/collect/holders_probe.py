@@ -178,7 +178,7 @@ class HoldersProbe(Probe):
             and allocated - self._census_allocated >= CENSUS_RISE_BYTES
         ):
             return "allocated"
-        if record.saved_stale_bytes > 0:
+        if record.saved_stale_bytes:  # None: not counted on this step (sampling)
             return "saved-at-step-end"
         if self._census_credit >= CENSUS_BURST * self._census_cost:
             return "budget"  # its time budget allows: a cheap census runs this often

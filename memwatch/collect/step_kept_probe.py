@@ -149,7 +149,7 @@ class StepKeptProbe(Probe):
             return
         self._armed = _Armed(
             record.step,
-            record.saved_peak_bytes,
+            record.saved_peak_bytes or 0,  # 0: not counted on this step (sampling)
             state.outputs,
             list(state.modules.values()) if checked else [],
             state.retained,
