@@ -308,6 +308,10 @@ class EvalPassTrainMode(Evidence):
     # The root module's own mode: False when the user called eval() on it and switched
     # some layers back to train (Monte Carlo dropout). Files from before it: True.
     model_training: bool = True
+    # True when train mode was set on the model (``model.train()``) while grad was disabled:
+    # a no-grad pass meant to run in training mode (``swa_utils.update_bn`` recomputing
+    # BatchNorm statistics, Monte Carlo dropout). Files from before it: False.
+    train_set_without_grad: bool = False
     eval_module_count: int = 0  # dropout/batch-norm submodules in eval mode meanwhile
 
 

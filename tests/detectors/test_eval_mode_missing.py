@@ -149,6 +149,48 @@ def test_monte_carlo_dropout_with_the_root_in_eval_mode_is_silent() -> None:
     assert of_kind(mw.findings, KIND) == []
 
 
+def test_update_bn_recomputing_statistics_in_train_mode_is_silent() -> None:
+    # GIVEN SWA's torch.optim.swa_utils.update_bn after training: it calls model.train()
+    #       under no_grad on purpose, to recompute the BatchNorm running statistics
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    swa = torch.optim.swa_utils.AveragedModel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = [torch.randn(16, 16) for _ in range(4)]
+    with memwatch(store=False) as mw:
+        for i in range(1, 13):
+            loss = model(torch.randn(32, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i % 4 == 0:
+                swa.update_parameters(model)
+                torch.optim.swa_utils.update_bn(loader, swa)
+    # THEN no eval-mode warning: train mode was set for the no-grad pass itself
+    assert of_kind(mw.findings, KIND) == []
+
+
+def test_train_called_with_grad_on_then_a_no_grad_evaluation_still_warns() -> None:
+    # GIVEN model.train() at the top of each epoch (grad on) and an evaluation under no_grad
+    #       that forgets model.eval()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Dropout(0.3), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for _epoch in range(3):
+            model.train()
+            for _ in range(4):
+                loss = model(torch.randn(32, 16)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                for _ in range(3):
+                    model(torch.randn(8, 16))
+    # THEN the warning stays
+    assert len(of_kind(mw.findings, KIND)) == 1
+
+
 def test_frozen_batch_norm_then_an_evaluation_without_eval_still_warns() -> None:
     # GIVEN a training model (root in train mode) with BatchNorm frozen in eval, evaluated
     #       under no_grad without model.eval(): dropout is still on

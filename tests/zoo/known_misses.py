@@ -86,10 +86,6 @@ KNOWN_MISSES: dict[str, str] = {
         "FALSE ALARM: graph-retained-in-inference (warning, `q`): the runner's forwards run with "
         "grad enabled and their outputs are detached at once (freed, no pile-up)"
     ),
-    "healthy/swa_averaged_model_update_bn": (
-        "FALSE ALARM: eval-mode-missing (warning, `update_bn`): torch.optim.swa_utils.update_bn "
-        "runs BatchNorm in training mode under no_grad on purpose, to recompute its statistics"
-    ),
 }
 
 #: Verdicts that rest on host RSS (the allocator's reuse of freed memory), which changes

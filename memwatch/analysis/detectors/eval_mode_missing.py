@@ -34,8 +34,10 @@ def _is_evaluation(seen: Observed[EvalPassTrainMode]) -> bool:
 
 
 def _forgot_eval(seen: Observed[EvalPassTrainMode]) -> bool:
-    """The root module was left in training mode (see the module doc on mixed modes)."""
-    return seen.evidence.model_training
+    """The root module was left in training mode (see the module doc on mixed modes), and
+    not put there on purpose for a no-grad pass (``model.train()`` called with grad
+    disabled: ``swa_utils.update_bn`` recomputing BatchNorm statistics)."""
+    return seen.evidence.model_training and not seen.evidence.train_set_without_grad
 
 
 def detect(data: AnalysisInput) -> list[Finding]:

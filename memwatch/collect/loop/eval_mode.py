@@ -36,10 +36,18 @@ class EvalModeRecorder:
         self._model = ""
         self._model_training = True
         self._eval_count = 0
+        self._train_set_without_grad = False
 
-    def note_no_grad(self, module: Any, training: tuple[str, ...], stochastic: int) -> None:
+    def note_no_grad(
+        self,
+        module: Any,
+        training: tuple[str, ...],
+        stochastic: int,
+        train_set_without_grad: bool = False,
+    ) -> None:
         """A root forward under no_grad while ``training`` of its ``stochastic``
-        dropout/batch-norm submodules were training."""
+        dropout/batch-norm submodules were training (``train_set_without_grad``: the
+        model was put in train mode while grad was disabled, see ``EvalPassTrainMode``)."""
         self.no_grad_forwards += 1
         if self._site is None:
             self._site = site_of(first_user_frame(sys._getframe(2)))
@@ -47,6 +55,7 @@ class EvalModeRecorder:
             self._model = type(module).__name__
             self._model_training = bool(module.training)
             self._eval_count = stochastic - len(training)
+            self._train_set_without_grad = train_set_without_grad
 
     def record_no_grad(
         self, tracker: ProbeHost, record: StepRecord, forwards: int, thinning: Thinning
@@ -64,6 +73,7 @@ class EvalModeRecorder:
                 thinning,
                 self._model_training,
                 self._eval_count,
+                self._train_set_without_grad,
             )
 
     @staticmethod
@@ -79,6 +89,7 @@ class EvalModeRecorder:
         thinning: Thinning,
         model_training: bool = True,
         eval_module_count: int = 0,
+        train_set_without_grad: bool = False,
     ) -> None:
         step = record.step
         if count <= 0 or not thinning.allow(f"eval-pass-train-mode/{how}", step):
@@ -95,5 +106,6 @@ class EvalModeRecorder:
             variable=call.callee if call else None,
             model_training=model_training,
             eval_module_count=eval_module_count,
+            train_set_without_grad=train_set_without_grad,
         )
         tracker.emit(evidence.event(step, location_of(site)))

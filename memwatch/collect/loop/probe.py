@@ -106,7 +106,8 @@ class LoopProbe(Probe):
             if training:
                 self._dirty = True
                 stochastic = len(self._modules.of(module))
-                self.eval_mode.note_no_grad(module, training, stochastic)
+                deliberate = self.train_mode.train_set_without_grad(module)
+                self.eval_mode.note_no_grad(module, training, stochastic, deliberate)
         elif not module.training:  # training an eval-mode model? (train_mode.py)
             self._dirty = True
             self.train_mode.note_eval_forward(module)

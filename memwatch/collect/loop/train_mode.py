@@ -64,14 +64,17 @@ class _ModeSet:
     """Where a module's mode was last set: the user's line (no frame kept), the mode, the
     step, ``eval()`` or ``train(...)``, and a serial number that orders the calls."""
 
-    __slots__ = ("how", "mode", "serial", "site", "step")
+    __slots__ = ("grad", "how", "mode", "serial", "site", "step")
 
-    def __init__(self, site: Site | None, mode: bool, step: int, how: str, serial: int) -> None:
+    def __init__(
+        self, site: Site | None, mode: bool, step: int, how: str, serial: int, grad: bool = True
+    ) -> None:
         self.site = site
         self.mode = mode
         self.step = step
         self.how = how
         self.serial = serial
+        self.grad = grad  # whether grad was enabled when the mode was set
 
 
 class TrainModeRecorder:
@@ -131,7 +134,9 @@ class TrainModeRecorder:
                 direct = caller.f_back
             self._serial += 1
             site = site_of(first_user_frame(caller))
-            seen = _ModeSet(site, bool(mode), tracker.step, how, self._serial)
+            seen = _ModeSet(
+                site, bool(mode), tracker.step, how, self._serial, torch.is_grad_enabled()
+            )
             by_user = direct is not None and is_user_file(direct.f_code.co_filename)
             (self._set if by_user else self._set_by_library)[module] = seen
         except TypeError:  # a module that cannot be weakly referenced: not followed
@@ -139,6 +144,16 @@ class TrainModeRecorder:
         except Exception as exc:
             self._failed = True
             tracker.fail("the loop probe (module modes)", exc)
+
+    def train_set_without_grad(self, module: Any) -> bool:
+        """Whether the last mode set on ``module`` (by anyone) was train mode, set while
+        grad was disabled: a no-grad pass deliberately run in training mode."""
+        latest = None
+        for seen in (self._set, self._set_by_library):
+            mode_set = seen.get(module)
+            if mode_set is not None and (latest is None or mode_set.serial > latest.serial):
+                latest = mode_set
+        return latest is not None and latest.mode and not latest.grad
 
     # -- the loop -------------------------------------------------------------------------
     def note_eval_forward(self, module: Any) -> None:
