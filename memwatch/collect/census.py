@@ -1005,12 +1005,12 @@ class CensusWatch:
             return []
         found = []
         for key, item in items:
-            if (
-                _kind(type(item)) != _TENSOR
-                or item.grad_fn is None
-                or id(item) in known
-                or not isinstance(key, _SIMPLE_KEYS)
-            ):
+            if not isinstance(key, _SIMPLE_KEYS):
+                continue
+            if _kind(type(item)) != _TENSOR:
+                found.extend(CensusWatch._graph_attributes(path, key, item, known))
+                continue
+            if item.grad_fn is None or id(item) in known:
                 continue
             known.add(id(item))
             found.append(
@@ -1030,6 +1030,44 @@ class CensusWatch:
                     target=path.target,
                     key=path.key if path.key is not None else key,
                     statement=path.statement,
+                )
+            )
+        return found
+
+    @staticmethod
+    def _graph_attributes(path: HolderPath, key: Any, item: Any, known: set[int]) -> list[Entry]:
+        """The tensors with a graph among the first attributes of a user object held in a
+        small dict or list (``stats['Loss/total'].sum`` of an average meter): a running sum
+        of scalars grows in graph nodes, not bytes, so it must be followed by itself, not
+        through its container's first tensor (often this step's ``val``)."""
+        tp = type(item)
+        if not _user_type(tp) or getattr(tp, "__dictoffset__", 0) == 0:
+            return []
+        try:
+            attrs = object.__getattribute__(item, "__dict__")
+        except Exception:
+            return []
+        if type(attrs) is not dict:
+            return []
+        found = []
+        for attr, value in itertools.islice(list(attrs.items()), ITEM_GRAD_KEYS):
+            if _kind(type(value)) != _TENSOR or value.grad_fn is None or id(value) in known:
+                continue
+            known.add(id(value))
+            found.append(
+                Entry(
+                    f"{path.name}[{key!r}].{attr}",
+                    "attribute",
+                    "tensor",
+                    storage_of(value)[1],
+                    1,
+                    0,
+                    value,
+                    tp,
+                    attr,
+                    path.target or path.name,
+                    grad=True,
+                    census=True,
                 )
             )
         return found

@@ -315,6 +315,68 @@ def test_a_running_sum_in_a_dict_value_is_named_by_key() -> None:
     assert 'sums["loss"] += loss' in (finding.evidence.get("statement") or "")
 
 
+class Meter:
+    """An average meter as many training scripts write it (pytracking PR #313)."""
+
+    def __init__(self) -> None:
+        self.val: Any = 0
+        self.sum: Any = 0
+        self.count = 0
+
+    def update(self, val: Any, n: int = 1) -> None:
+        self.val = val
+        self.sum += val * n
+        self.count += n
+
+
+class Logger:
+    def __init__(self) -> None:
+        self.meters: dict[str, dict[str, Meter]] = {}
+
+    def log(self, phase: str, values: dict[str, Any]) -> None:
+        meters = self.meters.setdefault(phase, {})
+        for name, value in values.items():
+            meters.setdefault(name, Meter()).update(value)
+
+
+def _log_losses(logger: Any, item: bool) -> list[Finding]:
+    model, opt = _model()
+    with memwatch(store=False) as mw:
+        for _step, x in _batches():
+            loss = model(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            aux = loss.detach() * 0  # this step's value: the meter's `val` has no history
+            values = {"loss": loss.item() if item else loss, "aux": aux}
+            logger(values)
+    return mw.findings
+
+
+def test_meters_in_a_dict_of_dicts_on_a_logger_are_named_by_their_sum() -> None:
+    # GIVEN a Logger object holding {phase: {name: Meter}}, fed the loss tensor
+    logger = Logger()
+    findings = _log_losses(lambda values: logger.log("train", values), item=False)
+    # THEN the meter's running sum is named, at depth, where it is extended
+    finding = _one(findings, "graph-accumulation")
+    assert finding.variable is not None and finding.variable.endswith("['loss'].sum")
+    assert "self.sum += val * n" in (finding.evidence.get("statement") or "")
+
+
+def test_meters_in_a_list_are_named_and_fed_floats_are_silent() -> None:
+    # GIVEN meters kept in a module-level list, one fed tensors (bug), then floats (healthy)
+    meters = [Meter(), Meter()]
+
+    def feed(values: dict[str, Any]) -> None:
+        meters[0].update(values["loss"])
+        meters[1].update(values["aux"])
+
+    bug = _log_losses(feed, item=False)
+    assert _one(bug, "graph-accumulation").variable == "meters[0].sum"
+    meters[:] = [Meter(), Meter()]
+    assert _problems(_log_losses(feed, item=True)) == []
+
+
 def test_a_running_sum_in_a_helper_inside_a_module_is_named_at_depth() -> None:
     model, opt = _model()
     model.stat = Stat()  # type: ignore[assignment]

@@ -38,10 +38,6 @@ KNOWN_MISSES: dict[str, str] = {
     ),
     # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
     # growing graphs held where the holder scan does not look
-    "bugs/trainer_update_stats_average_meter_tensor": (
-        "not found: the graph grows in `AverageMeter.sum` inside a nested OrderedDict on the "
-        "trainer (`trainer.stats['train']['Loss/total'].sum += val * n`); reported nothing"
-    ),
     "bugs/lightning_callback_collects_train_step_preds": (
         "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
         "un-detached logits Lightning passes through) to `self.preds` for the epoch; "
