@@ -890,6 +890,13 @@ class Census:
             for index, item in enumerate(itertools.islice(iter(items), EXPAND_KEYS)):
                 if _kind(type(item)) in (_MODULE, _OPTIM) and kind == _SEQ:
                     queue.append(self._item(node, item, index))
+        if node.framework and kind == _SEQ:
+            # A framework's list of the user's objects (``trainer.callbacks``): each of the
+            # user's objects is walked as a root of its own, so what it keeps is named
+            # ``trainer.callbacks[3].preds``, not hidden inside the framework's list.
+            for index, item in enumerate(itertools.islice(iter(value), EXPAND_KEYS)):
+                if _kind(type(item)) == _OBJECT and _user_type(type(item)):
+                    queue.append(self._item(node, item, index))
 
     def _expandable(self, value: dict[Any, Any]) -> bool:
         saw_container = False

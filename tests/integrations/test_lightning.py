@@ -145,3 +145,43 @@ def test_validation_inside_the_epoch_is_no_grad_reset(tmp_path: Path) -> None:
     trainer.fit(TinyModule(), _loader(), _loader())
     # THEN no finding above info
     assert above_info(load_run(out).findings) == []
+
+
+class PredictionCollector(L.Callback):  # type: ignore[misc]
+    """A user callback keeping each training batch's predictions for an epoch-end metric
+    (Lightning-AI/pytorch-lightning#8583: the non-loss outputs come through un-detached)."""
+
+    def __init__(self, detach: bool) -> None:
+        self.detach = detach
+        self.preds: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, *args: Any) -> None:
+        preds = outputs["preds"]
+        self.preds.append(preds.detach().mean() if self.detach else preds)
+
+
+class PredictingModule(TinyModule):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        preds = self.net(x)
+        return {"loss": torch.nn.functional.mse_loss(preds, y), "preds": preds}
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_user_callback_keeping_predictions_is_named_through_the_trainer(
+    tmp_path: Path, detach: bool
+) -> None:
+    # GIVEN a user Callback appending every batch's predictions, held by trainer.callbacks
+    #       only (no variable of the script names it), and a module created inline
+    out = tmp_path / "run.db"
+    trainer = _trainer(MemwatchCallback(out=out, report=False), max_steps=16)
+    trainer.callbacks.append(PredictionCollector(detach))
+    trainer.fit(PredictingModule(), _loader())
+    findings = load_run(out).findings
+    if detach:
+        # THEN the detached scalars are silent
+        assert above_info(findings) == []
+    else:
+        # THEN the kept graphs are named as the callback's attribute, not the trainer's list
+        (finding,) = [f for f in findings if f.kind == "graph-accumulation"]
+        assert finding.variable == "self.preds"

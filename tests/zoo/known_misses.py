@@ -38,11 +38,6 @@ KNOWN_MISSES: dict[str, str] = {
     ),
     # ---- zoo-c: the holdout set (samples/zoo/HOLDOUT.txt; fresh, never tuned on) ----------
     # growing graphs held where the holder scan does not look
-    "bugs/lightning_callback_collects_train_step_preds": (
-        "not found: a Lightning Callback in trainer.callbacks appends `outputs['preds']` (the "
-        "un-detached logits Lightning passes through) to `self.preds` for the epoch; "
-        "reported nothing"
-    ),
     "bugs/episode_runner_actions_keep_graph": (
         "wrong kind: reported graph-retained-in-inference (error, `q`); the graphs growing in "
         "the replay buffer (`buffer.episodes[i].data['actions']`, lists in objects in a list) "
