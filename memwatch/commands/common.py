@@ -48,14 +48,15 @@ def load_run(path: Path) -> LoadedRun:
         if info.rank is not None:
             findings = [replace(f, rank=info.rank) for f in findings]
         last = steps[-1].step if steps else None
+        status = run_status(info)
         return LoadedRun(
             path,
             info,
             steps,
             findings,
-            state=run_state(info, last),
+            state=run_state(info, last, status),
             categories=categories,
-            status=run_status(info),
+            status=status,
         )
 
 

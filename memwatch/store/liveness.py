@@ -56,16 +56,19 @@ def run_status(info: RunInfo) -> str:
     return "killed" if alive is False else "unfinished"
 
 
-def run_state(info: RunInfo, last_step: int | None) -> str | None:
+def run_state(info: RunInfo, last_step: int | None, status: str | None = None) -> str | None:
     """How a run stands, in words, when it did not simply end (None when it did).
 
     Said by ``report`` and ``check``: a report of a run that is still being written, was
     killed, or stopped recording (a full disk) covers only the steps the file holds.
+    ``status``: ``run_status(info)`` when the caller has it already (asking whether the
+    writer is alive looks the process up).
     """
     from memwatch.plaintext import plain
 
     upto = "no step recorded yet" if last_step is None else f"last recorded step {last_step}"
-    status = run_status(info)
+    if status is None:
+        status = run_status(info)
     if status == "recording-stopped":
         stopped = info.recording_stopped_at_step
         assert stopped is not None
