@@ -60,6 +60,8 @@ from torch import nn
 
 from memwatch.collect.frames import is_user_file
 from memwatch.collect.holders import (
+    _CONFIG_TYPES,
+    _STDLIB,
     CO_OPTIMIZED,
     Entry,
     FrameInfo,
@@ -99,11 +101,9 @@ _SKIP, _TENSOR, _PARAM, _ARRAY, _SEQ, _DICT, _SET = range(7)
 _MODULE, _OPTIM, _FUNC, _LRU, _CLASS, _OBJECT, _WRAPPED = range(7, 14)
 _SCALARS = (int, float, complex, bool, str, bytes, bytearray, type(None), range, slice)
 _LRU_TYPE = type(functools.lru_cache(maxsize=None)(lambda: None))
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | {"builtins", "__future__"}
 _TORCH_ALLOW = ("torch.utils.data",)
 _SIMPLE_KEYS = (str, int)
 _STANDARD_MODULE_KEYS = frozenset(vars(nn.Module()).keys())
-_CONFIG_TYPES = (int, float, bool, str)
 
 
 # -- classification --------------------------------------------------------------------------
@@ -1021,19 +1021,13 @@ class CensusWatch:
                 continue
             known.add(id(item))
             found.append(
-                Entry(
+                _tensor_entry(
                     f"{path.name}[{key!r}]",
                     path.scope,
-                    "tensor",
-                    storage_of(item)[1],
-                    1,
-                    0,
                     item,
                     path.owner_type,
                     path.attr,
                     path.target or path.name,
-                    grad=True,
-                    census=True,
                     target=path.target,
                     key=path.key if path.key is not None else key,
                     statement=path.statement,
@@ -1062,19 +1056,13 @@ class CensusWatch:
                 continue
             known.add(id(value))
             found.append(
-                Entry(
+                _tensor_entry(
                     f"{path.name}[{key!r}].{attr}",
                     "attribute",
-                    "tensor",
-                    storage_of(value)[1],
-                    1,
-                    0,
                     value,
                     tp,
                     attr,
                     path.target or path.name,
-                    grad=True,
-                    census=True,
                 )
             )
         return found
@@ -1116,20 +1104,13 @@ class CensusWatch:
     def _entry(path: HolderPath, value: Any) -> Entry | None:
         kind = _kind(type(value))
         if kind == _TENSOR:
-            _key, nbytes = storage_of(value)
-            return Entry(
+            return _tensor_entry(
                 path.name,
                 path.scope,
-                "tensor",
-                nbytes,
-                1,
-                0,
                 value,
                 path.owner_type,
                 path.attr,
                 path.target or path.name,
-                grad=value.grad_fn is not None,
-                census=True,
                 target=path.target,
                 key=path.key,
                 statement=path.statement,
@@ -1192,6 +1173,34 @@ class CensusWatch:
 
 
 _MISSING = object()
+
+
+def _tensor_entry(
+    name: str,
+    scope: str,
+    tensor: Any,
+    owner_type: type | None,
+    attr: str | None,
+    root: str,
+    **extra: Any,
+) -> Entry:
+    """One tensor as a holder the census found: its storage's bytes, ``grad`` when it
+    carries a graph; ``extra``: what locates its statement (target, key, statement)."""
+    return Entry(
+        name,
+        scope,
+        "tensor",
+        storage_of(tensor)[1],
+        1,
+        0,
+        tensor,
+        owner_type,
+        attr,
+        root,
+        grad=tensor.grad_fn is not None,
+        census=True,
+        **extra,
+    )
 
 
 def iter_holders(result: CensusResult) -> Iterator[HolderPath]:
