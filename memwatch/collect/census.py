@@ -1051,7 +1051,7 @@ class CensusWatch:
         if type(attrs) is not dict:
             return []
         found = []
-        for attr, value in itertools.islice(list(attrs.items()), ITEM_GRAD_KEYS):
+        for attr, value in list(itertools.islice(attrs.items(), ITEM_GRAD_KEYS)):
             if _kind(type(value)) != _TENSOR or value.grad_fn is None or id(value) in known:
                 continue
             known.add(id(value))
