@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Share of the watch's wall time the live analysis may use: healthy loops (no new
 #: evidence) and loops whose probes just reported something.
-ANALYSIS_SHARE = 0.01
+ANALYSIS_SHARE = 0.005
 ANALYSIS_SHARE_WITH_EVIDENCE = 0.10
 #: Steps a live pass sees in full; older steps in the window are thinned to as many.
 LIVE_RECENT_STEPS = 512

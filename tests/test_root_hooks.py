@@ -25,7 +25,7 @@ WARM = hooks.DISCOVERY_STEPS + 2  # steps after which the global hooks are gone
 
 @pytest.fixture(autouse=True)
 def _root_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The switch to root wrappers is off by default (hooks.ROOT_ONLY); these stories test it."""
+    """These stories are about the switch to root wrappers (hooks.ROOT_ONLY, on by default)."""
     monkeypatch.setattr(hooks, "ROOT_ONLY", True)
 
 
@@ -196,3 +196,78 @@ def test_a_copy_that_keeps_the_wrapper_runs_its_own_forward() -> None:
         assert torch.equal(replica(x), replica._modules["2"](model[1](model[0](x))))
     # AND after the watch the copy still runs its own forward
     assert not torch.equal(twin(x), model(x))
+
+
+@pytest.mark.parametrize("late", ["built", "deep-copied", "averaged"])
+def test_a_model_made_after_discovery_is_watched_from_its_first_forward(late: str) -> None:
+    # GIVEN a loop whose roots are learnt (only their wrappers are left)
+    model, opt = _mlp()
+    with memwatch(store=False) as mw:
+        for _ in range(WARM):
+            _train(model, opt)
+        assert _global_hooks() == 0
+        # WHEN the program makes a second model only now (an eval model, an EMA copy,
+        #      swa_utils.AveragedModel) and calls it once at the top level in this step
+        if late == "built":
+            other: nn.Module = nn.Sequential(nn.Linear(8, 4), nn.ReLU())
+        elif late == "deep-copied":
+            other = copy.deepcopy(model)
+        else:
+            other = torch.optim.swa_utils.AveragedModel(model)
+        _train(model, opt)
+        with torch.no_grad():
+            other(torch.randn(2, 8))
+        _train(model, opt)
+        steps = mw.steps
+    # THEN the late model's forward was counted in its step (it was not missed)
+    assert [s.forward_calls for s in steps[-2:]] == [1, 2]
+
+
+def test_the_watch_leaves_module_construction_and_copies_as_they_were() -> None:
+    # GIVEN torch's module registration hooks and Module.__setstate__ before a watch
+    registration = (
+        dict(torch_module._global_module_registration_hooks),
+        dict(torch_module._global_parameter_registration_hooks),
+        dict(torch_module._global_buffer_registration_hooks),
+    )
+    setstate = nn.Module.__setstate__
+    # WHEN a watch runs and ends
+    model, opt = _mlp()
+    with memwatch(store=False):
+        for _ in range(WARM):
+            _train(model, opt)
+        assert nn.Module.__setstate__ is not setstate
+    # THEN both are exactly as before
+    assert nn.Module.__setstate__ is setstate
+    assert (
+        dict(torch_module._global_module_registration_hooks),
+        dict(torch_module._global_parameter_registration_hooks),
+        dict(torch_module._global_buffer_registration_hooks),
+    ) == registration
+
+
+def test_a_model_whose_layers_keep_their_own_state_saves_and_copies_plainly() -> None:
+    # GIVEN a language model whose LSTM has its own __getstate__ (torch's RNNBase keeps
+    #       every instance attribute, memwatch's wrapper included), watched past discovery
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 8), nn.LSTM(8, 8, batch_first=True))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    tokens = torch.randint(0, 20, (2, 5))
+    with memwatch(store=False):
+        for _ in range(WARM):
+            out, _ = model(tokens)
+            opt.zero_grad()
+            out.pow(2).mean().backward()
+            opt.step()
+        assert model[1].__dict__.get("_compiled_call_impl") is not None
+        # WHEN the program saves the whole model and deep-copies it during the watch
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        twin = copy.deepcopy(model)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    # THEN both work, as plain models: nothing of memwatch was written or copied
+    assert b"memwatch" not in buffer.getvalue()
+    for other in (loaded, twin):
+        assert all(m.__dict__.get("_compiled_call_impl") is None for m in other.modules())
+        assert torch.equal(other(tokens)[0], model(tokens)[0])

@@ -25,6 +25,9 @@ class DeviceReading:
     device: int | None = None  # the CUDA device read (None: none was)
 
 
+_NO_READING = DeviceReading()  # frozen: one shared reading of nothing
+
+
 class DeviceMemory(Protocol):
     """What the tracker asks of a device at each step boundary."""
 
@@ -35,7 +38,7 @@ class NoDeviceMemory:
     """A CPU run without a budget: allocator numbers are unknowable, so all None."""
 
     def read_and_reset_peak(self) -> DeviceReading:
-        return DeviceReading()
+        return _NO_READING
 
 
 class CudaMemory:

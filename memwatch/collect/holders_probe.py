@@ -9,14 +9,18 @@ its own with one notice (memwatch.notices); the others go on.
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from memwatch.collect.census import CensusResult, CensusWatch
 from memwatch.collect.graph_probe import GraphChecker
 from memwatch.collect.growth_probe import GrowthChecker
-from memwatch.collect.holders import HolderReporter, HolderScanner
+from memwatch.collect.holders import HolderReporter, HolderScanner, read_locals
 from memwatch.collect.lingering_probe import LingeringChecker
 from memwatch.collect.probe import Probe
 from memwatch.evidence import CensusTotals
@@ -25,13 +29,26 @@ if TYPE_CHECKING:
     from memwatch.collect.probe import ProbeHost
     from memwatch.records import StepRecord
 
+_Tensor = torch.Tensor
+#: Variables of the loop's frame the glance reads (a module-level loop: the script's first
+#: globals; its later ones are the scan's).
+GLANCE_NAMES = 64
+#: User frames the glance reads: the one that ended the step (``train_step``) and its
+#: caller (the loop); the scan reads all of them.
+GLANCE_FRAMES = 2
+
 
 #: Steps at the start of a run that are always scanned (warm-up, first sightings).
 EAGER_START = 16
-#: In a quiet steady state the scan runs every ``STRIDE`` steps. Any sign of trouble (a
-#: new name carrying a graph, a hit, a holder that grew) makes the next step scanned too,
-#: so a leak is still confirmed within a few steps of its start.
+#: In a quiet steady state the scan runs every ``STRIDE`` steps at least, and less often
+#: (up to every ``MAX_STRIDE``) when it would cost more than ``SCAN_SHARE`` of the step
+#: time: a 0.5 ms step cannot pay a 0.3 ms scan every third step. Any sign of trouble (a
+#: new name carrying a graph, a hit, a holder that grew, an escalation of the sampling,
+#: and on skipped steps the ``_glance`` at the loop's own variables) makes the next step
+#: scanned, so a leak is still confirmed within a few steps of its start.
 STRIDE = 3
+MAX_STRIDE = 16
+SCAN_SHARE = 0.02
 
 # When the census (collect/census.py) runs: cost triggers, not verdicts.
 #: Training steps (counted from 1) at which a census always runs: a leak present from the
@@ -47,20 +64,32 @@ CENSUS_MIN_GAP = 2
 #: up to ``CENSUS_BURST`` censuses' worth (at least ``CENSUS_CREDIT_S``). A census on a
 #: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
 #: censuses with no signal run only on what was earned.
-CENSUS_COST_SHARE = 0.03
+CENSUS_COST_SHARE = 0.01
 CENSUS_CREDIT_S = 0.010
 CENSUS_BURST = 3
 KiB = 1024
 #: Cheap signals read from the step record: host RSS or device allocated bytes risen by
 #: this much since the last census, or autograd-saved bytes alive at the step end.
 CENSUS_RISE_BYTES = 512 * KiB
+#: Census triggers that are memory signals for the sampling too (``sampling.py``); a
+#: census run because its budget allowed ("early", "sample", "budget") is routine.
+CENSUS_SIGNALS = frozenset({"rss", "allocated", "saved-at-step-end"})
 
 
 class HoldersProbe(Probe):
     name = "holders"
 
-    def __init__(self, stride: int = STRIDE) -> None:
-        self.stride = max(1, stride)
+    def __init__(self, stride: int = STRIDE, max_stride: int = MAX_STRIDE) -> None:
+        self.stride = max(1, stride)  # the shortest stride (1: every step, deep mode)
+        self.max_stride = max(self.stride, max_stride)
+        self._stride = self.stride  # the stride now, from the scan's measured cost
+        self._scan_s = 0.0  # what a scan costs (smoothed), census excluded
+        self._step_s = 0.0  # how long a step takes (smoothed)
+        # the loop's variables carrying a graph at the last glance, and its lists with a
+        # graph at their end: (frame index, name) -> (id, length)
+        self._glanced: set[tuple[int, str]] = set()
+        self._glanced_lists: dict[tuple[int, str], tuple[int, int]] = {}
+        self._glance_kinds: dict[type, int] = {}  # 1: a tensor type, 2: list, 0: neither
         self._skipped = 0
         self._passes = 0
         self.scanner = HolderScanner()
@@ -80,7 +109,7 @@ class HoldersProbe(Probe):
     @classmethod
     def for_mode(cls, deep: bool) -> HoldersProbe:
         """``analysis="deep"`` scans every step; the default mode strides when quiet."""
-        return cls(stride=1 if deep else STRIDE)
+        return cls(stride=1, max_stride=1) if deep else cls()
 
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if self.lingering is not None:
@@ -88,14 +117,19 @@ class HoldersProbe(Probe):
         if not frames:
             return
         training = _training_step(record)
+        duration = max(record.duration_s, 0.0)
+        self._step_s = duration if not self._step_s else 0.9 * self._step_s + 0.1 * duration
         census_trigger = self._census_trigger(record) if training else ""
-        if not census_trigger and not self._due():
+        glance = self._glance(frames) if training else False
+        if not census_trigger and not glance and not self._due(tracker):
             self._skipped += 1
             if self.graph is not None and training:
                 self.graph.mark(record.step)
             return
         self._skipped = 0
         self._passes += 1
+        started = time.perf_counter()
+        census_s = 0.0
         scan = self.scanner.scan(frames, record.step)
         try:
             if self.census is not None and training:
@@ -103,6 +137,7 @@ class HoldersProbe(Probe):
                 try:
                     if census_trigger:
                         result = self.census.run(start)
+                        census_s = result.cost_s
                         self._census_done(tracker, record, result, census_trigger)
                     self.census.entries(scan, start)
                 except Exception as exc:
@@ -142,6 +177,47 @@ class HoldersProbe(Probe):
             # The scan holds the user's tensors: let them go now, whatever happened.
             scan.entries.clear()
             scan.frame_tensors.clear()
+            self._choose_stride(time.perf_counter() - started - census_s)
+
+    def _choose_stride(self, cost_s: float) -> None:
+        """The stride that keeps the scans under ``SCAN_SHARE`` of the step time."""
+        self._scan_s = cost_s if not self._scan_s else 0.8 * self._scan_s + 0.2 * cost_s
+        if self._step_s <= 0.0:
+            return
+        wanted = math.ceil(self._scan_s / (SCAN_SHARE * self._step_s))
+        self._stride = min(self.max_stride, max(self.stride, wanted))
+
+    def _glance(self, frames: list[FrameType]) -> bool:
+        """A few µs on every training step end: did a variable of the loop's frames (the
+        step's caller and the loop around it) start carrying a graph (``total = total +
+        loss``), or a list there grow by a tensor with a graph (``losses.append(loss)``)?
+        Then scan now, not at the stride."""
+        carrying: set[tuple[int, str]] = set()
+        lists: dict[tuple[int, str], tuple[int, int]] = {}
+        kinds = self._glance_kinds
+        for index, frame in enumerate(frames[:GLANCE_FRAMES]):
+            for name, value in read_locals(frame, GLANCE_NAMES):
+                tp = type(value)
+                kind = kinds.get(tp)
+                if kind is None:
+                    kind = kinds[tp] = 2 if tp is list else int(issubclass(tp, _Tensor))
+                # ``is_leaf``: has a graph, read without making the node's Python wrapper
+                if kind == 1:
+                    if not value.is_leaf:
+                        carrying.add((index, name))
+                elif kind == 2 and value:
+                    last = value[-1]
+                    if isinstance(last, _Tensor) and not last.is_leaf:
+                        lists[index, name] = (id(value), len(value))
+        before, before_lists = self._glanced, self._glanced_lists
+        self._glanced, self._glanced_lists = carrying, lists
+        if not carrying.issubset(before):
+            return True
+        for where, (key, length) in lists.items():
+            old = before_lists.get(where)
+            if old is not None and old[0] == key and length > old[1]:
+                return True
+        return False
 
     def on_stop(self, tracker: ProbeHost) -> None:
         if self.lingering is not None:
@@ -211,10 +287,12 @@ class HoldersProbe(Probe):
                 trigger=trigger,
             ).event(record.step)
         )
+        if trigger in CENSUS_SIGNALS:
+            tracker.escalate(f"a census on {trigger}")
 
-    def _due(self) -> bool:
-        """Scan at this step end? Always while young or suspicious, else every ``stride``."""
-        if self._passes < EAGER_START or self._skipped + 1 >= self.stride:
+    def _due(self, tracker: ProbeHost) -> bool:
+        """Scan at this step end? Always while young or suspicious, else every ``_stride``."""
+        if self._passes < EAGER_START or self._skipped + 1 >= self._stride or tracker.escalated:
             return True
         return bool(
             (self.graph is not None and self.graph.eager)

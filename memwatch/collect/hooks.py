@@ -52,6 +52,7 @@ class HookTarget(Protocol):
     """The callbacks the installed hooks call (the tracker)."""
 
     off: bool  # once True, the patched functions only call the originals
+    _depth: int  # root forwards running (0: the next module call is a root forward)
 
     def forward_pre(self, module: Any, args: Any) -> None: ...
     def forward_post(self, module: Any, args: Any, output: Any) -> None: ...
@@ -63,6 +64,7 @@ class HookTarget(Protocol):
         kwargs: dict[str, Any],
     ) -> Any: ...
     def oom(self, info: dict[str, Any]) -> None: ...
+    def new_module(self) -> None: ...
 
 
 class GlobalHooks:
@@ -182,12 +184,14 @@ class GlobalHooks:
         self.patch(graph, "disable_saved_tensors_hooks", disable_saved_tensors_hooks)
 
 
-#: Whether the global module hooks give way to the roots' wrappers after discovery. Off by
-#: default: a module first called at the top level after the last discovery (a model built
-#: or copied late, such as swa_utils.AveragedModel used only at the end) would go unseen
-#: until the next rediscovery (zoo: healthy/swa_averaged_model_update_bn, bugs/
-#: greedy_decode_eval_without_no_grad). Tests switch it on (tests/test_root_hooks.py).
-ROOT_ONLY = False
+#: Whether the global module hooks give way to the roots' wrappers after discovery. A
+#: module built or copied after the last discovery (swa_utils.AveragedModel made at the
+#: end, ``copy.deepcopy(model)`` for an EMA, a model loaded with ``torch.load``) is not
+#: wrapped: its construction (torch's module, parameter and buffer registration hooks) or
+#: its unpickling (``Module.__setstate__``, which deep copies use) starts a rediscovery at
+#: once, before it can be called. A module without parameters, buffers or children built
+#: late (``nn.ReLU()``) is found by the periodic rediscovery.
+ROOT_ONLY = True
 #: Steps with global module hooks at the start of a run and at each rediscovery: every
 #: module called at the top level in them is a known root module from then on.
 DISCOVERY_STEPS = 4
@@ -222,9 +226,11 @@ class ModuleHooks:
     def __init__(self, target: HookTarget) -> None:
         self._target = target
         self._global: list[Any] = []
+        self._signals: list[Any] = []  # registration hooks that say a module was built
+        self._setstate: Callable[..., Any] | None = None  # Module.__setstate__ we replaced
         self._roots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._too_many = False
-        self._wrapped: list[tuple[weakref.ref[Any], Callable[..., Any]]] = []
+        self._wrapped: list[tuple[weakref.ref[Any], _RootCall]] = []
         self.discovering = True
         self.pending: bool | None = None  # the mode to switch to (True: discovering)
         self.switches = 0
@@ -234,6 +240,7 @@ class ModuleHooks:
     # -- what the tracker reports ---------------------------------------------------------
     def install(self) -> None:
         self._install_global()
+        self._install_new_module_signals()
 
     def note_root(self, module: Any) -> None:
         """A root forward seen by the global hooks: remember the module."""
@@ -287,8 +294,14 @@ class ModuleHooks:
         self.switches += 1
 
     def remove(self) -> None:
-        """Remove the global hooks and every wrapper still in place."""
+        """Remove the global hooks, the new-module signals and every wrapper in place."""
         self._remove_global()
+        for handle in self._signals:
+            handle.remove()
+        self._signals.clear()
+        if self._setstate is not None:
+            torch.nn.Module.__setstate__ = self._setstate  # type: ignore[method-assign]
+            self._setstate = None
         for ref, call in self._wrapped:
             module = ref()
             if module is not None and module.__dict__.get("_compiled_call_impl") is call:
@@ -307,6 +320,31 @@ class ModuleHooks:
         self._global.append(
             torch_module.register_module_forward_hook(target.forward_post, always_call=True)
         )
+
+    def _install_new_module_signals(self) -> None:
+        """Learn that a module was built or copied (not called: that costs nothing per
+        forward), so a model made after discovery is watched from its first call."""
+        target = self._target
+
+        def registered(module: Any, name: str, value: Any) -> None:
+            # fires for each parameter, buffer and child a module registers (construction,
+            # or a setattr later); must return None: a value returned replaces the object
+            if not self.discovering or self.pending is False:
+                target.new_module()
+
+        self._signals.append(torch_module.register_module_module_registration_hook(registered))
+        self._signals.append(torch_module.register_module_parameter_registration_hook(registered))
+        self._signals.append(torch_module.register_module_buffer_registration_hook(registered))
+        original = torch.nn.Module.__setstate__
+
+        @functools.wraps(original)
+        def __setstate__(module: Any, state: Any) -> None:
+            original(module, state)  # a deep copy, copy.copy, pickle.load or torch.load
+            if not target.off and (not self.discovering or self.pending is False):
+                target.new_module()
+
+        self._setstate = original
+        torch.nn.Module.__setstate__ = __setstate__  # type: ignore[method-assign]
 
     def _remove_global(self) -> None:
         for handle in self._global:
@@ -334,32 +372,54 @@ class ModuleHooks:
             ):
                 return False
         for module in todo:
-            call = _root_wrapper(weakref.ref(module), self, self._target)
+            call = _RootCall(weakref.ref(module), self, self._target)
             module.__dict__["_compiled_call_impl"] = call
             self._wrapped.append((weakref.ref(module), call))
         self._wrapped = [(ref, call) for ref, call in self._wrapped if ref() is not None]
         return True
 
 
-def _root_wrapper(
-    ref: weakref.ref[Any], hooks: ModuleHooks, target: HookTarget
-) -> Callable[..., Any]:
+class _RootCall:
     """``module._compiled_call_impl``: the tracker's pre/post callbacks around
     ``_call_impl`` (the forward post callback also runs when the forward raises, as the
-    global ``always_call`` hook does)."""
+    global ``always_call`` hook does).
 
-    def root_call(*args: Any, **kwargs: Any) -> Any:
+    An object rather than a closure so that it pickles and deep-copies as ``None``,
+    torch's own value of ``_compiled_call_impl``: ``Module.__getstate__`` leaves the
+    attribute out, but modules with their own ``__getstate__`` (``nn.LSTM``/``nn.GRU``
+    through ``RNNBase``) keep it, and ``torch.save(model)`` would fail on a closure (the
+    zoo's word_language_model case did) or write memwatch into the checkpoint.
+    """
+
+    __slots__ = ("hooks", "ref", "target")
+
+    def __init__(self, ref: weakref.ref[Any], hooks: ModuleHooks, target: HookTarget) -> None:
+        self.ref = ref
+        self.hooks = hooks
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (type(None), ())  # rebuilt as None: the copy or the loaded model is plain
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Which module is being called: a shallow copy of the module's __dict__ keeps this
-        # wrapper (DataParallel replicas; a deep copy of a parametrized module copies the
-        # dict too), and such a copy must run its own forward (unwatched), not ours.
+        # wrapper (DataParallel replicas, ``copy.copy``), and such a copy must run its own
+        # forward (unwatched), not ours.
         caller = sys._getframe(1)
-        watched: Any = ref()
+        watched: Any = self.ref()
         module = watched
         if caller.f_code is _WRAPPED_CALL_CODE:
             module = caller.f_locals.get("self", watched)
         if module is None:  # cannot happen while the module calls us; be safe anyway
             raise RuntimeError("memwatch: a watched module vanished during its call")
-        if module is not watched or hooks.discovering or target.off or _is_compiling():
+        target = self.target
+        if (
+            module is not watched
+            or target._depth  # a child inside a watched forward: nothing to record
+            or self.hooks.discovering
+            or target.off
+            or _is_compiling()
+        ):
             return module._call_impl(*args, **kwargs)
         target.forward_pre(module, args)
         try:
@@ -369,5 +429,3 @@ def _root_wrapper(
             raise
         target.forward_post(module, args, result)
         return result
-
-    return root_call

@@ -32,6 +32,11 @@ class ProbeHost(Protocol):
     saved: SavedTensorCounter  # saved-for-backward bytes: current, peak, stale
     device: DeviceMemory  # the device's memory readings (allocator or tracked tensors)
     analysis_requested: bool  # set True when a measurement should be judged at once
+    forward_weight: int  # root forwards the one a probe is handed stands for (thinning)
+
+    @property
+    def escalated(self) -> bool:
+        """A cheap signal fired lately: every step is measured (collect/sampling.py)."""
 
     def emit(self, event: Event) -> None:
         """Record a measurement (build it with ``Evidence.event``)."""

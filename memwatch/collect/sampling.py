@@ -42,8 +42,11 @@ PACK_COST_S = 4e-6
 MAX_STRIDE = 32
 #: Host (RSS) or device memory this far above its high-water mark is a signal.
 RISE_BYTES = 4 << 20
-#: Evidence kinds that healthy loops emit every step and that say nothing about memory.
-ROUTINE_EVIDENCE = frozenset({"unbatched-forwards", "conv-input-shapes"})
+#: Evidence kinds that healthy loops emit every step and that say nothing about memory by
+#: themselves. ``census-totals`` is a measurement, sampled by its own time budget: a census
+#: that ran on a memory signal escalates explicitly (``holders_probe.py``), one that ran
+#: because its budget allowed must not keep every step measured.
+ROUTINE_EVIDENCE = frozenset({"unbatched-forwards", "conv-input-shapes", "census-totals"})
 #: Step times kept per state (measured / not measured) for the cost estimate.
 HISTORY = 9
 

@@ -54,6 +54,10 @@ from memwatch.records import (
 __all__ = ["FORWARD_ONLY_CONFIRM", "Sink", "Tracker"]
 
 _is_compiling = torch.compiler.is_compiling
+#: Root forwards of one kind per uncounted step the probes see in full, and the stride of
+#: those they see beyond (``Tracker._thin``).
+FORWARD_FULL = 8
+FORWARD_THIN_EVERY = 16
 _grad_enabled = torch.is_grad_enabled
 
 
@@ -91,6 +95,11 @@ class Tracker:
         self.off = False  # everything off (after fork, or after stop)
         self._tid = threading.get_ident()
         self._depth = 0
+        # Root forwards the probes see (``_thin``): per kind this step; the one running
+        # is skipped; how many forwards the one handed over stands for.
+        self._forward_kinds: dict[tuple[int, bool, bool], int] = {}
+        self._thinned = False
+        self.forward_weight = 1
         self._installed = GlobalHooks()
         self._failed: set[str] = set()
         self._root_saved_before = 0
@@ -161,6 +170,10 @@ class Tracker:
         self._analysis_requested = value
         if value:
             self.escalate("a probe confirmed a problem")
+
+    @property
+    def escalated(self) -> bool:
+        return self.sampling.escalated
 
     def emit(self, event: Event) -> None:
         """Send an observation to the store and the detectors.
@@ -263,6 +276,8 @@ class Tracker:
 
     def step_settled(self, record: StepRecord) -> None:
         """Choose what the next step measures (sampling.py), from what this one showed."""
+        self._forward_kinds.clear()
+        self.forward_weight = 1
         self._modules.step_end()
         self._switch_modules()
         self._step_all_modules = self._modules.discovering and self._modules.pending is None
@@ -355,12 +370,38 @@ class Tracker:
                 self._steps.root_forward(module)  # may end a step first
                 if self._note_root_module is not None:
                     self._note_root_module(module)
+                if not self._step_counted and self._thin(module):
+                    self._thinned = True  # the probes do not see this one (``_thin``)
+                    return None
+                self._thinned = False
                 self._root_saved_before = self.saved.current
                 if self._hooks["on_root_forward_pre"]:
                     self._call_probes("on_root_forward_pre", module, args)
             except Exception as exc:
                 self.fail("step detection", exc)
         return None
+
+    def _thin(self, module: Any) -> bool:
+        """Whether the probes skip this root forward of an uncounted step.
+
+        Probes learn what they need from a step's first forwards of each kind (module,
+        grad mode, train mode): a step of hundreds (an RL episode of batch-1 forwards, an
+        unrolled RNN cell) would otherwise pay their hooks hundreds of times. Beyond
+        ``FORWARD_FULL`` of a kind, one in ``FORWARD_THIN_EVERY`` is handed over and
+        stands for that many (``forward_weight``); a new kind (an evaluation pass starting)
+        is seen in full at once, and steps that count saved tensors see every forward.
+        """
+        key = (id(module), _grad_enabled(), module.training)
+        kinds = self._forward_kinds
+        seen = kinds.get(key, 0) + 1
+        kinds[key] = seen
+        if seen <= FORWARD_FULL:
+            self.forward_weight = 1
+            return False
+        if seen % FORWARD_THIN_EVERY:
+            return True
+        self.forward_weight = FORWARD_THIN_EVERY
+        return False
 
     def forward_post(self, module: Any, args: Any, output: Any) -> None:
         if _is_compiling() or self.off or threading.get_ident() != self._tid:
@@ -371,7 +412,7 @@ class Tracker:
             handling = sys.exc_info()[1]
             if handling is not None:
                 oom_observer.observe_exception(handling)
-        if self._depth == 1:
+        if self._depth == 1 and not self._thinned:
             try:
                 # an evaluation forward that builds a graph while saved tensors are not
                 # counted: a signal (graphs kept in inference, sampling.py)
@@ -431,6 +472,19 @@ class Tracker:
         except Exception as exc:
             self.fail("backward hooks", exc)
         return result
+
+    def new_module(self) -> None:
+        """A module was built or copied after the roots were learnt (hooks.ModuleHooks):
+        watch every module call again, so its first forward is seen."""
+        if self.off:
+            return
+        try:
+            if threading.get_ident() == self._tid:
+                self._rediscover()  # applied now when no forward runs, else at its end
+            else:
+                self._modules.rediscover()  # applied by the tracker's thread
+        except Exception as exc:
+            self.fail("root-module hooks", exc)
 
     def oom(self, info: dict[str, Any]) -> None:
         if self.off:

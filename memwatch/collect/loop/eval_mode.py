@@ -44,11 +44,13 @@ class EvalModeRecorder:
         training: tuple[str, ...],
         stochastic: int,
         train_set_without_grad: bool = False,
+        weight: int = 1,
     ) -> None:
         """A root forward under no_grad while ``training`` of its ``stochastic``
         dropout/batch-norm submodules were training (``train_set_without_grad``: the
-        model was put in train mode while grad was disabled, see ``EvalPassTrainMode``)."""
-        self.no_grad_forwards += 1
+        model was put in train mode while grad was disabled, see ``EvalPassTrainMode``);
+        ``weight``: the forwards it stands for (``Tracker._thin``)."""
+        self.no_grad_forwards += weight
         if self._site is None:
             self._site = site_of(first_user_frame(sys._getframe(2)))
             self._modules = training

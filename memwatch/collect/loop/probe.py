@@ -92,13 +92,14 @@ class LoopProbe(Probe):
         self._continues = last is not None and first is not None and first is last()
         if self._continues:
             return
-        self._step_forwards += 1
+        weight = tracker.forward_weight  # forwards this one stands for (Tracker._thin)
+        self._step_forwards += weight
         if isinstance(first, _Tensor):
             dim = first.dim()
             if dim == 1 or (dim >= 2 and first.size(0) == 1):
                 self._cur_unbatched = True
                 self._dirty = True
-                self.unbatched.note(module, first)
+                self.unbatched.note(module, first, weight)
             if dim >= 2 and cudnn_benchmark() and self.shapes.note(module, first):
                 self._dirty = True
         if not _grad_enabled():
@@ -107,7 +108,7 @@ class LoopProbe(Probe):
                 self._dirty = True
                 stochastic = len(self._modules.of(module))
                 deliberate = self.train_mode.train_set_without_grad(module)
-                self.eval_mode.note_no_grad(module, training, stochastic, deliberate)
+                self.eval_mode.note_no_grad(module, training, stochastic, deliberate, weight)
         elif not module.training:  # training an eval-mode model? (train_mode.py)
             self._dirty = True
             self.train_mode.note_eval_forward(module)

@@ -71,14 +71,15 @@ class UnbatchedRecorder:
         self._shape: tuple[int, ...] = ()
         self._model = ""
 
-    def note(self, module: Any, tensor: Any) -> None:
-        """A root forward on a single sample (called from the forward pre-hook)."""
-        self.calls += 1
+    def note(self, module: Any, tensor: Any, weight: int = 1) -> None:
+        """A root forward on a single sample (called from the forward pre-hook), standing
+        for ``weight`` of them (``Tracker._thin``)."""
+        self.calls += weight
         base = tensor._base
         if base is not None:
             previous = self._base() if self._base is not None else None
             if previous is base:
-                self._shared += 1
+                self._shared += weight
             self._base = weakref.ref(base)
         frame = None
         if self._site is None:
