@@ -67,8 +67,15 @@ WALK_CAP = 4096
 #: ``graph-accumulation`` detector's decision.
 RECORD_FIRST_HITS = 2
 REEMIT_EVERY = 8
+#: A name whose graph was recorded growing is searched again only this often, and by a
+#: search bounded at ``CONFIRMED_CAP`` nodes (see ``_check_tensor``): the wrappers torch
+#: makes for the nodes a search visits stay with the leaked graph.
+CONFIRMED_RECHECK = 32
+CONFIRMED_CAP = 32
 #: Searches in a row without a hit after which a name is searched every other step only.
 QUIET_MISSES = 8
+#: ... and never less often than every this many steps.
+QUIET_MAX_GAP = 8
 FORGET_AFTER = 8
 MAX_TRACKS = 512
 MAX_MARKS = 4096
@@ -218,12 +225,24 @@ class GraphChecker:
         step: int,
         grad_names: _GradNames,
     ) -> None:
+        key = (scan.frames[entry.frame_index].code, name)
+        track = self._tracks.get(key)
+        if (
+            track is not None
+            and track.hits >= RECORD_FIRST_HITS
+            and track.hit_streak
+            and step - track.searched_at < CONFIRMED_RECHECK
+        ):
+            # A leak already recorded: reading its root or searching it every step would
+            # make torch wrap every node it adds, and the leak keep the wrappers (~56 B
+            # each: memwatch's memory growing with the user's leak). It is re-checked
+            # every CONFIRMED_RECHECK steps by a search bounded at CONFIRMED_CAP nodes.
+            track.last_seen = step
+            return
         root = tensor.grad_fn
         seq = _sequence_nr(root)
         if seq < MAX_SEQ and seq > self._max_seen:
             self._max_seen = seq
-        key = (scan.frames[entry.frame_index].code, name)
-        track = self._tracks.get(key)
         if track is not None and track.seq == seq:
             track.last_seen = step  # the same graph as last step: held, not extended
             return
@@ -234,19 +253,31 @@ class GraphChecker:
             self._tracks[key] = track
             self.eager = True
             return
-        if track.hits == 0 and track.misses >= QUIET_MISSES and step - track.searched_at < 2:
+        if (
+            track.hits == 0
+            and track.misses >= QUIET_MISSES
+            and step - track.searched_at < min(QUIET_MAX_GAP, 1 << (track.misses // QUIET_MISSES))
+        ):
             # A name that never reached its previous graph (``loss``, rebound every step)
-            # is searched at most every other step: a search that finds nothing visits the
-            # whole new graph, and when a leak elsewhere keeps that graph, the wrappers
-            # torch makes for what we visit stay with it. A leak starting later on this
-            # name is seen one step later at most.
+            # is searched every other step, then every 4th, at most every QUIET_MAX_GAP:
+            # a search that finds nothing visits the whole new graph, and when a leak
+            # elsewhere keeps that graph, the wrappers torch makes for what we visit stay
+            # with it. A leak starting later on this name is seen that much later.
             track.seq = seq
             track.last_seen = step
             return
         # The nodes added this step are counted only when they are reported: a search that
         # stops at the old root wraps (and so keeps, see above) far fewer nodes.
         due = track.hits < RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY
-        hit, new_nodes, capped = _reaches(root, track.seq, count=due)
+        confirmed = track.hits >= RECORD_FIRST_HITS and track.hit_streak > 0
+        if confirmed:
+            since = max(1, step - track.searched_at)
+            hit, new_nodes, capped = _reaches(root, track.seq, count=True, cap=CONFIRMED_CAP)
+            # a chain longer than the cap since the last check still grows: a hit
+            hit = hit or capped
+            new_nodes = track.nodes_per_step if capped else new_nodes // since
+        else:
+            hit, new_nodes, capped = _reaches(root, track.seq, count=due)
         track.seq = seq
         track.last_seen = step
         track.searched_at = step
@@ -257,7 +288,7 @@ class GraphChecker:
         track.misses = 0
         track.hit_streak += 1
         track.hits += 1
-        self.eager = True
+        self.eager = self.eager or not confirmed
         if not due:
             return
         track.nodes_per_step = new_nodes
@@ -615,13 +646,16 @@ def _class_file(owner: type) -> str | None:
         return None
 
 
-def _reaches(root: Any, target: int, count: bool = True) -> tuple[bool, int, bool]:
+def _reaches(
+    root: Any, target: int, count: bool = True, cap: int = BFS_CAP
+) -> tuple[bool, int, bool]:
     """Whether ``root``'s graph contains the node numbered ``target``; the nodes added.
 
     Nodes older than ``target`` are pruned (a node's inputs are always older than the
     node, so they cannot lead to it) and the old graph below ``target`` is all older: the
     nodes visited are exactly the ones added since, i.e. the growth of this step. Without
-    ``count`` the search stops at ``target`` (the count returned is then a lower bound).
+    ``count`` the search stops at ``target`` (the count returned is then a lower bound);
+    past ``cap`` nodes it stops (capped).
     """
     queue = [root]
     seen = {id(root)}
@@ -650,7 +684,7 @@ def _reaches(root: Any, target: int, count: bool = True) -> tuple[bool, int, boo
                 continue
             seen.add(cid)
             queue.append(child)
-            if len(queue) >= BFS_CAP:
+            if len(queue) >= cap:
                 return found, len(queue), True
     return found, len(queue), False
 
