@@ -67,11 +67,10 @@ WALK_CAP = 4096
 #: ``graph-accumulation`` detector's decision.
 RECORD_FIRST_HITS = 2
 REEMIT_EVERY = 8
-#: A name whose graph was recorded growing is searched again only this often, and by a
-#: search bounded at ``CONFIRMED_CAP`` nodes (see ``_check_tensor``): the wrappers torch
-#: makes for the nodes a search visits stay with the leaked graph.
+#: A name whose graph was recorded growing is searched again only this often, one or two
+#: links along its chain (``_check_tensor``, ``_reaches_back``): the wrappers torch makes
+#: for the nodes a search visits stay with the leaked graph.
 CONFIRMED_RECHECK = 32
-CONFIRMED_CAP = 32
 #: Searches in a row without a hit after which a name is searched every other step only.
 QUIET_MISSES = 8
 #: ... and never less often than every this many steps.
@@ -128,6 +127,7 @@ class _Track:
     last_key: Any = None  # dicts: the last key (ints/strings only)
     located: bool = False
     statement: Statement | None = None
+    armed: bool = False  # a recorded leak's root was read for its next re-check
 
 
 class GraphChecker:
@@ -231,12 +231,31 @@ class GraphChecker:
             track is not None
             and track.hits >= RECORD_FIRST_HITS
             and track.hit_streak
-            and step - track.searched_at < CONFIRMED_RECHECK
+            and not track.armed
         ):
             # A leak already recorded: reading its root or searching it every step would
             # make torch wrap every node it adds, and the leak keep the wrappers (~56 B
-            # each: memwatch's memory growing with the user's leak). It is re-checked
-            # every CONFIRMED_RECHECK steps by a search bounded at CONFIRMED_CAP nodes.
+            # each: memwatch's memory growing with the user's leak). Every
+            # CONFIRMED_RECHECK steps its root is read, and at the next scan the search
+            # goes back to that root only: a link or two of the chain.
+            track.last_seen = step
+            if step - track.searched_at >= CONFIRMED_RECHECK:
+                track.seq = _sequence_nr(tensor.grad_fn)
+                track.armed = True
+                self.eager = True  # the next step is scanned: the search is short
+            return
+        if (
+            track is not None
+            and track.hits == 0
+            and track.misses >= QUIET_MISSES
+            and step - track.searched_at < min(QUIET_MAX_GAP, 1 << (track.misses // QUIET_MISSES))
+        ):
+            # A name that never reached its previous graph (``loss``, rebound every step)
+            # is searched every other step, then every 4th, at most every QUIET_MAX_GAP,
+            # and its root is not read in between: a search that finds nothing visits the
+            # whole new graph, and when a leak elsewhere keeps that graph, the wrappers
+            # torch makes for what we read stay with it. A leak starting later on this
+            # name is seen that much later.
             track.last_seen = step
             return
         root = tensor.grad_fn
@@ -253,29 +272,15 @@ class GraphChecker:
             self._tracks[key] = track
             self.eager = True
             return
-        if (
-            track.hits == 0
-            and track.misses >= QUIET_MISSES
-            and step - track.searched_at < min(QUIET_MAX_GAP, 1 << (track.misses // QUIET_MISSES))
-        ):
-            # A name that never reached its previous graph (``loss``, rebound every step)
-            # is searched every other step, then every 4th, at most every QUIET_MAX_GAP:
-            # a search that finds nothing visits the whole new graph, and when a leak
-            # elsewhere keeps that graph, the wrappers torch makes for what we visit stay
-            # with it. A leak starting later on this name is seen that much later.
-            track.seq = seq
-            track.last_seen = step
-            return
         # The nodes added this step are counted only when they are reported: a search that
         # stops at the old root wraps (and so keeps, see above) far fewer nodes.
         due = track.hits < RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY
         confirmed = track.hits >= RECORD_FIRST_HITS and track.hit_streak > 0
         if confirmed:
-            since = max(1, step - track.searched_at)
-            hit, new_nodes, capped = _reaches(root, track.seq, count=True, cap=CONFIRMED_CAP)
-            # a chain longer than the cap since the last check still grows: a hit
-            hit = hit or capped
-            new_nodes = track.nodes_per_step if capped else new_nodes // since
+            # the chain since the root read at the last scan, oldest child first
+            hit, capped = _reaches_back(root, track.seq)
+            new_nodes = track.nodes_per_step
+            track.armed = False
         else:
             hit, new_nodes, capped = _reaches(root, track.seq, count=due)
         track.seq = seq
@@ -646,16 +651,49 @@ def _class_file(owner: type) -> str | None:
         return None
 
 
-def _reaches(
-    root: Any, target: int, count: bool = True, cap: int = BFS_CAP
-) -> tuple[bool, int, bool]:
+def _reaches_back(root: Any, target: int) -> tuple[bool, bool]:
+    """Whether ``root``'s graph contains the node numbered ``target``, searched depth first,
+    oldest child first: (found, capped).
+
+    For a leak already recorded, ``target`` is its root a step or two ago and lies down the
+    chain the leak adds to (``total``'s ``AddBackward`` nodes); the oldest child not older
+    than ``target`` is the next link, so the search walks the chain and its direct
+    branches instead of every node added since, as a breadth-first search would (torch
+    wraps every node read, and the leak keeps the wrappers).
+    """
+    stack = [root]
+    seen = {id(root)}
+    while stack:
+        node = stack.pop()
+        try:
+            children = node.next_functions
+        except Exception:
+            continue
+        newer: list[tuple[int, Any]] = []
+        for child, _ in children:
+            if child is None:
+                continue
+            seq = _sequence_nr(child)
+            if seq == target:
+                return True, False
+            if seq >= MAX_SEQ or seq < target or id(child) in seen:
+                continue
+            seen.add(id(child))
+            newer.append((seq, child))
+        newer.sort(key=lambda item: item[0], reverse=True)
+        stack.extend(child for _, child in newer)  # the oldest is popped first
+        if len(seen) >= BFS_CAP:
+            return False, True
+    return False, False
+
+
+def _reaches(root: Any, target: int, count: bool = True) -> tuple[bool, int, bool]:
     """Whether ``root``'s graph contains the node numbered ``target``; the nodes added.
 
     Nodes older than ``target`` are pruned (a node's inputs are always older than the
     node, so they cannot lead to it) and the old graph below ``target`` is all older: the
     nodes visited are exactly the ones added since, i.e. the growth of this step. Without
-    ``count`` the search stops at ``target`` (the count returned is then a lower bound);
-    past ``cap`` nodes it stops (capped).
+    ``count`` the search stops at ``target`` (the count returned is then a lower bound).
     """
     queue = [root]
     seen = {id(root)}
@@ -684,7 +722,7 @@ def _reaches(
                 continue
             seen.add(cid)
             queue.append(child)
-            if len(queue) >= cap:
+            if len(queue) >= BFS_CAP:
                 return found, len(queue), True
     return found, len(queue), False
 
