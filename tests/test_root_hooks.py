@@ -53,9 +53,11 @@ def test_after_discovery_only_the_root_module_is_hooked() -> None:
     with memwatch(store=False) as mw:
         for _ in range(WARM):
             _train(model, opt)
-        # THEN the global module hooks are gone and the root's tree carries the wrapper
+        # THEN the global module hooks are gone, the root carries the wrapper and its
+        #      children keep torch's own call path
         assert _global_hooks() == before
-        assert all(m.__dict__.get("_compiled_call_impl") is not None for m in model.modules())
+        assert model.__dict__.get("_compiled_call_impl") is not None
+        assert all("_compiled_call_impl" not in m.__dict__ for m in list(model.modules())[1:])
         # AND every step still counts its root forward
         for _ in range(5):
             _train(model, opt)
@@ -250,16 +252,17 @@ def test_a_model_whose_layers_keep_their_own_state_saves_and_copies_plainly() ->
     # GIVEN a language model whose LSTM has its own __getstate__ (torch's RNNBase keeps
     #       every instance attribute, memwatch's wrapper included), watched past discovery
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(20, 8), nn.LSTM(8, 8, batch_first=True))
+    model = nn.ModuleList([nn.Embedding(20, 8), nn.LSTM(8, 8, batch_first=True)])
+    embed, lstm = model
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     tokens = torch.randint(0, 20, (2, 5))
     with memwatch(store=False):
         for _ in range(WARM):
-            out, _ = model(tokens)
+            out, _ = lstm(embed(tokens))  # both called at the top level: both roots
             opt.zero_grad()
             out.pow(2).mean().backward()
             opt.step()
-        assert model[1].__dict__.get("_compiled_call_impl") is not None
+        assert lstm.__dict__.get("_compiled_call_impl") is not None
         # WHEN the program saves the whole model and deep-copies it during the watch
         buffer = io.BytesIO()
         torch.save(model, buffer)
@@ -270,4 +273,24 @@ def test_a_model_whose_layers_keep_their_own_state_saves_and_copies_plainly() ->
     assert b"memwatch" not in buffer.getvalue()
     for other in (loaded, twin):
         assert all(m.__dict__.get("_compiled_call_impl") is None for m in other.modules())
-        assert torch.equal(other(tokens)[0], model(tokens)[0])
+        assert torch.equal(other[1](other[0](tokens))[0], lstm(embed(tokens))[0])
+
+
+def test_a_child_called_at_the_top_level_in_an_evaluation_phase_is_seen() -> None:
+    # GIVEN a seq2seq-like model trained through its root, whose evaluation (every 10 steps,
+    #       after model.eval()) calls a child at the top level, long after discovery
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for step in range(40):
+            _train(model, opt)
+            if step % 10 == 9:
+                model.eval()
+                with torch.no_grad():
+                    model[0](torch.randn(2, 8))  # the encoder alone, at the top level
+                model.train()
+        steps = mw.steps
+    # THEN each evaluation's child forward was counted with its step
+    evaluations = [s.forward_calls for s in steps if s.step in (10, 20, 30)]
+    assert evaluations == [2, 2, 2], [s.forward_calls for s in steps]

@@ -64,7 +64,7 @@ CENSUS_MIN_GAP = 2
 #: up to ``CENSUS_BURST`` censuses' worth (at least ``CENSUS_CREDIT_S``). A census on a
 #: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
 #: censuses with no signal run only on what was earned.
-CENSUS_COST_SHARE = 0.01
+CENSUS_COST_SHARE = 0.005
 CENSUS_CREDIT_S = 0.010
 CENSUS_BURST = 3
 KiB = 1024

@@ -275,6 +275,20 @@ def test_a_parent_back_reference_in_a_per_step_batch_is_named(collector_off: Non
     assert "weakref" in finding.fix
 
 
+@pytest.mark.parametrize(("make", "found"), [(ParentBatch, True), (WeakParentBatch, False)])
+def test_a_long_run_with_sampling_is_judged_the_same(
+    collector_off: None, make: Callable[[torch.Tensor], Any], found: bool
+) -> None:
+    # GIVEN the per-step batches over a run long enough for sampling to thin the steps the
+    #       gc probe looks at (it looks at the steps that count saved tensors)
+    findings = _findings(per_step(lambda: make(_one_mib()), steps=160))
+    # THEN the back-reference is still named, and its weak twin still silent
+    if found:
+        assert _warning(findings).variable == "batch.store.parent"
+    else:
+        assert findings == []
+
+
 def test_a_weak_parent_reference_is_silent(collector_off: None) -> None:
     # GIVEN the same batches with `parent=weakref.ref(self)`
     # THEN each dies by reference counting: nothing
