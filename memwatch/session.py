@@ -133,6 +133,8 @@ class Watch:
         self._steps: deque[StepRecord] = deque(maxlen=window)
         self._events: deque[Event] = deque(maxlen=window)
         self._categories: deque[MemoryCategories] = deque(maxlen=window)
+        # evidence the live passes already read back (AnalysisInput.parsed)
+        self._parsed: dict[int, tuple[Event, Any]] = {}
         self._findings: dict[str, Finding] = {}
         self._step_count = 0
         self._events_seen = 0
@@ -463,6 +465,8 @@ class Watch:
         started = time.perf_counter()
         try:
             steps, events = self._final_input() if final else (self._live_window(), None)
+            if len(self._parsed) > 2 * len(self._events) + 1024:
+                self._parsed.clear()  # events that left the window: read again if needed
             found = analyze(
                 AnalysisInput(
                     steps=steps,
@@ -471,6 +475,7 @@ class Watch:
                     warmup=self.warmup,
                     final=final,
                     categories=tuple(self._categories),
+                    parsed=self._parsed,
                 )
             )
         except Exception as exc:

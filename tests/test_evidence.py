@@ -204,3 +204,29 @@ def test_event_data_that_is_not_an_object_is_refused_not_crashed_on(data: object
     assert upgrade(event, 0) is event
     with pytest.raises(EvidenceError, match="not an object"):
         AnalysisInput(steps=[], events=[event]).observed(HolderGrowth)
+
+
+def test_live_passes_read_each_event_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the live analysis's memo and a window of evidence that grows between passes
+    from memwatch.analysis.registry import analyze
+    from memwatch.evidence import UnbatchedForwards
+
+    reads: list[int] = []
+    original = UnbatchedForwards.from_data.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, data: dict[str, object]) -> object:
+        reads.append(1)
+        return original(cls, data)
+
+    monkeypatch.setattr(UnbatchedForwards, "from_data", classmethod(counting))
+    memo: dict[int, tuple[Event, object]] = {}
+    steps = [make_step(i) for i in range(40)]
+    events = [UnbatchedForwards(calls=32, forwards=32).event(i) for i in range(40)]
+    # WHEN three passes judge the first 20, 30 and 40 events
+    for upto in (20, 30, 40):
+        analyze(AnalysisInput(steps=steps[:upto], events=events[:upto], parsed=memo))
+    # THEN each event was read back once, and a pass without the memo reads them all
+    assert len(reads) == 40
+    first = analyze(AnalysisInput(steps=steps, events=events, parsed=memo))
+    assert first == analyze(AnalysisInput(steps=steps, events=events))
+    assert len(reads) == 80

@@ -121,7 +121,10 @@ class HoldersProbe(Probe):
         self._step_s = duration if not self._step_s else 0.9 * self._step_s + 0.1 * duration
         census_trigger = self._census_trigger(record) if training else ""
         glance = self._glance(frames) if training else False
-        if not census_trigger and not glance and not self._due(tracker):
+        due = glance or self._due(tracker)
+        if census_trigger == "budget" and not due:
+            census_trigger = ""  # a census its budget allows waits for the next scan
+        if not census_trigger and not due:
             self._skipped += 1
             if self.graph is not None and training:
                 self.graph.mark(record.step)

@@ -52,7 +52,6 @@ class HookTarget(Protocol):
     """The callbacks the installed hooks call (the tracker)."""
 
     off: bool  # once True, the patched functions only call the originals
-    _depth: int  # root forwards running (0: the next module call is a root forward)
 
     def forward_pre(self, module: Any, args: Any) -> None: ...
     def forward_post(self, module: Any, args: Any, output: Any) -> None: ...
@@ -65,6 +64,7 @@ class HookTarget(Protocol):
     ) -> Any: ...
     def oom(self, info: dict[str, Any]) -> None: ...
     def new_module(self) -> None: ...
+    def call_root(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
 
 class GlobalHooks:
@@ -431,20 +431,6 @@ class _RootCall:
             module = caller.f_locals.get("self", watched)
         if module is None:  # cannot happen while the module calls us; be safe anyway
             raise RuntimeError("memwatch: a watched module vanished during its call")
-        target = self.target
-        if (
-            module is not watched
-            or target._depth  # a child inside a watched forward: nothing to record
-            or self.hooks.discovering
-            or target.off
-            or _is_compiling()
-        ):
+        if module is not watched or self.hooks.discovering:
             return module._call_impl(*args, **kwargs)
-        target.forward_pre(module, args)
-        try:
-            result = module._call_impl(*args, **kwargs)
-        except BaseException:
-            target.forward_post(module, args, None)
-            raise
-        target.forward_post(module, args, result)
-        return result
+        return self.target.call_root(module, args, kwargs)

@@ -381,6 +381,31 @@ class Tracker:
                 self.fail("step detection", exc)
         return None
 
+    def call_root(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A known root module's call, from its wrapper (``hooks._RootCall``): the
+        forward hooks around ``_call_impl``; a forward the probes skip (``_thin``) pays
+        only the step machine's count and the depth."""
+        if self._depth or self.off or threading.get_ident() != self._tid or _is_compiling():
+            return module._call_impl(*args, **kwargs)
+        self.forward_pre(module, args)
+        if not self._thinned:
+            try:
+                result = module._call_impl(*args, **kwargs)
+            except BaseException:
+                self.forward_post(module, args, None)
+                raise
+            self.forward_post(module, args, result)
+            return result
+        try:
+            return module._call_impl(*args, **kwargs)
+        except BaseException as exc:
+            oom_observer.observe_exception(exc)  # as forward_post does for a failed call
+            raise
+        finally:
+            self._depth = 0
+            if self._modules.pending is not None:
+                self._switch_modules()
+
     def _thin(self, module: Any) -> bool:
         """Whether the probes skip this root forward of an uncounted step.
 
