@@ -71,10 +71,16 @@ REEMIT_EVERY = 8
 #: links along its chain (``_check_tensor``, ``_reaches_back``): the wrappers torch makes
 #: for the nodes a search visits stay with the leaked graph.
 CONFIRMED_RECHECK = 32
+#: What the ``graph-accumulation`` detector calls proven (its MIN_HIT_STREAK and
+#: MIN_HISTORY_STEPS; collection does not import the detectors).
+PROVEN_HIT_STREAK = 2
+PROVEN_HISTORY_STEPS = 2
 #: Searches in a row without a hit after which a name is searched every other step only.
 QUIET_MISSES = 8
-#: ... and never less often than every this many steps.
-QUIET_MAX_GAP = 8
+#: ... at most this many steps apart (a longer gap delays a leak that starts later on a
+#: name that already carried a graph: ``running * 0.9 + loss`` once ``detach()`` is gone).
+QUIET_MAX_GAP = 2
+QUIET_GAP_UNDER_LEAK = 16
 FORGET_AFTER = 8
 MAX_TRACKS = 512
 MAX_MARKS = 4096
@@ -141,6 +147,8 @@ class GraphChecker:
         self._passes = 0
         #: something is suspicious (a new name with a graph, a hit): check the next step too
         self.eager = False
+        #: a recorded leak is going on (``_proven`` at the last pass)
+        self._leaking = False
         #: this torch's nodes have no ``_sequence_nr()``: the check is off (said once)
         self.unsupported = False
 
@@ -208,6 +216,7 @@ class GraphChecker:
             del self._marks[: MAX_MARKS // 2]
             del self._mark_steps[: MAX_MARKS // 2]
         self._passes += 1
+        self._leaking = any(_proven(t) for t in self._tracks.values())
         if len(self._tracks) > 64 or self._passes % FORGET_AFTER == 0:
             stale = [k for k, t in self._tracks.items() if step - t.last_seen > FORGET_AFTER]
             for key in stale:
@@ -227,12 +236,7 @@ class GraphChecker:
     ) -> None:
         key = (scan.frames[entry.frame_index].code, name)
         track = self._tracks.get(key)
-        if (
-            track is not None
-            and track.hits >= RECORD_FIRST_HITS
-            and track.hit_streak
-            and not track.armed
-        ):
+        if track is not None and _proven(track) and not track.armed:
             # A leak already recorded: reading its root or searching it every step would
             # make torch wrap every node it adds, and the leak keep the wrappers (~56 B
             # each: memwatch's memory growing with the user's leak). Every
@@ -248,14 +252,16 @@ class GraphChecker:
             track is not None
             and track.hits == 0
             and track.misses >= QUIET_MISSES
-            and step - track.searched_at < min(QUIET_MAX_GAP, 1 << (track.misses // QUIET_MISSES))
+            and step - track.searched_at
+            < (QUIET_GAP_UNDER_LEAK if self._leaking else QUIET_MAX_GAP)
         ):
             # A name that never reached its previous graph (``loss``, rebound every step)
-            # is searched every other step, then every 4th, at most every QUIET_MAX_GAP,
-            # and its root is not read in between: a search that finds nothing visits the
-            # whole new graph, and when a leak elsewhere keeps that graph, the wrappers
-            # torch makes for what we read stay with it. A leak starting later on this
-            # name is seen that much later.
+            # is searched every other step, and its root is not read in between: a search
+            # that finds nothing visits the whole new graph, and when a leak elsewhere
+            # keeps that graph, the wrappers torch makes for what we read stay with it. A
+            # leak starting later on this name is seen a step later. While a leak is
+            # recorded (it keeps every step's graph, these names' included), such names
+            # are searched only every QUIET_GAP_UNDER_LEAK steps.
             track.last_seen = step
             return
         root = tensor.grad_fn
@@ -275,7 +281,7 @@ class GraphChecker:
         # The nodes added this step are counted only when they are reported: a search that
         # stops at the old root wraps (and so keeps, see above) far fewer nodes.
         due = track.hits < RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY
-        confirmed = track.hits >= RECORD_FIRST_HITS and track.hit_streak > 0
+        confirmed = _proven(track)
         if confirmed:
             # the chain since the root read at the last scan, oldest child first
             hit, capped = _reaches_back(root, track.seq)
@@ -649,6 +655,14 @@ def _class_file(owner: type) -> str | None:
         return inspect.getsourcefile(owner)
     except (TypeError, OSError):
         return None
+
+
+def _proven(track: _Track) -> bool:
+    """A growth the detector will call proven (``graph_accumulation.MIN_*``), still going
+    at the last search: only such a name is re-checked sparsely (``_check_tensor``)."""
+    return track.hit_streak > 0 and (
+        track.hit_streak >= PROVEN_HIT_STREAK or track.history_steps >= PROVEN_HISTORY_STEPS
+    )
 
 
 def _reaches_back(root: Any, target: int) -> tuple[bool, bool]:

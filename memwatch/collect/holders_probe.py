@@ -20,7 +20,16 @@ import torch
 from memwatch.collect.census import CensusResult, CensusWatch
 from memwatch.collect.graph_probe import GraphChecker
 from memwatch.collect.growth_probe import GrowthChecker
-from memwatch.collect.holders import HolderReporter, HolderScanner, read_locals
+from memwatch.collect.holders import (
+    CO_OPTIMIZED,
+    Entry,
+    FrameInfo,
+    HolderReporter,
+    HolderScanner,
+    Scan,
+    read_locals,
+    storage_of,
+)
 from memwatch.collect.lingering_probe import LingeringChecker
 from memwatch.collect.probe import Probe
 from memwatch.evidence import CensusTotals
@@ -120,14 +129,15 @@ class HoldersProbe(Probe):
         duration = max(record.duration_s, 0.0)
         self._step_s = duration if not self._step_s else 0.9 * self._step_s + 0.1 * duration
         census_trigger = self._census_trigger(record) if training else ""
-        glance = self._glance(frames) if training else False
+        tensors: list[tuple[int, str, Any]] = []
+        glance = self._glance(frames, tensors) if training else False
         due = glance or self._due(tracker)
         if census_trigger == "budget" and not due:
             census_trigger = ""  # a census its budget allows waits for the next scan
         if not census_trigger and not due:
             self._skipped += 1
             if self.graph is not None and training:
-                self.graph.mark(record.step)
+                self._light_graph_check(tracker, record.step, frames, tensors)
             return
         self._skipped = 0
         self._passes += 1
@@ -190,11 +200,58 @@ class HoldersProbe(Probe):
         wanted = math.ceil(self._scan_s / (SCAN_SHARE * self._step_s))
         self._stride = min(self.max_stride, max(self.stride, wanted))
 
-    def _glance(self, frames: list[FrameType]) -> bool:
+    def _light_graph_check(
+        self,
+        tracker: ProbeHost,
+        step: int,
+        frames: list[FrameType],
+        tensors: list[tuple[int, str, Any]],
+    ) -> None:
+        """On a step the scan skips, the graph check still looks at the loop's own
+        variables that carry a graph (what the glance read): a name that already carried
+        one and starts to extend it (``running = running * 0.9 + loss`` after the
+        ``detach()`` went away) is then confirmed within a few steps, not a scan stride."""
+        graph = self.graph
+        if graph is None:
+            return
+        if not tensors:
+            graph.mark(step)
+            return
+        light = Scan(step)
+        for frame in frames[:GLANCE_FRAMES]:
+            code = frame.f_code
+            is_module = not (code.co_flags & CO_OPTIMIZED)
+            light.frames.append(
+                FrameInfo(
+                    code,
+                    code.co_filename,
+                    code.co_firstlineno,
+                    code.co_name,
+                    frame.f_lineno,
+                    is_module,
+                )
+            )
+        for index, name, tensor in tensors:
+            scope = "global" if light.frames[index].is_module else "local"
+            nbytes = storage_of(tensor)[1]
+            light.entries.append(
+                Entry(name, scope, "tensor", nbytes, 1, index, tensor, root=name, grad=True)
+            )
+        try:
+            graph.on_step_end(tracker, light)
+        except Exception as exc:
+            tracker.fail("the graph-accumulation check", exc)
+            self.graph = None
+        finally:
+            light.entries.clear()
+            tensors.clear()
+
+    def _glance(self, frames: list[FrameType], tensors: list[tuple[int, str, Any]]) -> bool:
         """A few µs on every training step end: did a variable of the loop's frames (the
         step's caller and the loop around it) start carrying a graph (``total = total +
         loss``), or a list there grow by a tensor with a graph (``losses.append(loss)``)?
-        Then scan now, not at the stride."""
+        Then scan now, not at the stride. The variables that carry a graph are appended to
+        ``tensors`` (frame index, name, tensor) for ``_light_graph_check``."""
         carrying: set[tuple[int, str]] = set()
         lists: dict[tuple[int, str], tuple[int, int]] = {}
         kinds = self._glance_kinds
@@ -203,11 +260,14 @@ class HoldersProbe(Probe):
                 tp = type(value)
                 kind = kinds.get(tp)
                 if kind is None:
-                    kind = kinds[tp] = 2 if tp is list else int(issubclass(tp, _Tensor))
+                    kind = 2 if tp is list else int(issubclass(tp, _Tensor))
+                    if len(kinds) < 4096:  # bounded: classes made at run time stay free
+                        kinds[tp] = kind
                 # ``is_leaf``: has a graph, read without making the node's Python wrapper
                 if kind == 1:
                     if not value.is_leaf:
                         carrying.add((index, name))
+                        tensors.append((index, name, value))
                 elif kind == 2 and value:
                     last = value[-1]
                     if isinstance(last, _Tensor) and not last.is_leaf:
@@ -217,8 +277,8 @@ class HoldersProbe(Probe):
         if not carrying.issubset(before):
             return True
         for where, (key, length) in lists.items():
-            old = before_lists.get(where)
-            if old is not None and old[0] == key and length > old[1]:
+            old = before_lists.get(where)  # None: the list newly ends in a graph
+            if old is None or (old[0] == key and length > old[1]):
                 return True
         return False
 

@@ -228,8 +228,11 @@ class ModuleHooks:
         self._target = target
         self._global: list[Any] = []
         self._signals: list[Any] = []  # registration hooks that say a module was built
-        self._setstate: Callable[..., Any] | None = None  # Module.__setstate__ we replaced
-        self._train: Callable[..., Any] | None = None  # Module.train we replaced
+        # nn.Module methods we replaced: name -> (ours, the original)
+        self._patched: dict[str, tuple[Any, Any]] = {}
+        # what our patches tell; emptied at stop, so a patch left in someone else's chain
+        # keeps nothing of the watch alive and only calls the original
+        self._signal_target: list[HookTarget | None] = [target]
         self._roots: weakref.WeakSet[Any] = weakref.WeakSet()
         self._too_many = False
         self._wrapped: list[tuple[weakref.ref[Any], _RootCall]] = []
@@ -301,12 +304,13 @@ class ModuleHooks:
         for handle in self._signals:
             handle.remove()
         self._signals.clear()
-        if self._setstate is not None:
-            torch.nn.Module.__setstate__ = self._setstate  # type: ignore[method-assign]
-            self._setstate = None
-        if self._train is not None:
-            torch.nn.Module.train = self._train  # type: ignore[method-assign]
-            self._train = None
+        self._signal_target[0] = None  # our patches pass straight through from now on
+        for name, (ours, original) in self._patched.items():
+            # restore only what is still ours: a patch installed on top of ours since
+            # (Dynamo tags modules through Module.__setstate__) is left in place
+            if torch.nn.Module.__dict__.get(name) is ours:
+                setattr(torch.nn.Module, name, original)
+        self._patched.clear()
         for ref, call in self._wrapped:
             module = ref()
             if module is not None and module.__dict__.get("_compiled_call_impl") is call:
@@ -329,13 +333,22 @@ class ModuleHooks:
     def _install_new_module_signals(self) -> None:
         """Learn that a module was built or copied (not called: that costs nothing per
         forward), so a model made after discovery is watched from its first call."""
-        target = self._target
+        cell = self._signal_target
+        hooks = weakref.ref(self)
+
+        def signal() -> None:
+            target, modules = cell[0], hooks()
+            if target is None or modules is None or target.off:
+                return
+            if not modules.discovering or modules.pending is False:
+                target.new_module()
 
         def registered(module: Any, name: str, value: Any) -> None:
             # fires for each parameter, buffer and child a module registers (construction,
-            # or a setattr later); must return None: a value returned replaces the object
-            if not self.discovering or self.pending is False:
-                target.new_module()
+            # or a setattr later); must return None: a value returned replaces the object.
+            # A buffer set to None (a loss module's weight) makes nothing to watch.
+            if value is not None:
+                signal()
 
         self._signals.append(torch_module.register_module_module_registration_hook(registered))
         self._signals.append(torch_module.register_module_parameter_registration_hook(registered))
@@ -345,11 +358,8 @@ class ModuleHooks:
         @functools.wraps(original)
         def __setstate__(module: Any, state: Any) -> None:
             original(module, state)  # a deep copy, copy.copy, pickle.load or torch.load
-            if not target.off and (not self.discovering or self.pending is False):
-                target.new_module()
+            signal()
 
-        self._setstate = original
-        torch.nn.Module.__setstate__ = __setstate__  # type: ignore[method-assign]
         original_train = torch.nn.Module.train
 
         @functools.wraps(original_train)
@@ -357,12 +367,16 @@ class ModuleHooks:
             # ``eval()`` calls ``train(False)``, and each child's ``train`` is called too
             changed = getattr(module, "training", mode) != mode
             result = original_train(module, mode)
-            if changed and not target.off and (not self.discovering or self.pending is False):
-                target.new_module()
+            if changed:
+                signal()
             return result
 
-        self._train = original_train
-        torch.nn.Module.train = train  # type: ignore[method-assign,assignment]
+        for name, ours, replaced in (
+            ("__setstate__", __setstate__, original),
+            ("train", train, original_train),
+        ):
+            self._patched[name] = (ours, replaced)
+            setattr(torch.nn.Module, name, ours)
 
     def _remove_global(self) -> None:
         for handle in self._global:
@@ -424,8 +438,10 @@ class _RootCall:
         # Which module is being called: a shallow copy of the module's __dict__ keeps this
         # wrapper (DataParallel replicas, ``copy.copy``), and such a copy must run its own
         # forward (unwatched), not ours.
-        caller = sys._getframe(1)
         watched: Any = self.ref()
+        if _is_compiling():  # Dynamo traces this call: nothing it cannot trace
+            return watched._call_impl(*args, **kwargs)
+        caller = sys._getframe(1)
         module = watched
         if caller.f_code is _WRAPPED_CALL_CODE:
             module = caller.f_locals.get("self", watched)

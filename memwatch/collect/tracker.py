@@ -413,8 +413,11 @@ class Tracker:
         grad mode, train mode): a step of hundreds (an RL episode of batch-1 forwards, an
         unrolled RNN cell) would otherwise pay their hooks hundreds of times. Beyond
         ``FORWARD_FULL`` of a kind, one in ``FORWARD_THIN_EVERY`` is handed over and
-        stands for that many (``forward_weight``); a new kind (an evaluation pass starting)
-        is seen in full at once, and steps that count saved tensors see every forward.
+        stands for that many (``forward_weight``: itself and those skipped before it; the
+        fewer than ``FORWARD_THIN_EVERY`` after the last one handed over are not counted
+        by the probes, the step record counts every forward); a new kind (an evaluation
+        pass starting) is seen in full at once, and steps that count saved tensors see
+        every forward.
         """
         key = (id(module), _grad_enabled(), module.training)
         kinds = self._forward_kinds
@@ -423,9 +426,9 @@ class Tracker:
         if seen <= FORWARD_FULL:
             self.forward_weight = 1
             return False
-        if seen % FORWARD_THIN_EVERY:
+        if (seen - FORWARD_FULL) % FORWARD_THIN_EVERY:
             return True
-        self.forward_weight = FORWARD_THIN_EVERY
+        self.forward_weight = FORWARD_THIN_EVERY  # itself and the ones skipped before it
         return False
 
     def forward_post(self, module: Any, args: Any, output: Any) -> None:
@@ -501,11 +504,11 @@ class Tracker:
     def new_module(self) -> None:
         """A module was built or copied after the roots were learnt (hooks.ModuleHooks):
         watch every module call again, so its first forward is seen."""
-        if self.off:
-            return
+        if self.off or self._depth:
+            return  # inside a forward: a buffer set by forward, a replica, a lazy layer
         try:
             if threading.get_ident() == self._tid:
-                self._rediscover()  # applied now when no forward runs, else at its end
+                self._rediscover()  # applied now when no forward runs
             else:
                 self._modules.rediscover()  # applied by the tracker's thread
         except Exception as exc:

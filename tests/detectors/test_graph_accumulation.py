@@ -497,7 +497,8 @@ def test_the_check_keeps_almost_nothing_alive_in_a_long_leak() -> None:
         for stat in snapshot.statistics("filename")
         if stat.traceback[0].filename.endswith("graph_probe.py")
     )
-    # THEN it is a few bytes per step, most of it its bounded bookkeeping (a watermark per
-    #      step, the evidence it records): it does not search (and so make torch wrap, and
-    #      the leak keep) each node the leak adds, which held ~260 B per step
-    assert held / steps < 100, f"{held / steps:.0f} B per step held by the graph check"
+    # THEN it is a few bytes per step (~75 alone; more when a loaded machine escalates
+    #      the scans), most of it its bounded bookkeeping (a watermark per step, the
+    #      evidence it records): it does not search (and so make torch wrap, and the leak
+    #      keep) each node the leak adds, which held ~260 B per step
+    assert held / steps < 128, f"{held / steps:.0f} B per step held by the graph check"
