@@ -294,3 +294,43 @@ def test_a_child_called_at_the_top_level_in_an_evaluation_phase_is_seen() -> Non
     # THEN each evaluation's child forward was counted with its step
     evaluations = [s.forward_calls for s in steps if s.step in (10, 20, 30)]
     assert evaluations == [2, 2, 2], [s.forward_calls for s in steps]
+
+
+def test_a_model_compiled_after_discovery_compiles_in_one_graph() -> None:
+    # GIVEN a watched loop whose root is wrapped, then compiled with fullgraph=True
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model, opt = _mlp()
+    with memwatch(store=False):
+        for _ in range(WARM):
+            _train(model, opt)
+        assert model.__dict__.get("_compiled_call_impl") is not None
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        # WHEN it trains through the compiled model
+        for _ in range(3):
+            _train(compiled, opt)  # THEN Dynamo traces memwatch's wrapper without a break
+    torch._dynamo.reset()
+
+
+def test_a_patch_installed_on_top_of_memwatchs_survives_the_watch() -> None:
+    # GIVEN a library that wraps Module.__setstate__ while the watch runs (Dynamo does,
+    #       once per process, on the first compiled call)
+    original = nn.Module.__setstate__
+    tagged: list[object] = []
+
+    def tagging(module: nn.Module, state: Any) -> None:
+        tagging_base(module, state)
+        tagged.append(module)
+
+    try:
+        with memwatch(store=False):
+            tagging_base = nn.Module.__setstate__
+            nn.Module.__setstate__ = tagging  # type: ignore[method-assign]
+        # WHEN the watch has ended and the program deep-copies a model
+        copy.deepcopy(nn.Linear(2, 2))
+        # THEN the library's patch is still installed and still works
+        assert nn.Module.__setstate__ is tagging
+        assert len(tagged) == 1
+    finally:
+        nn.Module.__setstate__ = original  # type: ignore[method-assign]
