@@ -263,3 +263,22 @@ def test_a_run_file_from_before_sampling_reads_as_all_measured(tmp_path: Path) -
     assert len(steps) == 1 and steps[0].measured is None
     assert steps[0].saved_measured and steps[0].every_forward_seen
     assert steps[0].saved_bytes == 10
+
+
+def test_the_first_backward_calms_what_the_forward_only_steps_signalled() -> None:
+    # GIVEN a policy that has seen 200 forward-only steps whose unused graphs were signals
+    #       (an RL episode before the run's first backward), each escalating
+    policy = SavedSampling()
+    for _ in range(200):
+        policy.note_evidence("forward-without-backward")
+        policy.step_end(True, 0.5e-3, 20, 0, 100 << 20, None, training_step=False)
+    assert policy.escalated
+    # WHEN the first backward comes, and the first training steps allocate 8 MiB more
+    policy.calm()
+    counted = [
+        policy.step_end(True, 0.5e-3, 200, 0, (100 << 20) + (8 << 20) * (i == 0), None)
+        for i in range(sampling.ESCALATED_STEPS - 1)
+    ]
+    # THEN neither keeps every step counted: sampling starts at once
+    assert not policy.escalated
+    assert not all(counted)

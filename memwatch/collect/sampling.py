@@ -67,12 +67,22 @@ class SavedSampling:
         self._packs = 0
         self._rss_high = 0
         self._device_high = 0
+        self._memory_from = WARMUP_STEPS  # memory signals count from this step on
 
     def escalate(self, reason: str) -> None:
         """A cheap signal fired: measure every step for the next ``ESCALATED_STEPS``."""
         self._escalated_left = ESCALATED_STEPS
         self.escalations += 1
         self.last_reason = reason
+
+    def calm(self) -> None:
+        """The run's first backward came (after forward-only steps, if any: they were its
+        first training iteration, an RL episode or an unrolled sequence, not an inference
+        loop). What those forwards signalled (graphs no backward had used yet) is void,
+        and memory rising over the first training steps (optimizer state, the allocator's
+        first blocks) is no signal: the memory signals wait ``WARMUP_STEPS`` more steps."""
+        self._escalated_left = 0
+        self._memory_from = self._steps + WARMUP_STEPS
 
     @property
     def escalated(self) -> bool:
@@ -128,7 +138,7 @@ class SavedSampling:
         high = getattr(self, attr)
         if value > high:
             setattr(self, attr, value)
-            if high and self._steps > WARMUP_STEPS and value >= high + RISE_BYTES:
+            if high and self._steps > self._memory_from and value >= high + RISE_BYTES:
                 self.escalate(f"{what} above its high-water mark")
 
     def _choose_stride(self) -> int:

@@ -125,6 +125,11 @@ class StepBoundaries:
         self._activity = True
         self._forward_calls += 1
 
+    @property
+    def ever_backward(self) -> bool:
+        """Whether the run has had a backward yet."""
+        return self._ever_backward
+
     def backward_done(self) -> None:
         """A backward (or ``autograd.grad``) call returned."""
         if not self._ever_backward:

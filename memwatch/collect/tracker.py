@@ -483,7 +483,10 @@ class Tracker:
         try:
             if not self._modules.discovering and self._steps.forward_calls == 0:
                 self._rediscover()  # a backward without a known root forward: a new model?
+            first = not self._steps.ever_backward
             self._steps.backward_done()
+            if first:  # forward-only steps before it were a training iteration
+                self.sampling.calm()
             if (retain or create) and not self.sampling.escalated:
                 self.escalate("a backward kept its graph (retain_graph/create_graph)")
             if self._hooks["on_backward"]:
