@@ -247,6 +247,23 @@ class GraphChecker:
                 track.seq = _sequence_nr(tensor.grad_fn)
                 track.armed = True
                 self.eager = True  # the next step is scanned: the search is short
+            elif step - track.last_emit >= REEMIT_EVERY:
+                # fresh numbers for the report, extrapolated from the walk at the first
+                # hits and the nodes a step adds (nothing of the graph is read)
+                walked, walk_capped, walked_at = track.walked
+                nodes = walked + track.nodes_per_step * (step - walked_at)
+                self._emit(
+                    tracker,
+                    scan,
+                    entry,
+                    track,
+                    name,
+                    variable,
+                    step,
+                    nodes,
+                    walk_capped,
+                    grad_names,
+                )
             return
         if (
             track is not None
