@@ -180,6 +180,14 @@ class FrameInfo:
     line: int
     is_module: bool
 
+    @classmethod
+    def of(cls, frame: FrameType) -> FrameInfo:
+        code = frame.f_code
+        is_module = not (code.co_flags & CO_OPTIMIZED)
+        return cls(
+            code, code.co_filename, code.co_firstlineno, code.co_name, frame.f_lineno, is_module
+        )
+
     @property
     def location(self) -> Location:
         return Location(cached_display_path(self.filename), self.line, self.function)
@@ -269,20 +277,11 @@ class HolderScanner:
         frames = list(frames)
         namespaces: set[int] = set()
         for index, frame in enumerate(frames):
-            code = frame.f_code
-            is_module = not (code.co_flags & CO_OPTIMIZED)
+            info = FrameInfo.of(frame)
+            is_module = info.is_module
             if is_module:
                 namespaces.add(id(frame.f_globals))
-            result.frames.append(
-                FrameInfo(
-                    code,
-                    code.co_filename,
-                    code.co_firstlineno,
-                    code.co_name,
-                    frame.f_lineno,
-                    is_module,
-                )
-            )
+            result.frames.append(info)
             items = self._outer_globals(frame) if is_module and index > 0 else read_locals(frame)
             self._scan_names(result, items, is_module, index, seen_storages, seen_objects, step)
         # The module of a user function whose module frame is not on the stack (a test

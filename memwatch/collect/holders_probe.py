@@ -21,7 +21,6 @@ from memwatch.collect.census import CensusResult, CensusWatch
 from memwatch.collect.graph_probe import GraphChecker
 from memwatch.collect.growth_probe import GrowthChecker
 from memwatch.collect.holders import (
-    CO_OPTIMIZED,
     Entry,
     FrameInfo,
     HolderReporter,
@@ -219,18 +218,7 @@ class HoldersProbe(Probe):
             return
         light = Scan(step)
         for frame in frames[:GLANCE_FRAMES]:
-            code = frame.f_code
-            is_module = not (code.co_flags & CO_OPTIMIZED)
-            light.frames.append(
-                FrameInfo(
-                    code,
-                    code.co_filename,
-                    code.co_firstlineno,
-                    code.co_name,
-                    frame.f_lineno,
-                    is_module,
-                )
-            )
+            light.frames.append(FrameInfo.of(frame))
         for index, name, tensor in tensors:
             scope = "global" if light.frames[index].is_module else "local"
             nbytes = storage_of(tensor)[1]
