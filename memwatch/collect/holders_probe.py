@@ -73,6 +73,10 @@ CENSUS_MIN_GAP = 2
 #: signal may overdraw the budget by ``CENSUS_CREDIT_S`` (paid back from later steps); the
 #: censuses with no signal run only on what was earned.
 CENSUS_COST_SHARE = 0.005
+#: ... and censuses on a memory signal (RSS or allocated bytes up ``CENSUS_RISE_BYTES``,
+#: saved bytes alive at a step end) have a share of their own, spent only while memory
+#: rises (a flat healthy loop never uses it).
+CENSUS_SIGNAL_SHARE = 0.03
 CENSUS_CREDIT_S = 0.010
 CENSUS_BURST = 3
 KiB = 1024
@@ -111,6 +115,7 @@ class HoldersProbe(Probe):
         self._census_rss: int | None = None
         self._census_allocated: int | None = None
         self._census_credit = 0.0
+        self._signal_credit = 0.0  # censuses on memory signals (CENSUS_SIGNAL_SHARE)
         self._census_cost = 0.0  # what a census costs: the median of the last three
         self._census_costs: list[float] = []
 
@@ -283,31 +288,38 @@ class HoldersProbe(Probe):
             return ""
         self._training_steps += 1
         cap = max(CENSUS_CREDIT_S, CENSUS_BURST * self._census_cost)
-        earned = CENSUS_COST_SHARE * max(record.duration_s, 0.0)
-        self._census_credit = min(cap, self._census_credit + earned)
+        duration = max(record.duration_s, 0.0)
+        self._census_credit = min(cap, self._census_credit + CENSUS_COST_SHARE * duration)
+        self._signal_credit = min(cap, self._signal_credit + CENSUS_SIGNAL_SHARE * duration)
         if self._training_steps in CENSUS_EARLY:
             return "early"
         since = record.step - self._census_step
-        if since < CENSUS_MIN_GAP or self._census_credit - self._census_cost < -CENSUS_CREDIT_S:
+        if since < CENSUS_MIN_GAP:
             return ""
-        if since >= CENSUS_SAMPLE_EVERY and self._census_credit >= self._census_cost:
+        cost = self._census_cost
+        if self._signal_credit - cost >= -CENSUS_CREDIT_S:
+            # memory rising: what the host-memory-growth check needs to tell reachable
+            # data from the allocator's own growth (a budget of its own, idle when flat)
+            rss, allocated = record.rss_bytes, record.allocated_bytes
+            if (
+                rss is not None
+                and self._census_rss is not None
+                and rss - self._census_rss >= CENSUS_RISE_BYTES
+            ):
+                return "rss"
+            if (
+                allocated is not None
+                and self._census_allocated is not None
+                and allocated - self._census_allocated >= CENSUS_RISE_BYTES
+            ):
+                return "allocated"
+            if record.saved_stale_bytes:  # None: not counted on this step (sampling)
+                return "saved-at-step-end"
+        if self._census_credit - cost < -CENSUS_CREDIT_S:
+            return ""
+        if since >= CENSUS_SAMPLE_EVERY and self._census_credit >= cost:
             return "sample"
-        rss, allocated = record.rss_bytes, record.allocated_bytes
-        if (
-            rss is not None
-            and self._census_rss is not None
-            and rss - self._census_rss >= CENSUS_RISE_BYTES
-        ):
-            return "rss"
-        if (
-            allocated is not None
-            and self._census_allocated is not None
-            and allocated - self._census_allocated >= CENSUS_RISE_BYTES
-        ):
-            return "allocated"
-        if record.saved_stale_bytes:  # None: not counted on this step (sampling)
-            return "saved-at-step-end"
-        if self._census_credit >= CENSUS_BURST * self._census_cost:
+        if self._census_credit >= CENSUS_BURST * cost:
             return "budget"  # its time budget allows: a cheap census runs this often
         return ""
 
@@ -323,7 +335,10 @@ class HoldersProbe(Probe):
         # must not hold the next ones back for long, nor one fast census let many through.
         self._census_costs = [*self._census_costs[-2:], result.cost_s]
         self._census_cost = sorted(self._census_costs)[len(self._census_costs) // 2]
-        self._census_credit -= result.cost_s
+        if trigger in CENSUS_SIGNALS:
+            self._signal_credit -= result.cost_s
+        else:
+            self._census_credit -= result.cost_s
         tracker.emit(
             CensusTotals(
                 tensor_bytes=result.tensor_bytes,
