@@ -184,7 +184,6 @@ class GraphChecker:
     def _on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
         self.eager = False
         step = scan.step
-        previous = self._marks[-1] if self._marks else -1
         grad_names = _GradNames(scan)
         for entry in scan.entries:
             if entry.kind == "tensor":
@@ -210,11 +209,7 @@ class GraphChecker:
                                 )
                 else:
                     self._check_container(tracker, scan, entry, step, grad_names)
-        self._marks.append(max(self._watermark(), previous))
-        self._mark_steps.append(step)
-        if len(self._marks) > MAX_MARKS:
-            del self._marks[: MAX_MARKS // 2]
-            del self._mark_steps[: MAX_MARKS // 2]
+        self.mark(step)
         self._passes += 1
         self._leaking = any(_proven(t) for t in self._tracks.values())
         if len(self._tracks) > 64 or self._passes % FORGET_AFTER == 0:
@@ -441,6 +436,9 @@ class GraphChecker:
         previous = self._marks[-1] if self._marks else -1
         self._marks.append(max(self._watermark(), previous))
         self._mark_steps.append(step)
+        if len(self._marks) > MAX_MARKS:
+            del self._marks[: MAX_MARKS // 2]
+            del self._mark_steps[: MAX_MARKS // 2]
 
     # -- walking ------------------------------------------------------------------------------
     def _walk(self, root: Any, current: int) -> tuple[int, set[int], bool]:

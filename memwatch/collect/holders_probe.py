@@ -172,12 +172,7 @@ class HoldersProbe(Probe):
                     self.reporter = None
             if not _training_step(record):
                 return  # the holders snapshot is all an inference step gets (see below)
-            if self.graph is not None:
-                try:
-                    self.graph.on_step_end(tracker, scan)
-                except Exception as exc:
-                    tracker.fail("the graph-accumulation check", exc)
-                    self.graph = None
+            self._graph_check(tracker, scan)
             if self.growth is not None:
                 try:
                     self.growth.on_step_end(tracker, scan)
@@ -231,13 +226,20 @@ class HoldersProbe(Probe):
                 Entry(name, scope, "tensor", nbytes, 1, index, tensor, root=name, grad=True)
             )
         try:
-            graph.on_step_end(tracker, light)
-        except Exception as exc:
-            tracker.fail("the graph-accumulation check", exc)
-            self.graph = None
+            self._graph_check(tracker, light)
         finally:
             light.entries.clear()
             tensors.clear()
+
+    def _graph_check(self, tracker: ProbeHost, scan: Scan) -> None:
+        """The graph-accumulation check on a scan (full or light); off after a failure."""
+        if self.graph is None:
+            return
+        try:
+            self.graph.on_step_end(tracker, scan)
+        except Exception as exc:
+            tracker.fail("the graph-accumulation check", exc)
+            self.graph = None
 
     def _glance(self, frames: list[FrameType], tensors: list[tuple[int, str, Any]]) -> bool:
         """A few µs on every training step end: did a variable of the loop's frames (the
