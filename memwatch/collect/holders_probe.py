@@ -213,6 +213,16 @@ class HoldersProbe(Probe):
         graph = self.graph
         if graph is None:
             return
+        if tensors:
+            try:
+                tensors[:] = [
+                    t for t in tensors if not graph.resting(frames[t[0]].f_code, t[1], step)
+                ]
+            except Exception as exc:
+                tracker.fail("the graph-accumulation check", exc)
+                self.graph = None
+                tensors.clear()
+                return
         if not tensors:
             graph.mark(step)
             return

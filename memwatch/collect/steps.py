@@ -125,6 +125,16 @@ class StepBoundaries:
         self._activity = True
         self._forward_calls += 1
 
+    def quiet_root_forward(self) -> bool:
+        """``root_forward`` where no step can end at a forward (an optimizer or
+        ``mw.step()`` marks the ends): count it and return True; False when
+        ``root_forward`` has to decide (called for every forward the probes skip)."""
+        if (self._seen_optimizer or self.manual) and self._step_root is not None:
+            self._activity = True
+            self._forward_calls += 1
+            return True
+        return False
+
     @property
     def ever_backward(self) -> bool:
         """Whether the run has had a backward yet."""

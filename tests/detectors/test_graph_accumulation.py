@@ -524,3 +524,49 @@ def test_truncated_bptt_with_a_window_of_three_stays_silent_over_a_long_run() ->
                 p.data.add_(p.grad, alpha=-0.01)
     # THEN the hidden state is not reported as a growing graph
     assert KIND not in problems(mw.findings)
+
+
+def test_a_running_average_of_a_long_unroll_that_loses_its_detach_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a loss over a 40-step GRU unroll (~600 autograd nodes a step, more than a full
+    #       search visits), averaged into `running` with `detach()` for 30 steps, after
+    #       which the `detach()` is gone; every search of the graph check is recorded
+    from memwatch.collect import graph_probe
+
+    searches: list[tuple[int, int]] = []  # (cap, nodes visited)
+    original = graph_probe._reaches
+
+    def recording(root: Any, target: int, count: bool = True, cap: int = 512) -> Any:
+        found, nodes, capped = original(root, target, count, cap)
+        searches.append((cap, nodes))
+        return found, nodes, capped
+
+    monkeypatch.setattr(graph_probe, "_reaches", recording)
+    torch.manual_seed(0)
+    model = Recurrent()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    start, reported_at, quiet_before = 30, None, 0
+    with memwatch(store=False) as mw:
+        running: Any = torch.zeros(())
+        for step in range(start + 10):
+            hidden = torch.zeros(4, 16)
+            loss = torch.zeros(())
+            for _t in range(40):
+                out, hidden = model(torch.randn(4, 8), hidden)
+                loss = loss + out.pow(2).mean()
+            opt.zero_grad()
+            loss.backward(retain_graph=True)
+            opt.step()
+            running = (running.detach() if step < start else running) * 0.9 + loss * 0.1
+            if step == start - 1:
+                quiet_before = len([s for s in searches if s[0] == graph_probe.QUIET_BFS_CAP])
+            # WHEN we look at the findings after each step
+            if reported_at is None and KIND in problems(mw.findings):
+                reported_at = step
+    # THEN the healthy steps' searches of the big graphs were short ones, and the leak is
+    #      still reported within five steps of its start, on `running`
+    assert quiet_before > 0
+    assert all(nodes <= cap for cap, nodes in searches)
+    assert reported_at is not None and reported_at <= start + 5
+    assert _graph_findings(mw)[0].variable == "running"
