@@ -143,6 +143,9 @@ class Watch:
         self._analysis_seconds = 0.0
         self._started = time.perf_counter()
         self._pid = os.getpid()
+        # Set in a forked child (``os.register_at_fork``): its writes go nowhere. A flag,
+        # not ``os.getpid()`` at each write: that is a system call, three times a step.
+        self._forked_child = False
         self._store_failed = False
         self.successors: list[Watch] = []
         """Watches that started while this one yields (pytest --memwatch), in order."""
@@ -363,6 +366,7 @@ class Watch:
                 notice(f"could not finish the run file ({failure_reason(exc)})")
 
     def _after_fork_in_child(self) -> None:
+        self._forked_child = True
         if self._tracker is not None:
             self._tracker.after_fork_in_child()
         if self._budget is not None:
@@ -445,7 +449,7 @@ class Watch:
         self._write(lambda w: w.add_categories(categories))
 
     def _write(self, action: Callable[[RunWriter], object]) -> None:
-        if self._writer is None or self._store_failed or os.getpid() != self._pid:
+        if self._writer is None or self._store_failed or self._forked_child:
             return
         try:
             action(self._writer)
