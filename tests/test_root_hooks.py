@@ -200,6 +200,34 @@ def test_a_copy_that_keeps_the_wrapper_runs_its_own_forward() -> None:
     assert not torch.equal(twin(x), model(x))
 
 
+def test_a_shallow_copy_of_an_lstm_root_runs_its_own_forward() -> None:
+    # GIVEN an LSTM as the root module (``RNNBase.__getstate__`` keeps every instance
+    #       attribute, memwatch's wrapper included), watched past discovery
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 8)
+    opt = torch.optim.SGD(lstm.parameters(), lr=0.01)
+    x = torch.randn(3, 2, 4)
+
+    def train() -> None:
+        opt.zero_grad()
+        lstm(x)[0].pow(2).mean().backward()
+        opt.step()
+
+    with memwatch(store=False):
+        for _ in range(WARM):
+            train()
+        assert lstm.__dict__.get("_compiled_call_impl") is not None
+        # WHEN the program makes a shallow copy and gives it weights of its own
+        twin = copy.copy(lstm)
+        twin._parameters = dict(twin._parameters)  # (shared with the original else)
+        twin._flat_weights = list(twin._flat_weights)
+        twin.weight_hh_l0 = nn.Parameter(torch.zeros_like(lstm.weight_hh_l0))
+        # THEN the copy runs its own forward, not the watched module's
+        assert "_compiled_call_impl" not in twin.__dict__
+        assert not torch.equal(twin(x)[0], lstm(x)[0])
+        train()
+
+
 @pytest.mark.parametrize("late", ["built", "deep-copied", "averaged"])
 def test_a_model_made_after_discovery_is_watched_from_its_first_forward(late: str) -> None:
     # GIVEN a loop whose roots are learnt (only their wrappers are left)

@@ -47,6 +47,21 @@ def test_a_short_step_saving_many_tensors_is_counted_on_a_stride() -> None:
     assert any(later) and not all(later)
 
 
+def test_counting_that_costs_more_than_the_step_still_keeps_near_its_budget() -> None:
+    # GIVEN 100 ms steps whose counting costs 150 ms more (an LSTM unrolled over a long
+    #       sequence saves tens of thousands of small tensors)
+    policy = SavedSampling()
+    packs = round(0.150 / sampling.PACK_COST_S)
+    # WHEN 400 healthy steps end
+    decisions = _quiet_steps(policy, 400, 0.100, packs)
+    # THEN the counted steps cost at most about the budget on average (a stride capped at
+    #      32 had them take 4.7 % of the run)
+    later = decisions[200:]
+    share = sum(later) / len(later) * 0.150 / 0.100
+    assert any(later)
+    assert share <= sampling.BUDGET * 1.25, f"counting took {share:.1%} of the steps"
+
+
 def test_a_long_step_saving_few_tensors_is_counted_every_step() -> None:
     # GIVEN 50 ms steps that save 20 tensors (counting costs 0.16 % of a step)
     policy = SavedSampling()
