@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -362,3 +363,22 @@ def test_a_patch_installed_on_top_of_memwatchs_survives_the_watch() -> None:
         assert len(tagged) == 1
     finally:
         nn.Module.__setstate__ = original  # type: ignore[method-assign]
+
+
+def test_periodic_rediscoveries_that_find_nothing_new_come_less_often() -> None:
+    # GIVEN a healthy loop with one model, watched for 1,000 steps
+    model, opt = _mlp()
+    discovering: list[bool] = []
+    with memwatch(store=False) as mw:
+        modules = mw._tracker._modules
+        for _ in range(1000):
+            _train(model, opt)
+            discovering.append(modules.discovering)
+    # WHEN we count the rediscoveries after the first discovery (each runs every module
+    #      call through the global hooks for a few steps)
+    starts = [i for i in range(1, len(discovering)) if discovering[i] and not discovering[i - 1]]
+    gaps = [b - a for a, b in pairwise(starts)]
+    # THEN each that found nothing new waited twice as long as the one before (a fixed
+    #      period of 64 steps would have made 15 of them)
+    assert 2 <= len(starts) <= 5, starts
+    assert all(b > a for a, b in pairwise(gaps)), gaps

@@ -38,8 +38,10 @@ def test_a_short_step_saving_many_tensors_is_counted_on_a_stride() -> None:
     policy = SavedSampling()
     # WHEN 200 healthy steps end
     decisions = _quiet_steps(policy, 200, 0.5e-3, 20)
-    # THEN the warm-up is counted, then about one step in `stride`, within the budget
-    assert all(decisions[: sampling.WARMUP_STEPS - 1])
+    # THEN the warm-up's first steps are counted and its calibration step is not, then
+    #      about one step in `stride` is, within the budget
+    calibration = sampling.CALIBRATION_STEP - 1
+    assert all(decisions[: calibration - 1]) and not decisions[calibration - 1]
     later = decisions[100:]
     assert 1 < policy.stride <= sampling.MAX_STRIDE
     share = sum(later) / len(later) * 20 * sampling.PACK_COST_S / 0.5e-3
@@ -67,8 +69,50 @@ def test_a_long_step_saving_few_tensors_is_counted_every_step() -> None:
     policy = SavedSampling()
     # WHEN 100 healthy steps end
     decisions = _quiet_steps(policy, 100, 50e-3, 20)
-    # THEN every step is counted
-    assert all(decisions) and policy.stride == 1
+    # THEN every step is counted but the warm-up's calibration step
+    calibration = sampling.CALIBRATION_STEP - 1
+    assert not decisions[calibration - 1]
+    assert all(decisions[: calibration - 1] + decisions[calibration:]) and policy.stride == 1
+
+
+def test_expensive_counting_ends_the_warm_up_at_its_calibration_step() -> None:
+    # GIVEN 100 ms steps whose counting costs 150 ms more (a long LSTM unroll)
+    policy = SavedSampling()
+    packs = round(0.150 / 24e-6)  # ~24 µs per saved tensor in such a step
+    # WHEN the first 16 steps end (the first is counted from the start of the watch)
+    measured, counted = True, [True]
+    for _ in range(16):
+        cost = 0.150 if measured else 0.0
+        measured = policy.step_end(measured, 0.100 + cost, packs, 0, 100 << 20, None)
+        counted.append(measured)
+    # THEN only the steps before the calibration step were counted: eight counted steps
+    #      would cost a 15-step LBFGS run 12 steps' time
+    first = sampling.CALIBRATION_STEP - 1
+    assert all(counted[:first]) and not any(counted[first:])
+
+
+def test_the_first_backward_restarts_the_warm_up_without_the_partial_step() -> None:
+    # GIVEN a policy that counted 200 forward-only steps saving 20 tensors each (an RL
+    #       episode before the run's first backward), each signalling unused graphs
+    policy = SavedSampling()
+    for _ in range(200):
+        policy.note_evidence("forward-without-backward")
+        policy.step_end(True, 0.5e-3, 20, 0, 100 << 20, None, training_step=False)
+    # WHEN the first backward comes in the step running, which ends having counted only
+    #      its last segment, and the next steps are 100 ms steps whose counting costs
+    #      150 ms more (an RL episode of long unrolls)
+    policy.calm()
+    after_partial = policy.step_end(True, 0.5e-3, 20, 0, 100 << 20, None)
+    measured, counted = after_partial, [after_partial]
+    for _ in range(12):
+        cost = 0.150 if measured else 0.0
+        measured = policy.step_end(measured, 0.100 + cost, 6_000, 0, 100 << 20, None)
+        counted.append(measured)
+    # THEN the first full training steps are counted (the partial step taught nothing),
+    #      the calibration step is not, and the expensive counting is then sampled
+    first = sampling.CALIBRATION_STEP - 1
+    assert all(counted[:first]) and not any(counted[first:])
+    assert policy.stride > 1
 
 
 @pytest.mark.parametrize(
@@ -200,8 +244,12 @@ def test_a_healthy_run_stores_which_steps_were_counted(tmp_path: Path) -> None:
         steps = reader.steps()
     counted = [s for s in steps if s.saved_measured]
     skipped = [s for s in steps if not s.saved_measured]
-    # THEN the warm-up steps were counted, later ones sampled, and each step says which
-    assert all(s.saved_measured for s in steps[: sampling.WARMUP_STEPS])
+    # THEN the warm-up steps were counted (but its calibration step), later ones
+    #      sampled, and each step says which
+    calibration = sampling.CALIBRATION_STEP - 1
+    warm = steps[: sampling.WARMUP_STEPS]
+    assert all(s.saved_measured for i, s in enumerate(warm) if i != calibration)
+    assert not warm[calibration].saved_measured
     assert counted and skipped
     assert all(s.measured is not None and s.measured & MEASURED_SAVED for s in counted)
     assert all(

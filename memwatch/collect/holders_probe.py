@@ -366,7 +366,7 @@ class HoldersProbe(Probe):
             ).event(record.step)
         )
         if trigger in CENSUS_SIGNALS:
-            tracker.escalate(f"a census on {trigger}")
+            tracker.escalate(f"a census on {trigger}", memory=trigger in ("rss", "allocated"))
 
     def _due(self, tracker: ProbeHost) -> bool:
         """Scan at this step end? Always while young or suspicious, else every ``_stride``."""

@@ -56,10 +56,11 @@ class ProbeHost(Protocol):
     def patch(self, owner: Any, name: str, replacement: Any) -> None:
         """Replace ``owner.name`` until the watch stops (then the original is restored)."""
 
-    def escalate(self, reason: str) -> None:
+    def escalate(self, reason: str, memory: bool = False) -> None:
         """Something may be kept: measure every step for a while (collect/sampling.py).
         Emitting evidence does this already (but routine kinds); call it for a cheap
-        signal that is not evidence yet."""
+        signal that is not evidence yet. ``memory``: the signal is memory that rose, which
+        the first steps of a run (and of its training) do anyway: ignored while they run."""
 
 
 @dataclass(slots=True)

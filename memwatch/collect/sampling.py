@@ -10,7 +10,13 @@ length is measured every step).
 
 Every step is measured
 
-* for the first ``WARMUP_STEPS`` steps of a run, and in ``analysis="deep"``;
+* in ``analysis="deep"``;
+* for the first ``WARMUP_STEPS`` steps of a run (and again after its first backward, see
+  ``calm``) while counting is cheap: the warm-up's third step is not counted, so that
+  the first steps tell what counting costs on this loop (counted − uncounted time), and an
+  expensive warm-up stops there (``WARMUP_MAX_SHARE``, ``WARMUP_MAX_EXTRA_S``: an LSTM
+  unrolled over 300 steps adds 150 % to a counted step, and eight of them cost a 15-step
+  LBFGS run ×1.8);
 * for ``ESCALATED_STEPS`` steps after any cheap signal that something may be kept
   (``escalate``): saved bytes still alive at a measured step end, host or device memory
   above its high-water mark by ``RISE_BYTES``, a ``retain_graph``/``create_graph``
@@ -29,15 +35,24 @@ from __future__ import annotations
 import math
 from collections import deque
 
-#: Steps at the start of a run that are always measured (warm-up, the first signals).
+#: Steps at the start of a run that are measured while counting is cheap (warm-up, the
+#: first signals); its third step is the calibration step, never measured.
 WARMUP_STEPS = 8
+CALIBRATION_STEP = 3
+#: A warm-up goes on past its calibration step while counting costs at most this share of
+#: an uncounted step, or its remaining counted steps at most ``WARMUP_MAX_EXTRA_S`` in all
+#: (a run's first steps are slow for reasons of their own: a tiny step's share is noise).
+WARMUP_MAX_SHARE = 0.25
+WARMUP_MAX_EXTRA_S = 0.5
 #: After a signal, every step is measured for this many steps (renewed by each signal).
 ESCALATED_STEPS = 16
 #: Share of a step the sampled counting may cost on average.
 BUDGET = 0.02
 #: Cost of one saved tensor under the hooks (pack, unpack, release), a floor for the
-#: estimate when step times are too noisy to show it (docs/measurements.md §4).
-PACK_COST_S = 4e-6
+#: estimate when step times are too noisy to show it (docs/measurements.md §4: 7 µs in a
+#: tiny MLP's step, where most saved tensors are parameters; ~24 µs in an LSTM unroll,
+#: where most are intermediate results that are detached).
+PACK_COST_S = 7e-6
 #: The longest stride: a leak that fires no cheap signal is measured within this many steps.
 #: Counting that costs more than ``MAX_STRIDE * BUDGET`` of a step (128 %: an LSTM unrolled
 #: over 300 steps saves ~5,000 tensors, and a counted step costs 150 % more) breaks the
@@ -71,6 +86,10 @@ class SavedSampling:
         self._rss_high = 0
         self._device_high = 0
         self._memory_from = WARMUP_STEPS  # memory signals count from this step on
+        self._warm_from = 0  # the warm-up counts steps from here (``calm`` restarts it)
+        self._warm = True  # the warm-up is on
+        self._warm_checked = False  # its cost was judged after the calibration step
+        self._partial = False  # the step running began before the run's first backward
 
     def escalate(self, reason: str) -> None:
         """A cheap signal fired: measure every step for the next ``ESCALATED_STEPS``."""
@@ -86,6 +105,23 @@ class SavedSampling:
         first blocks) is no signal: the memory signals wait ``WARMUP_STEPS`` more steps."""
         self._escalated_left = 0
         self._memory_from = self._steps + WARMUP_STEPS
+        if self._steps:
+            # Forward-only steps ended before: the step running is the first training
+            # iteration, and what was counted of it before this backward went to them
+            # (its numbers are partial). The warm-up starts again at its end.
+            self._partial = True
+            self._warm_from = self._steps + 1
+            self._warm = True
+            self._warm_checked = False
+            self._measured_s.clear()  # forward-only steps say nothing of training steps
+            self._unmeasured_s.clear()
+            self._packs = 0
+
+    @property
+    def memory_signals(self) -> bool:
+        """Whether memory that rises is a signal yet (not in the warm-up's steps, which
+        allocate optimizer state and the allocator's first blocks)."""
+        return self._steps > self._memory_from
 
     @property
     def escalated(self) -> bool:
@@ -113,21 +149,28 @@ class SavedSampling:
         backward. Other step ends (a root forward, before any backward) may fall inside
         one training iteration, whose graph is legitimately alive: no signal there."""
         self._steps += 1
-        if measured:
+        partial, self._partial = self._partial, False
+        if measured and not partial:
             self._measured_s.append(duration_s)
             self._packs = packs
-            if saved_alive and training_step:
-                self.escalate("saved bytes alive at a step end")
-        else:
+        elif not measured:
             self._unmeasured_s.append(duration_s)
+        if measured and saved_alive and training_step:
+            self.escalate("saved bytes alive at a step end")
         self._memory_signal(rss_bytes, "host memory", "_rss_high")
         self._memory_signal(device_bytes, "device memory", "_device_high")
         if self._escalated_left > 0:
             self._escalated_left -= 1
-        if not self.enabled or self._steps < WARMUP_STEPS or self._escalated_left > 0:
+        warm = self._warm_up() if self._warm else None
+        if not self.enabled or partial or self._escalated_left > 0 or warm:
             self._since_measured = 0
             return True
-        if measured or self._steps % 8 == 0:  # the medians change slowly: not every step
+        if warm is False:  # the calibration step
+            self._since_measured += 1
+            return False
+        if measured or len(self._unmeasured_s) < 3 or self._steps % 8 == 0:
+            # the medians change slowly: not every step, but at once when the first
+            # uncounted steps show what counting costs
             self.stride = self._choose_stride()
         self._since_measured += 1
         if self._since_measured >= self.stride:
@@ -135,13 +178,37 @@ class SavedSampling:
             return True
         return False
 
+    def _warm_up(self) -> bool | None:
+        """During the warm-up, whether the next step is counted; None once it is over."""
+        ended = self._steps - self._warm_from  # step ends since the warm-up began
+        if ended >= WARMUP_STEPS:
+            self._warm = False
+            return None
+        if ended == CALIBRATION_STEP - 1:
+            return False  # the next step is not counted: what counting costs
+        if ended >= CALIBRATION_STEP and not self._warm_checked:
+            self._warm_checked = True
+            if not self._warm_up_affordable(WARMUP_STEPS - ended):
+                self._warm = False  # expensive counting: sampled from now on
+                return None
+        return True
+
+    def _warm_up_affordable(self, left: int) -> bool:
+        """Whether ``left`` more counted warm-up steps cost little: a small share of a
+        step, or little time in all (the fastest counted and uncounted steps compared)."""
+        if not self._measured_s or not self._unmeasured_s:
+            return True
+        uncounted = min(self._unmeasured_s)
+        cost = max(self._packs * PACK_COST_S, min(self._measured_s) - uncounted)
+        return cost <= WARMUP_MAX_SHARE * uncounted or cost * left <= WARMUP_MAX_EXTRA_S
+
     def _memory_signal(self, value: int | None, what: str, attr: str) -> None:
         if value is None:
             return
         high = getattr(self, attr)
         if value > high:
             setattr(self, attr, value)
-            if high and self._steps > self._memory_from and value >= high + RISE_BYTES:
+            if high and self.memory_signals and value >= high + RISE_BYTES:
                 self.escalate(f"{what} above its high-water mark")
 
     def _choose_stride(self) -> int:

@@ -188,9 +188,12 @@ class Tracker:
         if not self._steps.hold(event):
             self.sink.on_event(event)
 
-    def escalate(self, reason: str) -> None:
+    def escalate(self, reason: str, memory: bool = False) -> None:
         """Something may be kept: measure every step from now on for a while (sampling.py),
-        and watch every module call again (a root module memwatch does not know yet)."""
+        and watch every module call again (a root module memwatch does not know yet).
+        A memory rise is no signal while the run's first steps allocate what they keep."""
+        if memory and not self.sampling.memory_signals:
+            return
         self.sampling.escalate(reason)
         self._count_saved_now()
         self._rediscover()
