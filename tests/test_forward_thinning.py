@@ -100,16 +100,15 @@ def test_an_episode_of_many_forwards_is_handed_over_thinned_and_counted_in_full(
 def test_an_evaluation_pass_after_many_training_forwards_is_seen_in_full(seen: _Seen) -> None:
     # GIVEN the same loop with a short no-grad evaluation pass after each update
     policy, opt = _policy()
-    passes = tracker_module.FORWARD_FULL
     with memwatch(store=False) as mw:
         for _ in range(40):
-            _episode_step(policy, opt, evaluate=passes)
+            _episode_step(policy, opt, evaluate=5)
         steps = mw.steps
     uncounted = [s.step for s in steps if not s.saved_measured and s.forward_calls > EPISODE]
     assert uncounted
     # THEN each of its forwards reaches the probes (a new kind of forward: grad disabled),
     #      although the step's training forwards were thinned
-    assert all(seen.eval_handed.get(s) == passes for s in uncounted)
+    assert all(seen.eval_handed.get(s) == 5 for s in uncounted)
     assert all(seen.handed[s] < EPISODE for s in uncounted)
 
 

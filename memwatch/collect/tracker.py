@@ -56,8 +56,8 @@ __all__ = ["FORWARD_ONLY_CONFIRM", "Sink", "Tracker"]
 _is_compiling = torch.compiler.is_compiling
 #: Root forwards of one kind per uncounted step the probes see in full, and the stride of
 #: those they see beyond (``Tracker._thin``).
-FORWARD_FULL = 4
-FORWARD_THIN_EVERY = 32
+FORWARD_FULL = 8
+FORWARD_THIN_EVERY = 16
 _grad_enabled = torch.is_grad_enabled
 _get_ident = threading.get_ident
 
