@@ -345,3 +345,23 @@ def test_the_first_backward_calms_what_the_forward_only_steps_signalled() -> Non
     # THEN neither keeps every step counted: sampling starts at once
     assert not policy.escalated
     assert not all(counted)
+
+
+def test_a_memory_rise_in_the_warm_up_does_not_escalate() -> None:
+    # GIVEN a watched loop in its first steps (which allocate what training keeps: the
+    #       optimizer's state, the allocator's first blocks, memwatch's own counting)
+    model, opt = _mlp()
+    with memwatch(store=False) as mw:
+        tracker = mw._tracker
+        for _ in range(2):
+            _train(model, opt)
+        # WHEN a probe reports a memory rise (a census ran on RSS growth)
+        tracker.escalate("a census on rss", memory=True)
+        # THEN it is no signal yet: a census that escalated here had 16 steps of an
+        #      expensive loop counted
+        assert not tracker.escalated
+        # AND once the warm-up is over, the same rise is one
+        for _ in range(sampling.WARMUP_STEPS + 2):
+            _train(model, opt)
+        tracker.escalate("a census on rss", memory=True)
+        assert tracker.escalated
