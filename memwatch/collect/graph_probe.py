@@ -194,16 +194,19 @@ class GraphChecker:
         its search gap, see ``_check_tensor``); noted here. The light check on the steps
         the scan skips asks this first and builds nothing for such names."""
         track = self._tracks.get((code, name))
-        if (
-            track is None
-            or track.hits
-            or track.misses < QUIET_MISSES
-            or step - track.searched_at
-            >= (QUIET_GAP_UNDER_LEAK if self._leaking else QUIET_MAX_GAP)
-        ):
+        if track is None or not self._in_quiet_gap(track, step):
             return False
         track.last_seen = step
         return True
+
+    def _in_quiet_gap(self, track: _Track, step: int) -> bool:
+        """A name that never reached its previous graph, not due for a search yet."""
+        return (
+            track.hits == 0
+            and track.misses >= QUIET_MISSES
+            and step - track.searched_at
+            < (QUIET_GAP_UNDER_LEAK if self._leaking else QUIET_MAX_GAP)
+        )
 
     def _on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:
         self.eager = False
@@ -284,13 +287,7 @@ class GraphChecker:
                     grad_names,
                 )
             return
-        if (
-            track is not None
-            and track.hits == 0
-            and track.misses >= QUIET_MISSES
-            and step - track.searched_at
-            < (QUIET_GAP_UNDER_LEAK if self._leaking else QUIET_MAX_GAP)
-        ):
+        if track is not None and self._in_quiet_gap(track, step):
             # A name that never reached its previous graph (``loss``, rebound every step)
             # is searched every other step, and its root is not read in between: a search
             # that finds nothing visits the whole new graph, and when a leak elsewhere

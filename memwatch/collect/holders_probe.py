@@ -84,8 +84,10 @@ KiB = 1024
 #: this much since the last census, or autograd-saved bytes alive at the step end.
 CENSUS_RISE_BYTES = 512 * KiB
 #: Census triggers that are memory signals for the sampling too (``sampling.py``); a
-#: census run because its budget allowed ("early", "sample", "budget") is routine.
-CENSUS_SIGNALS = frozenset({"rss", "allocated", "saved-at-step-end"})
+#: census run because its budget allowed ("early", "sample", "budget") is routine. The
+#: memory rises among them are no signal while a run's first steps allocate what they keep.
+CENSUS_MEMORY_RISES = frozenset({"rss", "allocated"})
+CENSUS_SIGNALS = CENSUS_MEMORY_RISES | {"saved-at-step-end"}
 
 
 class HoldersProbe(Probe):
@@ -366,7 +368,7 @@ class HoldersProbe(Probe):
             ).event(record.step)
         )
         if trigger in CENSUS_SIGNALS:
-            tracker.escalate(f"a census on {trigger}", memory=trigger in ("rss", "allocated"))
+            tracker.escalate(f"a census on {trigger}", memory=trigger in CENSUS_MEMORY_RISES)
 
     def _due(self, tracker: ProbeHost) -> bool:
         """Scan at this step end? Always while young or suspicious, else every ``_stride``."""

@@ -199,8 +199,14 @@ class SavedSampling:
         if not self._measured_s or not self._unmeasured_s:
             return True
         uncounted = min(self._unmeasured_s)
-        cost = max(self._packs * PACK_COST_S, min(self._measured_s) - uncounted)
+        cost = self._counting_cost(min(self._measured_s), uncounted)
         return cost <= WARMUP_MAX_SHARE * uncounted or cost * left <= WARMUP_MAX_EXTRA_S
+
+    def _counting_cost(self, counted_s: float, uncounted_s: float | None) -> float:
+        """What counting adds to a step: counted − uncounted time, at least the packs'
+        floor (``PACK_COST_S`` each) when step times are too noisy to show it."""
+        cost = self._packs * PACK_COST_S
+        return cost if uncounted_s is None else max(cost, counted_s - uncounted_s)
 
     def _memory_signal(self, value: int | None, what: str, attr: str) -> None:
         if value is None:
@@ -216,9 +222,8 @@ class SavedSampling:
         if not self._measured_s:
             return 1
         measured = _median(self._measured_s)
-        cost = self._packs * PACK_COST_S
-        if self._unmeasured_s:
-            cost = max(cost, measured - _median(self._unmeasured_s))
+        uncounted = _median(self._unmeasured_s) if self._unmeasured_s else None
+        cost = self._counting_cost(measured, uncounted)
         base = max(measured - cost, 1e-6)
         return max(1, min(MAX_STRIDE, math.ceil(cost / (BUDGET * base))))
 

@@ -377,51 +377,40 @@ class Tracker:
                 if not self._step_counted and self._thin(module):
                     self._thinned = True  # the probes do not see this one (``_thin``)
                     return None
-                self._thinned = False
-                self._root_saved_before = self.saved.current
-                if self._hooks["on_root_forward_pre"]:
-                    self._call_probes("on_root_forward_pre", module, args)
+                self._hand_over(module, args)
             except Exception as exc:
                 self.fail("step detection", exc)
         return None
 
+    def _hand_over(self, module: Any, args: Any) -> None:
+        """The probes see this root forward (``_thin`` did not skip it)."""
+        self._thinned = False
+        self._root_saved_before = self.saved.current
+        if self._hooks["on_root_forward_pre"]:
+            self._call_probes("on_root_forward_pre", module, args)
+
     def call_root(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A known root module's call, from its wrapper (``hooks._RootCall``, which has
         checked that torch.compile is not tracing): the forward hooks around
-        ``_call_impl``. A forward the probes skip (``_thin``) takes the short path: the
-        step machine's count (``StepBoundaries.quiet_root_forward``) and the depth, no
-        other call (a step of hundreds of small forwards pays a few attribute reads each).
+        ``_call_impl``. Where no step can end at a forward, a forward the probes skip
+        (``_thin``) pays only the step machine's count (``StepBoundaries.
+        quiet_root_forward``), the thinning and the depth (a step of hundreds of small
+        forwards pays a few attribute reads each).
         """
         if self._depth or self.off or _get_ident() != self._tid:
             return module._call_impl(*args, **kwargs)
         if not self._step_counted and self._steps.quiet_root_forward():
-            # ``_thin`` inlined: this runs for every forward of an RL episode or an unroll
-            key = (id(module), _grad_enabled(), module.training)
-            kinds = self._forward_kinds
-            seen = kinds.get(key, 0) + 1
-            kinds[key] = seen
-            if seen > FORWARD_FULL and (seen - FORWARD_FULL) % FORWARD_THIN_EVERY:
-                self._depth = 1
-                try:
-                    return module._call_impl(*args, **kwargs)
-                except BaseException as exc:
-                    oom_observer.observe_exception(exc)  # as forward_post does
-                    raise
-                finally:
-                    self._depth = 0
-                    if self._modules.pending is not None:
-                        self._switch_modules()
-            self.forward_weight = 1 if seen <= FORWARD_FULL else FORWARD_THIN_EVERY
+            # no step can end at this forward: only the thinning, and the probes' hooks
+            # for a forward it hands over
             self._depth = 1
-            self._thinned = False
-            try:
-                if self._note_root_module is not None:
-                    self._note_root_module(module)
-                self._root_saved_before = self.saved.current
-                if self._hooks["on_root_forward_pre"]:
-                    self._call_probes("on_root_forward_pre", module, args)
-            except Exception as exc:
-                self.fail("step detection", exc)
+            self._thinned = self._thin(module)
+            if not self._thinned:
+                try:
+                    if self._note_root_module is not None:
+                        self._note_root_module(module)
+                    self._hand_over(module, args)
+                except Exception as exc:
+                    self.fail("step detection", exc)
         else:
             self.forward_pre(module, args)
         if not self._thinned:
