@@ -27,6 +27,7 @@ weak reference).
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,11 +54,37 @@ MAX_FANOUT = 512
 MAX_PATH = 12
 
 _NOT_WALKED = (type, ModuleType, CodeType, FrameType, BuiltinFunctionType, str, bytes)
+#: Where memwatch's own code lives: its objects are never walked (see ``_ours``).
+_OWN_PACKAGE = "memwatch."
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_own_types: dict[type, bool] = {}
+
+
+def _ours(obj: Any) -> bool:
+    """Whether ``obj`` is memwatch's own: an instance of one of its classes (the root
+    module wrapper, the tracker, a probe) or a function it defined (a patched method).
+
+    While the watch runs, the wrapper on a root module leads to the tracker, its probes
+    and what they remember (the loop's globals), and from there back to the model: a
+    cycle of memwatch's making, gone at stop. Walking it would report the user's model as
+    held on a reference cycle; not walking it can only make a verdict "reachable".
+    """
+    tp = type(obj)
+    if tp is FunctionType:
+        return obj.__code__.co_filename.startswith(_OWN_DIR)
+    known = _own_types.get(tp)
+    if known is None:
+        known = getattr(tp, "__module__", "").startswith(_OWN_PACKAGE)
+        if len(_own_types) < 4096:  # bounded: classes made at run time stay free
+            _own_types[tp] = known
+    return known
 
 
 def _referents(obj: Any) -> list[Any]:
     """The references the walk follows out of ``obj`` (a function: closure, defaults,
-    ``__dict__``; never its globals)."""
+    ``__dict__``; never its globals; nothing of memwatch's own, ``_ours``)."""
+    if _ours(obj):
+        return []
     if isinstance(obj, FunctionType):
         out = [obj.__closure__, obj.__defaults__, obj.__kwdefaults__]
         try:

@@ -155,6 +155,9 @@ class GraphChecker:
         self._passes = 0
         #: something is suspicious (a new name with a graph, a hit): check the next step too
         self.eager = False
+        #: steps between two searches of a quiet name (``QUIET_MAX_GAP``; the holders
+        #: probe doubles it on steps so short that it checks every other step end only)
+        self.quiet_gap = QUIET_MAX_GAP
         #: a recorded leak is going on (``_proven`` at the last pass)
         self._leaking = False
         #: this torch's nodes have no ``_sequence_nr()``: the check is off (said once)
@@ -205,7 +208,7 @@ class GraphChecker:
             track.hits == 0
             and track.misses >= QUIET_MISSES
             and step - track.searched_at
-            < (QUIET_GAP_UNDER_LEAK if self._leaking else QUIET_MAX_GAP)
+            < (QUIET_GAP_UNDER_LEAK if self._leaking else self.quiet_gap)
         )
 
     def _on_step_end(self, tracker: ProbeHost, scan: Scan) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from memwatch.collect.census import CensusResult, CensusWatch
-from memwatch.collect.graph_probe import GraphChecker
+from memwatch.collect.graph_probe import QUIET_MAX_GAP, GraphChecker
 from memwatch.collect.growth_probe import GrowthChecker
 from memwatch.collect.holders import (
     Entry,
@@ -57,6 +57,11 @@ EAGER_START = 16
 STRIDE = 3
 MAX_STRIDE = 16
 SCAN_SHARE = 0.02
+#: The glance and the light graph check run at every training step end, unless together
+#: they cost more than this share of the step (a 0.6 ms step: they take ~8 % of it): then
+#: they run at every other step end while nothing is due (a leak that starts on a step
+#: they skip is seen one step later: ``_rests``).
+QUIET_SHARE = 0.03
 
 # When the census (collect/census.py) runs: cost triggers, not verdicts.
 #: Training steps (counted from 1) at which a census always runs: a leak present from the
@@ -106,6 +111,8 @@ class HoldersProbe(Probe):
         self._glance_kinds: dict[type, int] = {}  # 1: a tensor type, 2: list, 0: neither
         self._skipped = 0
         self._passes = 0
+        self._quiet_s = 0.0  # what the glance and the light check cost (smoothed)
+        self._rested = False  # the last step end skipped them (``_rests``)
         self.scanner = HolderScanner()
         self.reporter: HolderReporter | None = HolderReporter()
         self.graph: GraphChecker | None = GraphChecker()
@@ -114,6 +121,10 @@ class HoldersProbe(Probe):
         self.census: CensusWatch | None = CensusWatch()
         self._training_steps = 0
         self._census_step = -(10**9)
+        # the highest RSS / allocated bytes seen (``_census_trigger``), and what they were
+        # when the last census ran
+        self._rss_high = 0
+        self._allocated_high = 0
         self._census_rss: int | None = None
         self._census_allocated: int | None = None
         self._census_credit = 0.0
@@ -135,6 +146,13 @@ class HoldersProbe(Probe):
         duration = max(record.duration_s, 0.0)
         self._step_s = duration if not self._step_s else 0.9 * self._step_s + 0.1 * duration
         census_trigger = self._census_trigger(record) if training else ""
+        if training and census_trigger in ("", "budget") and self._rests(tracker):
+            self._skipped += 1
+            if self.graph is not None:
+                self.graph.mark(record.step)
+            return
+        self._rested = False
+        quiet_started = time.perf_counter()
         tensors: list[tuple[int, str, Any]] = []
         glance = self._glance(frames, tensors) if training else False
         due = glance or self._due(tracker)
@@ -144,6 +162,8 @@ class HoldersProbe(Probe):
             self._skipped += 1
             if self.graph is not None and training:
                 self._light_graph_check(tracker, record.step, frames, tensors)
+                cost = time.perf_counter() - quiet_started
+                self._quiet_s = cost if not self._quiet_s else 0.8 * self._quiet_s + 0.2 * cost
             return
         self._skipped = 0
         self._passes += 1
@@ -192,6 +212,18 @@ class HoldersProbe(Probe):
             scan.entries.clear()
             scan.frame_tensors.clear()
             self._choose_stride(time.perf_counter() - started - census_s)
+
+    def _rests(self, tracker: ProbeHost) -> bool:
+        """Skip the glance and the light check at this step end (``QUIET_SHARE``)? Only
+        on every other step end, and never while a scan is due or anything is suspicious."""
+        alternate = self._quiet_s > QUIET_SHARE * self._step_s
+        if self.graph is not None:
+            # a quiet name's search: every other check, as on longer steps
+            self.graph.quiet_gap = 2 * QUIET_MAX_GAP if alternate else QUIET_MAX_GAP
+        if self._rested or not alternate or self._due(tracker):
+            return False
+        self._rested = True
+        return True
 
     def _choose_stride(self, cost_s: float) -> None:
         """The stride that keeps the scans under ``SCAN_SHARE`` of the step time."""
@@ -301,6 +333,11 @@ class HoldersProbe(Probe):
         if self.census is None:
             return ""
         self._training_steps += 1
+        rss, allocated = record.rss_bytes, record.allocated_bytes
+        if rss is not None and rss > self._rss_high:
+            self._rss_high = rss
+        if allocated is not None and allocated > self._allocated_high:
+            self._allocated_high = allocated
         cap = max(CENSUS_CREDIT_S, CENSUS_BURST * self._census_cost)
         duration = max(record.duration_s, 0.0)
         self._census_credit = min(cap, self._census_credit + CENSUS_COST_SHARE * duration)
@@ -313,8 +350,10 @@ class HoldersProbe(Probe):
         cost = self._census_cost
         if self._signal_credit - cost >= -CENSUS_CREDIT_S:
             # memory rising: what the host-memory-growth check needs to tell reachable
-            # data from the allocator's own growth (a budget of its own, idle when flat)
-            rss, allocated = record.rss_bytes, record.allocated_bytes
+            # data from the allocator's own growth (a budget of its own, idle when flat).
+            # Rising means above the highest value seen when the last census ran: RSS that
+            # swings by megabytes from step to step (large tensors freed and made again,
+            # the allocator's heap) sets a new high only while something grows.
             if (
                 rss is not None
                 and self._census_rss is not None
@@ -343,8 +382,10 @@ class HoldersProbe(Probe):
         """Remember when, at what memory and at what cost the census ran; record what it
         found (``CensusTotals``)."""
         self._census_step = record.step
-        self._census_rss = record.rss_bytes
-        self._census_allocated = record.allocated_bytes
+        if record.rss_bytes is not None:
+            self._census_rss = max(self._rss_high, record.rss_bytes)
+        if record.allocated_bytes is not None:
+            self._census_allocated = max(self._allocated_high, record.allocated_bytes)
         # The median of the last three: one census slowed by a busy machine or cold caches
         # must not hold the next ones back for long, nor one fast census let many through.
         self._census_costs = [*self._census_costs[-2:], result.cost_s]

@@ -345,6 +345,42 @@ def test_a_cyclic_model_used_for_the_whole_run_is_silent(collector_off: None) ->
     assert _findings(trials(AliasNet, count=1, steps=8)) == []
 
 
+def _train_step_for(model: nn.Module) -> Callable[[], None]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def train_step() -> None:
+        loss = model(X).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
+#: A script's module-level step function (its closure holds the model), as in a benchmark
+#: or a notebook: ``step = make_step(model)`` at the top of the file.
+STEP: Callable[[], None] | None = None
+
+
+def test_memwatch_own_references_make_no_cycle_of_the_users_model(
+    collector_off: None,
+) -> None:
+    # GIVEN a model held by a module-level step function's closure (no cycle of its own),
+    #       and memwatch's wrapper on the root module, which leads to the tracker, its
+    #       probes and what they remember of the loop's globals, back to the step function
+    global STEP
+    STEP = _train_step_for(PlainNet())
+    try:
+        # WHEN it trains under the watch
+        with memwatch(store=False) as mw:
+            for _ in range(12):
+                STEP()
+    finally:
+        STEP = None
+    # THEN no cycle is recorded: the path through memwatch's own objects is not the user's
+    assert [e for e in mw.events if e.kind == GcCycleGarbage.KIND] == []
+
+
 # -- what the probe must never do ------------------------------------------------------------
 
 
