@@ -22,11 +22,14 @@ import torch
 from torch import nn
 
 from memwatch import memwatch
-from memwatch.collect.census import Census, CensusWatch
+from memwatch.collect.census import Census, CensusResult, CensusWatch
 from memwatch.collect.holders import Scan
+from memwatch.collect.holders_probe import HoldersProbe
 from memwatch.records import Finding
+from tests.records import make_step
 
 KiB = 1024
+MiB = 1024 * KiB
 STEPS = 30
 
 
@@ -552,3 +555,46 @@ def test_census_holders_starting_late_are_reported_within_five_steps() -> None:
     assert first["memory-growth"] <= 10 + 5
     names = {f.kind: f.variable for f in mw.findings}
     assert names == {"graph-accumulation": "sums['loss']", "memory-growth": "store['feats']"}
+
+
+# -- when a census runs on a memory rise (holders_probe._census_trigger) ----------------------
+class _Host:
+    """What ``HoldersProbe._census_done`` asks of the tracker."""
+
+    def __init__(self) -> None:
+        self.escalations: list[str] = []
+
+    def emit(self, event: Any) -> None:
+        pass
+
+    def escalate(self, reason: str, memory: bool = False) -> None:
+        self.escalations.append(reason)
+
+
+def _rss_triggers(rss_mib: list[int]) -> list[int]:
+    """The steps (of ``rss_mib``, one RSS per step) whose census ran on an RSS rise; each
+    census runs, costing a tenth of a step."""
+    probe = HoldersProbe()
+    host = _Host()
+    fired = []
+    for step, rss in enumerate(rss_mib):
+        record = make_step(step, rss_bytes=rss * MiB)
+        trigger = probe._census_trigger(record)
+        if trigger:
+            probe._census_done(host, record, CensusResult(cost_s=0.001), trigger)  # type: ignore[arg-type]
+        if trigger == "rss":
+            fired.append(step)
+    return fired
+
+
+def test_rss_swinging_by_megabytes_runs_no_census_on_rises_and_a_new_high_does() -> None:
+    # GIVEN a loop whose RSS swings between 300 and 316 MiB from step to step (large
+    #       tensors freed and made again), with no new high after its first swings, and
+    #       its early census at a low
+    swings = [316, 300, 315, 301, 316, 300, 314, 302, 316, 300] * 4
+    # THEN no census runs on an RSS rise once the first swings set the high-water mark
+    assert [s for s in _rss_triggers(swings) if s >= 4] == []
+    # WHEN instead the RSS climbs 1 MiB per step (something keeps growing)
+    climbing = [300 + step for step in range(40)]
+    # THEN censuses run on the rises all along
+    assert len([s for s in _rss_triggers(climbing) if s >= 20]) >= 3
