@@ -46,13 +46,19 @@ def detect(data: AnalysisInput) -> list[Finding]:
     typical = calls[len(calls) // 2]
     shape = tuple(first.evidence.shape)
     where = f" at {location}" if location else ""
+    last = events[-1].step
+    recorded = (
+        f"{len(events)} recorded steps (steps {first.step} to {last})"
+        if len(events) > 1
+        else f"step {first.step}"
+    )
     return [
         Finding(
             kind=KIND,
             severity="warning",
             title=f"`{name}` is called {typical} times per step on single samples (shape {shape})",
             detail=(
-                f"In {len(events)} step{'s' if len(events) != 1 else ''}, {name}{where} ran "
+                f"In {recorded}, {name}{where} ran "
                 f"about {typical} forward passes of one sample each, on samples that are "
                 "already together (rows of one tensor or items of one list): "
                 "every kernel runs with a batch of 1 and autograd builds and keeps one graph "

@@ -36,6 +36,9 @@ _STOCHASTIC = module_base(
 
 MAX_PENDING = 256  # forwards remembered between two backwards (an eval pass can be long)
 EMIT_FREELY = 256  # events of one kind emitted before thinning to one step in 16
+#: ... for an observation a loop makes the same at every step, healthy or not (the
+#: single-sample forwards of every RL episode): the detector needs two, the rest is cost.
+ROUTINE_EMIT_FREELY = 16
 
 Site = tuple[CodeType, int, int]  # (code, lasti, line) of a user frame: no locals kept
 
@@ -60,15 +63,15 @@ def call_at(site: Site | None, method: str | None = None) -> CallSite | None:
 
 
 class Thinning:
-    """After ``EMIT_FREELY`` events of a kind, one step in 16: a bug that repeats every
-    step cannot flood the run file (a *when to record* rule, not a verdict)."""
+    """After ``free`` events of a kind (``EMIT_FREELY``), one step in 16: a bug that
+    repeats every step cannot flood the run file (a *when to record* rule, not a verdict)."""
 
     def __init__(self) -> None:
         self._emitted: dict[str, int] = {}
 
-    def allow(self, kind: str, step: int) -> bool:
+    def allow(self, kind: str, step: int, free: int = EMIT_FREELY) -> bool:
         count = self._emitted.get(kind, 0)
-        if count >= EMIT_FREELY and step % 16:
+        if count >= free and step % 16:
             return False
         self._emitted[kind] = count + 1
         return True

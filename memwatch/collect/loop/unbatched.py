@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from memwatch.collect.frames import first_user_frame
 from memwatch.collect.holders import read_locals
-from memwatch.collect.loop.common import Site, Thinning, call_at, location_of, site_of
+from memwatch.collect.loop.common import (
+    ROUTINE_EMIT_FREELY,
+    Site,
+    Thinning,
+    call_at,
+    location_of,
+    site_of,
+)
 from memwatch.evidence import UnbatchedForwards
 
 if TYPE_CHECKING:
@@ -94,7 +101,9 @@ class UnbatchedRecorder:
                 self._listed += 1
 
     def record(self, tracker: ProbeHost, step: int, forwards: int, thinning: Thinning) -> None:
-        if self.calls < RECORD_MIN_CALLS or not thinning.allow("unbatched-forwards", step):
+        if self.calls < RECORD_MIN_CALLS or not thinning.allow(
+            "unbatched-forwards", step, ROUTINE_EMIT_FREELY
+        ):
             return
         call = call_at(self._site)
         evidence = UnbatchedForwards(
