@@ -69,6 +69,8 @@ TARGETS: dict[str, float] = {
     "bptt": 1.05,  # issue 15
 }
 TARGET_CONFIG = "memwatch"
+#: A second block of the bare step per round: the spread of its ratios is the noise floor.
+NOISE_CONFIG = "none-again"
 LEAK_KIND = "graph-accumulation"
 
 Step = Callable[[], None]
@@ -312,6 +314,13 @@ def make_configs(device: torch.device) -> dict[str, Config]:
     configs = (
         Config("none", "no tool", "the training step alone", lambda path: contextlib.nullcontext()),
         Config(
+            NOISE_CONFIG,
+            "no tool, again",
+            "the training step alone, a second block per round: its ratio against no tool is "
+            "what the machine's noise does to a ratio (an A/A control)",
+            lambda path: contextlib.nullcontext(),
+        ),
+        Config(
             "memwatch",
             "memwatch",
             "`with memwatch(out=FILE):` around the block (default analysis)",
@@ -486,8 +495,12 @@ def check_targets(overhead: dict[str, Any]) -> list[dict[str, Any]]:
         if TARGET_CONFIG not in configs:
             continue
         result = configs[TARGET_CONFIG]
+        noise = configs.get(NOISE_CONFIG)
         checks.append(
             {
+                "noise_ratio": noise["ratio"] if noise else None,
+                "noise_q1": noise["ratio_q1"] if noise else None,
+                "noise_q3": noise["ratio_q3"] if noise else None,
                 "workload": name,
                 "config": TARGET_CONFIG,
                 "max_ratio": limit,
@@ -1068,7 +1081,13 @@ def render(report: dict[str, Any], configs: dict[str, Config]) -> str:
                     f"- {t['status']} {t['workload']}: ×{t['ratio']:.3f} "
                     f"(target ≤ {t['max_ratio']:.2f}; "
                     f"per-round quartiles {t['ratio_q1']:.3f}–{t['ratio_q3']:.3f}; "
-                    f"+{t['added_us_per_step']:.0f} µs/step; CPU-time ratio ×{t['cpu_ratio']:.3f})"
+                    f"+{t['added_us_per_step']:.0f} µs/step; CPU-time ratio ×{t['cpu_ratio']:.3f}"
+                    + (
+                        f"; no tool against itself ×{t['noise_ratio']:.3f}, quartiles "
+                        f"{t['noise_q1']:.3f}–{t['noise_q3']:.3f})"
+                        if t.get("noise_ratio") is not None
+                        else ")"
+                    )
                 )
     long_run = report.get("long_run")
     if long_run:
