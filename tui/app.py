@@ -20,6 +20,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Footer, OptionList
 from textual.worker import Worker, get_current_worker
@@ -452,8 +453,14 @@ class MemwatchApp(App[str | None]):
         )
 
     def _tick_clock(self) -> None:
-        if self.snapshot is not None and self._state().state == "live":
+        """Once a second, a live run's header shows how long it has run. The timer may fire
+        while the app closes and its widgets go: then there is nothing left to show."""
+        if self.snapshot is None or self._state().state != "live":
+            return
+        try:
             self._show_header()
+        except NoMatches:
+            pass
 
     # -- follow ----------------------------------------------------------------------------
     def _tick_refresh(self) -> None:

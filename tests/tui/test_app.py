@@ -250,6 +250,21 @@ async def test_a_live_run_without_steps_yet_waits_for_them():
 
 
 @drive
+async def test_the_clock_ticking_while_the_app_closes_raises_nothing():
+    # GIVEN a live run on screen
+    source = FakeFeed(make_info(ended_at=None))
+    source.append(make_steps(5))
+    app = make_app(source, follow=True, refresh_s=0.05)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.chart is not None)
+        # WHEN the header's widgets are gone, as while the app closes, and the clock ticks
+        await app.query_one("#header-title").remove()
+        app._tick_clock()
+        # THEN nothing is raised, and the rest of the header stays as it was
+        assert "live" in text(app, "#header-status")
+
+
+@drive
 async def test_a_corrupt_file_shows_one_line_and_exits_with_status_2(tmp_path: Path):
     # GIVEN a file that is not a run
     path = tmp_path / "corrupt.db"
