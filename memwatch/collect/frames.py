@@ -11,14 +11,20 @@ from types import FrameType
 from memwatch.records import Location
 
 _MEMWATCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_PREFIX = os.path.join(_MEMWATCH_DIR, "")  # memwatch's own source files
 _NON_USER_PREFIXES: tuple[str, ...] = tuple(
     {
-        os.path.join(_MEMWATCH_DIR, ""),
+        _OWN_PREFIX,
         os.path.join(os.path.abspath(sysconfig.get_paths()["stdlib"]), ""),
     }
 )
 _NON_USER_MARKERS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 _user_file_cache: dict[str, bool] = {}
+
+
+def is_own_file(filename: str) -> bool:
+    """Whether ``filename`` is one of memwatch's own source files."""
+    return filename.startswith(_OWN_PREFIX)
 
 
 def is_user_file(filename: str) -> bool:

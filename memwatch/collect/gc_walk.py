@@ -27,7 +27,6 @@ weak reference).
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any
 
 import torch
 
+from memwatch.collect.frames import is_own_file
 from memwatch.collect.holders import storage_of
 
 #: Objects walked from one root (a model of about 150 modules fits; ~7 ms when reached).
@@ -54,9 +54,8 @@ MAX_FANOUT = 512
 MAX_PATH = 12
 
 _NOT_WALKED = (type, ModuleType, CodeType, FrameType, BuiltinFunctionType, str, bytes)
-#: Where memwatch's own code lives: its objects are never walked (see ``_ours``).
+#: memwatch's own classes live in this package: their objects are never walked (``_ours``).
 _OWN_PACKAGE = "memwatch."
-_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _own_types: dict[type, bool] = {}
 
 
@@ -71,7 +70,7 @@ def _ours(obj: Any) -> bool:
     """
     tp = type(obj)
     if tp is FunctionType:
-        return obj.__code__.co_filename.startswith(_OWN_DIR)
+        return is_own_file(obj.__code__.co_filename)
     known = _own_types.get(tp)
     if known is None:
         known = getattr(tp, "__module__", "").startswith(_OWN_PACKAGE)

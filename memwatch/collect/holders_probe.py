@@ -382,10 +382,11 @@ class HoldersProbe(Probe):
         """Remember when, at what memory and at what cost the census ran; record what it
         found (``CensusTotals``)."""
         self._census_step = record.step
+        # the highs already include this step (``_census_trigger`` chose this census)
         if record.rss_bytes is not None:
-            self._census_rss = max(self._rss_high, record.rss_bytes)
+            self._census_rss = self._rss_high
         if record.allocated_bytes is not None:
-            self._census_allocated = max(self._allocated_high, record.allocated_bytes)
+            self._census_allocated = self._allocated_high
         # The median of the last three: one census slowed by a busy machine or cold caches
         # must not hold the next ones back for long, nor one fast census let many through.
         self._census_costs = [*self._census_costs[-2:], result.cost_s]
