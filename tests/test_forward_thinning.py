@@ -123,3 +123,33 @@ def test_deep_analysis_hands_every_forward_over(seen: _Seen) -> None:
     episodes = [s for s in steps if s.boundary == "optimizer"][1:]  # the first: see below
     assert len(episodes) == 11
     assert all(seen.handed[s.step] == s.forward_calls == EPISODE for s in episodes)
+
+
+def test_a_thinned_forward_that_raises_leaves_the_next_forwards_counted(seen: _Seen) -> None:
+    # GIVEN the REINFORCE loop, warmed up until its steps are sampled
+    policy, opt = _policy()
+    with memwatch(store=False) as mw:
+        for _ in range(40):
+            _episode_step(policy, opt)
+        tracker = mw._tracker
+        assert tracker is not None
+        # WHEN, on a step that does not count saved tensors, a forward the probes skip
+        #      (beyond the first ones of its kind) raises and the loop goes on
+        while tracker._step_counted:
+            _episode_step(policy, opt)
+        states = torch.randn(EPISODE, 1, 4)
+        log_probs = []
+        for t in range(EPISODE):
+            if t == tracker_module.FORWARD_FULL + 1:
+                with pytest.raises(RuntimeError):
+                    policy(torch.randn(1, 5))  # wrong width: the forward raises
+            log_probs.append(policy(states[t]).log_softmax(-1)[0, 0])
+        loss = -torch.stack(log_probs).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _episode_step(policy, opt)
+        steps = mw.steps
+    # THEN the failed forward counts as one of its step, and the call depth was unwound:
+    #      every later forward is a root forward of its step again
+    assert [s.forward_calls for s in steps[-2:]] == [EPISODE + 1, EPISODE]

@@ -394,8 +394,8 @@ class Tracker:
         checked that torch.compile is not tracing): the forward hooks around
         ``_call_impl``. Where no step can end at a forward, a forward the probes skip
         (``_thin``) pays only the step machine's count (``StepBoundaries.
-        quiet_root_forward``), the thinning and the depth (a step of hundreds of small
-        forwards pays a few attribute reads each).
+        quiet_root_forward``), the thinning's count and the depth (a step of hundreds of
+        small forwards pays a few attribute reads each: ``_thin`` is inlined here).
         """
         if self._depth or self.off or _get_ident() != self._tid:
             return module._call_impl(*args, **kwargs)
@@ -403,24 +403,44 @@ class Tracker:
             # no step can end at this forward: only the thinning, and the probes' hooks
             # for a forward it hands over
             self._depth = 1
-            self._thinned = self._thin(module)
-            if not self._thinned:
+            key = (id(module), _grad_enabled(), module.training)
+            kinds = self._forward_kinds
+            seen = kinds.get(key, 0) + 1
+            kinds[key] = seen
+            if seen > FORWARD_FULL and (seen - FORWARD_FULL) % FORWARD_THIN_EVERY:
+                self._thinned = True
                 try:
-                    if self._note_root_module is not None:
-                        self._note_root_module(module)
-                    self._hand_over(module, args)
-                except Exception as exc:
-                    self.fail("step detection", exc)
+                    return module._call_impl(*args, **kwargs)
+                except BaseException as exc:
+                    oom_observer.observe_exception(exc)  # as forward_post does
+                    raise
+                finally:
+                    self._depth = 0
+                    if self._modules.pending is not None:
+                        self._switch_modules()
+            # handed over: itself, or itself and the ones skipped before it
+            self.forward_weight = 1 if seen <= FORWARD_FULL else FORWARD_THIN_EVERY
+            self._thinned = False
+            try:
+                if self._note_root_module is not None:
+                    self._note_root_module(module)
+                self._hand_over(module, args)
+            except Exception as exc:
+                self.fail("step detection", exc)
         else:
             self.forward_pre(module, args)
-        if not self._thinned:
-            try:
-                result = module._call_impl(*args, **kwargs)
-            except BaseException:
-                self.forward_post(module, args, None)
-                raise
-            self.forward_post(module, args, result)
-            return result
+            if self._thinned:
+                return self._call_thinned(module, args, kwargs)
+        try:
+            result = module._call_impl(*args, **kwargs)
+        except BaseException:
+            self.forward_post(module, args, None)
+            raise
+        self.forward_post(module, args, result)
+        return result
+
+    def _call_thinned(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A root forward the probes skip (``_thin``): only the depth and OOMs are seen."""
         try:
             return module._call_impl(*args, **kwargs)
         except BaseException as exc:
