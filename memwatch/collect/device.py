@@ -37,6 +37,13 @@ class DeviceMemory(Protocol):
 class NoDeviceMemory:
     """A CPU run without a budget: allocator numbers are unknowable, so all None."""
 
+    # The optional readers other devices have, as None: the probes look them up with
+    # ``getattr(device, name, None)`` at every step, and a missing attribute would build
+    # and drop an AttributeError each time.
+    tensors = None
+    step_end_allocated = None
+    current_allocated = None
+
     def read_and_reset_peak(self) -> DeviceReading:
         return _NO_READING
 
@@ -48,6 +55,8 @@ class CudaMemory:
     user's own peak statistics are kept as if memwatch were absent (``cuda.PeakLedger``).
     Until the program initialises CUDA every reading is None and nothing is called.
     """
+
+    tensors = None  # no tensor tracker (a budget's device has one): see NoDeviceMemory
 
     def __init__(self) -> None:
         self.device: int | None = None  # the device of the last step read
