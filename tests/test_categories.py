@@ -113,3 +113,25 @@ def test_a_file_without_the_categories_table_reads_as_none(tmp_path: Path) -> No
     with RunReader(tmp_path / "old.db") as reader:
         assert reader.categories() == []
         assert len(reader.steps()) == 2
+
+
+def test_a_model_rebuilt_more_often_than_the_limit_is_still_the_one_counted(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a loop that builds a new, wider model and optimizer for each of more rounds than
+    #       the probe remembers models (k-fold, a sweep), dropping the previous ones
+    from memwatch.collect import categories
+
+    rounds = categories.MAX_MODULES + 3
+    with memwatch(tmp_path / "run.db", analysis="deep") as mw:
+        for width in range(1, rounds + 1):
+            model = torch.nn.Linear(32, 8 * width)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            _train(model, opt, steps=2)
+        _train(model, opt, steps=categories.REFRESH_EVERY)  # the cached counts are renewed
+        last_step = mw.steps[-1].step
+    del model, opt
+    # THEN the last round's categories are those of the last model: the dead ones made room
+    with RunReader(tmp_path / "run.db") as reader:
+        last = [c for c in reader.categories() if c.step == last_step]
+    assert last and last[0].parameters_bytes == (32 * 8 * rounds + 8 * rounds) * 4

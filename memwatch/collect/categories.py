@@ -95,6 +95,37 @@ def count_categories(modules: Any, optimizers: Any, cuda: bool | None) -> Counts
     return counts
 
 
+class _WeakIndex:
+    """Up to ``limit`` objects, remembered weakly (a rebuilt model or optimizer is freed).
+
+    ``add`` runs at every root forward and optimizer step: an object already known costs a
+    dict lookup and a dereference, where a ``WeakSet``'s ``len`` and ``in`` are Python code.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._refs: dict[int, weakref.ref[Any]] = {}
+
+    def add(self, obj: Any) -> None:
+        ref = self._refs.get(id(obj))
+        if ref is not None and ref() is obj:
+            return
+        if len(self._refs) >= self._limit:  # drop the dead ones first
+            self._refs = {key: r for key, r in self._refs.items() if r() is not None}
+            if len(self._refs) >= self._limit:
+                return
+        try:
+            self._refs[id(obj)] = weakref.ref(obj)
+        except TypeError:
+            pass
+
+    def alive(self) -> list[Any]:
+        return [obj for obj in (ref() for ref in self._refs.values()) if obj is not None]
+
+    def __bool__(self) -> bool:
+        return any(ref() is not None for ref in self._refs.values())
+
+
 class CategoriesProbe(Probe):
     """Emits one ``MemoryCategories`` per step through ``tracker.emit_categories``."""
 
@@ -102,8 +133,8 @@ class CategoriesProbe(Probe):
     step_ends = "measured"  # activations are the counted saved bytes: nothing to say else
 
     def __init__(self, refresh_every: int = REFRESH_EVERY) -> None:
-        self._modules: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._optimizers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._modules = _WeakIndex(MAX_MODULES)
+        self._optimizers = _WeakIndex(MAX_OPTIMIZERS)
         self._refresh_every = max(1, refresh_every)
         self._counts: Counts | None = None
         self._steps = 0
@@ -112,18 +143,10 @@ class CategoriesProbe(Probe):
         tracker.add_handle(register_optimizer_step_post_hook(self._optimizer_post))
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if len(self._optimizers) < MAX_OPTIMIZERS:
-            try:
-                self._optimizers.add(optimizer)
-            except TypeError:
-                pass
+        self._optimizers.add(optimizer)
 
     def on_root_forward_pre(self, tracker: ProbeHost, module: Any, args: Any) -> None:
-        if len(self._modules) < MAX_MODULES and module not in self._modules:
-            try:
-                self._modules.add(module)
-            except TypeError:
-                pass
+        self._modules.add(module)
 
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if not self._modules and not self._optimizers:
@@ -144,7 +167,7 @@ class CategoriesProbe(Probe):
             or self._steps <= ALWAYS_FIRST
             or self._steps % self._refresh_every == 0
         ):
-            self._counts = count_categories(list(self._modules), list(self._optimizers), cuda)
+            self._counts = count_categories(self._modules.alive(), self._optimizers.alive(), cuda)
         counts = self._counts
         other = None
         if total is not None:
