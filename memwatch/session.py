@@ -43,6 +43,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: evidence) and loops whose probes just reported something.
 ANALYSIS_SHARE = 0.005
 ANALYSIS_SHARE_WITH_EVIDENCE = 0.10
+#: Steps (and as many events) a watch keeps in memory for its live analysis and ``mw.steps``:
+#: memwatch's bookkeeping grows with a run until this is full, then stays flat.
+WINDOW = 4096
 #: Steps a live pass sees in full; older steps in the window are thinned to as many.
 LIVE_RECENT_STEPS = 512
 
@@ -99,7 +102,7 @@ class Watch:
         warmup: int = 3,
         live_warnings: bool = False,
         store: bool = True,
-        window: int = 4096,
+        window: int = WINDOW,
         manual_steps: bool = False,
         track_tensors: bool = False,
         force: bool = False,
