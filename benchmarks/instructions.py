@@ -1,0 +1,145 @@
+"""Instructions per training step, bare and under memwatch: a cost that load cannot move.
+
+On a shared VM, wall-clock ratios of a few percent are noise (the bare step timed against
+itself moves by up to ±7 %). Instruction counts under ``valgrind --tool=callgrind`` do not
+depend on what else the machine runs, so they tell whether a change made memwatch's own
+work per step smaller. They weigh Python more than time does (torch's kernels do more per
+instruction), so they complement ``overhead.py``; they do not replace it.
+
+Method: one process per count. The child builds the workload of ``overhead.py``, settles
+(3 bare steps; under memwatch 16 more inside the watch), then counts only the measured
+steps: instrumentation is off at start (``--instr-atstart=no``) and switched on and off
+around them with ``callgrind_control``. Under memwatch the measured steps are its common
+steady state, a step that counts no saved tensors: under valgrind every step runs ~50×
+slower and valgrind's own memory grows, so the sampling's time-based choices and the
+memory signals would differ from a native run. The child therefore pins them: the sampling
+counts no step after the settling, and RSS reads as constant. (Counted steps cost more:
+``overhead.py`` times them where they fall.)
+
+    python benchmarks/instructions.py                      # tiny-mlp, many-forwards, bptt
+    python benchmarks/instructions.py --workloads tiny-mlp --root /path/to/other/checkout
+
+Needs valgrind (``callgrind_control`` on PATH); ~1 min for tiny-mlp, ~4 for bptt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: Measured steps per workload: enough to average over, few enough for valgrind.
+STEPS = {"tiny-mlp": 200, "mlp-1024": 4, "convnet": 4, "many-forwards": 8, "bptt": 8}
+SETTLE = 16
+MODES = ("none", "memwatch")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child(root: Path, workload: str, mode: str, steps: int) -> None:
+    """One count (runs under valgrind): settle, then count ``steps`` steps only."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    sys.path[:0] = [str(root), str(root / "benchmarks")]
+    import torch
+
+    torch.set_num_threads(1)
+    import overhead
+
+    import memwatch
+
+    if not Path(memwatch.__file__).resolve().is_relative_to(root.resolve()):
+        sys.exit(f"memwatch: imported {memwatch.__file__}, not the checkout at {root}")
+    step = overhead.WORKLOADS[workload].build(False, torch.device("cpu"))
+    for _ in range(3):
+        step()
+
+    def measured() -> None:
+        _instrument(True)
+        for _ in range(steps):
+            step()
+        _instrument(False)
+
+    if mode == "none":
+        measured()
+        return
+    from memwatch.collect import rss
+
+    rss.RssReader.read = lambda self: 100 << 20  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp, memwatch.memwatch(out=Path(tmp) / "run.db") as mw:
+        for _ in range(SETTLE):
+            step()
+        tracker = mw._tracker
+        tracker.sampling.step_end = lambda *args, **kwargs: False
+        while tracker._step_counted:
+            step()
+        measured()
+
+
+def _instrument(on: bool) -> None:
+    subprocess.run(
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
+        check=True,
+        capture_output=True,
+    )
+
+
+def count(root: Path, workload: str, mode: str, steps: int) -> int:
+    """Instructions of ``steps`` measured steps, from one child under valgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={tmp}/callgrind.out",
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                workload,
+                mode,
+                str(steps),
+                "--root",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    found = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        sys.exit(f"memwatch: the {workload}/{mode} count failed:\n{tail}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="tiny-mlp,many-forwards,bptt")
+    parser.add_argument("--root", type=Path, default=REPO, help="the checkout to count")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        workload, mode, steps = args.child
+        child(args.root, workload, mode, int(steps))
+        return
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("memwatch: valgrind (with callgrind_control) is needed for instruction counts")
+    print(f"Instructions per step (callgrind), memwatch from {args.root}:")
+    print("| workload | steps | no tool | memwatch | added | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for workload in args.workloads.split(","):
+        steps = STEPS[workload]
+        bare, watched = (count(args.root, workload, m, steps) / steps for m in MODES)
+        print(
+            f"| {workload} | {steps} | {bare / 1e6:.3f} M | {watched / 1e6:.3f} M | "
+            f"{(watched - bare) / 1e6:+.3f} M | ×{watched / bare:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
