@@ -14,7 +14,7 @@ rounds; a ratio is the median over rounds of (configuration / no tool *in the sa
 round*), so slow drifts of a shared machine cancel. Only the steps are timed: entering
 and leaving a tool is reported apart ("enter+exit").
 
-    python benchmarks/overhead.py --json overhead.json  # everything, ~5 min on a 2-core VM
+    python benchmarks/overhead.py --json overhead.json  # everything, ~7-8 min on a 2-core VM
     python benchmarks/overhead.py --quick --json x.json # tiny sizes, no warm-up (smoke test)
     python benchmarks/overhead.py --sections overhead --workloads tiny-mlp --rounds 15
 """
