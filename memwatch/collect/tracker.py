@@ -401,36 +401,34 @@ class Tracker:
             return module._call_impl(*args, **kwargs)
         if not self._step_counted and self._steps.quiet_root_forward():
             # no step can end at this forward: only the thinning, and the probes' hooks
-            # for a forward it hands over
+            # for a forward it hands over (``_thin``'s rule, inlined on this hot path)
             self._depth = 1
             key = (id(module), _grad_enabled(), module.training)
             kinds = self._forward_kinds
             seen = kinds.get(key, 0) + 1
             kinds[key] = seen
-            if seen > FORWARD_FULL and (seen - FORWARD_FULL) % FORWARD_THIN_EVERY:
-                self._thinned = True
+            self._thinned = seen > FORWARD_FULL and (seen - FORWARD_FULL) % FORWARD_THIN_EVERY != 0
+            if not self._thinned:
+                # handed over: itself, or itself and the ones skipped before it
+                self.forward_weight = 1 if seen <= FORWARD_FULL else FORWARD_THIN_EVERY
                 try:
-                    return module._call_impl(*args, **kwargs)
-                except BaseException as exc:
-                    oom_observer.observe_exception(exc)  # as forward_post does
-                    raise
-                finally:
-                    self._depth = 0
-                    if self._modules.pending is not None:
-                        self._switch_modules()
-            # handed over: itself, or itself and the ones skipped before it
-            self.forward_weight = 1 if seen <= FORWARD_FULL else FORWARD_THIN_EVERY
-            self._thinned = False
-            try:
-                if self._note_root_module is not None:
-                    self._note_root_module(module)
-                self._hand_over(module, args)
-            except Exception as exc:
-                self.fail("step detection", exc)
+                    if self._note_root_module is not None:
+                        self._note_root_module(module)
+                    self._hand_over(module, args)
+                except Exception as exc:
+                    self.fail("step detection", exc)
         else:
             self.forward_pre(module, args)
-            if self._thinned:
-                return self._call_thinned(module, args, kwargs)
+        if self._thinned:
+            try:
+                return module._call_impl(*args, **kwargs)
+            except BaseException as exc:
+                oom_observer.observe_exception(exc)  # as forward_post does for a failed call
+                raise
+            finally:
+                self._depth = 0
+                if self._modules.pending is not None:
+                    self._switch_modules()
         try:
             result = module._call_impl(*args, **kwargs)
         except BaseException:
@@ -438,18 +436,6 @@ class Tracker:
             raise
         self.forward_post(module, args, result)
         return result
-
-    def _call_thinned(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A root forward the probes skip (``_thin``): only the depth and OOMs are seen."""
-        try:
-            return module._call_impl(*args, **kwargs)
-        except BaseException as exc:
-            oom_observer.observe_exception(exc)  # as forward_post does for a failed call
-            raise
-        finally:
-            self._depth = 0
-            if self._modules.pending is not None:
-                self._switch_modules()
 
     def _thin(self, module: Any) -> bool:
         """Whether the probes skip this root forward of an uncounted step.
