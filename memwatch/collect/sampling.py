@@ -42,8 +42,13 @@ CALIBRATION_STEP = 3
 #: A warm-up goes on past its calibration step while counting costs at most this share of
 #: an uncounted step, or its remaining counted steps at most ``WARMUP_MAX_EXTRA_S`` in all
 #: (a run's first steps are slow for reasons of their own: a tiny step's share is noise).
+#: The time a counted step shows is not all it costs: the two objects per saved tensor it
+#: keeps through its forward bring the collector's next full collection forward (~0.2 s
+#: with torch loaded). At 0.5 s, a REINFORCE episode of 200 batch-1 forwards (+17 ms per
+#: counted step) counted all eight warm-up steps, and a full collection followed within
+#: the next few dozen steps.
 WARMUP_MAX_SHARE = 0.25
-WARMUP_MAX_EXTRA_S = 0.5
+WARMUP_MAX_EXTRA_S = 0.05
 #: After a signal, every step is measured for this many steps (renewed by each signal).
 ESCALATED_STEPS = 16
 #: Share of a step the sampled counting may cost on average.
