@@ -18,6 +18,11 @@ counts no step after the settling, and RSS reads as constant. (Counted steps cos
 
     python benchmarks/instructions.py                      # tiny-mlp, many-forwards, bptt
     python benchmarks/instructions.py --workloads tiny-mlp --root /path/to/other/checkout
+    python benchmarks/instructions.py --workloads many-forwards --counted-every 37
+
+``--counted-every K`` measures the steady state at a sampling stride of K instead: K steps
+under memwatch, the first of which counts saved tensors (what the hooks, the probes that
+need counted steps and the collections their objects cause cost, spread over the stride).
 
 Needs valgrind (``callgrind_control`` on PATH); ~1 min for tiny-mlp, ~4 for bptt.
 """
@@ -36,12 +41,12 @@ from pathlib import Path
 #: Measured steps per workload: enough to average over, few enough for valgrind.
 STEPS = {"tiny-mlp": 200, "mlp-1024": 4, "convnet": 4, "many-forwards": 8, "bptt": 8}
 SETTLE = 16
-MODES = ("none", "memwatch")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def child(root: Path, workload: str, mode: str, steps: int) -> None:
-    """One count (runs under valgrind): settle, then count ``steps`` steps only."""
+def child(root: Path, workload: str, mode: str, steps: int, counted_every: int = 0) -> None:
+    """One count (runs under valgrind): settle, then count ``steps`` steps only; with
+    ``counted_every`` K, the first of every K measured steps counts saved tensors."""
     os.environ["OMP_NUM_THREADS"] = "1"
     sys.path[:0] = [str(root), str(root / "benchmarks")]
     import torch
@@ -76,6 +81,16 @@ def child(root: Path, workload: str, mode: str, steps: int) -> None:
         tracker.sampling.step_end = lambda *args, **kwargs: False
         while tracker._step_counted:
             step()
+        if counted_every:
+            ends = [counted_every - 1]  # step ends so far: the next one counts a step
+
+            def every_kth(*args: object, **kwargs: object) -> bool:
+                ends[0] += 1
+                return ends[0] % counted_every == 0
+
+            tracker.sampling.step_end = every_kth
+            step()  # its end decides that the first measured step counts
+            assert tracker._step_counted
         measured()
 
 
@@ -87,7 +102,7 @@ def _instrument(on: bool) -> None:
     )
 
 
-def count(root: Path, workload: str, mode: str, steps: int) -> int:
+def count(root: Path, workload: str, mode: str, steps: int, counted_every: int = 0) -> int:
     """Instructions of ``steps`` measured steps, from one child under valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
@@ -104,6 +119,8 @@ def count(root: Path, workload: str, mode: str, steps: int) -> int:
                 str(steps),
                 "--root",
                 str(root),
+                "--counted-every",
+                str(counted_every),
             ],
             capture_output=True,
             text=True,
@@ -120,22 +137,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default="tiny-mlp,many-forwards,bptt")
     parser.add_argument("--root", type=Path, default=REPO, help="the checkout to count")
+    parser.add_argument(
+        "--counted-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="measure K steps under memwatch, the first of them counting saved tensors (the "
+        "steady state at a sampling stride of K, collections included); default: only "
+        "steps that count nothing",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         workload, mode, steps = args.child
-        child(args.root, workload, mode, int(steps))
+        child(args.root, workload, mode, int(steps), args.counted_every)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("memwatch: valgrind (with callgrind_control) is needed for instruction counts")
-    print(f"Instructions per step (callgrind), memwatch from {args.root}:")
+    every = args.counted_every
+    mix = f", 1 step in {every} counting saved tensors" if every else ""
+    print(f"Instructions per step (callgrind), memwatch from {args.root}{mix}:")
     print("| workload | steps | no tool | memwatch | added | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for workload in args.workloads.split(","):
         steps = STEPS[workload]
-        bare, watched = (count(args.root, workload, m, steps) / steps for m in MODES)
+        bare = count(args.root, workload, "none", steps) / steps
+        watched_steps = every or steps
+        watched = count(args.root, workload, "memwatch", watched_steps, every) / watched_steps
         print(
-            f"| {workload} | {steps} | {bare / 1e6:.3f} M | {watched / 1e6:.3f} M | "
+            f"| {workload} | {watched_steps} | {bare / 1e6:.3f} M | {watched / 1e6:.3f} M | "
             f"{(watched - bare) / 1e6:+.3f} M | ×{watched / bare:.3f} |",
             flush=True,
         )
