@@ -14,9 +14,9 @@ Every step is measured
 * for the first ``WARMUP_STEPS`` steps of a run (and again after its first backward, see
   ``calm``) while counting is cheap: the warm-up's third step is not counted, so that
   the first steps tell what counting costs on this loop (counted − uncounted time), and an
-  expensive warm-up stops there (``WARMUP_MAX_SHARE``, ``WARMUP_MAX_EXTRA_S``: an LSTM
-  unrolled over 300 steps adds 150 % to a counted step, and eight of them cost a 15-step
-  LBFGS run ×1.8);
+  expensive warm-up stops there (``WARMUP_MAX_SHARE``, ``WARMUP_MAX_EXTRA_S``,
+  ``WARMUP_MAX_SAVED``: an LSTM unrolled over 300 steps adds 150 % to a counted step,
+  and eight of them cost a 15-step LBFGS run ×1.8);
 * for ``ESCALATED_STEPS`` steps after any cheap signal that something may be kept
   (``escalate``): saved bytes still alive at a measured step end, host or device memory
   above its high-water mark by ``RISE_BYTES``, a ``retain_graph``/``create_graph``
@@ -41,14 +41,17 @@ WARMUP_STEPS = 8
 CALIBRATION_STEP = 3
 #: A warm-up goes on past its calibration step while counting costs at most this share of
 #: an uncounted step, or its remaining counted steps at most ``WARMUP_MAX_EXTRA_S`` in all
-#: (a run's first steps are slow for reasons of their own: a tiny step's share is noise).
-#: The time a counted step shows is not all it costs: the two objects per saved tensor it
-#: keeps through its forward bring the collector's next full collection forward (~0.2 s
-#: with torch loaded). At 0.5 s, a REINFORCE episode of 200 batch-1 forwards (+17 ms per
-#: counted step) counted all eight warm-up steps, and a full collection followed within
-#: the next few dozen steps.
+#: (a run's first steps are slow for reasons of their own: a tiny step's share is noise)
+#: and save at most ``WARMUP_MAX_SAVED`` tensors in all. The time a counted step shows is
+#: not all it costs: the two objects per saved tensor it keeps through its forward bring
+#: the collector's next full collection forward (~0.2 s with torch loaded, after ~75,000
+#: promoted objects). Without that bound a REINFORCE episode of 200 batch-1 forwards
+#: (1,400 saved tensors, +17 ms per counted step) counted all eight warm-up steps, and a
+#: full collection followed within the next few dozen steps. (A count, not a time: the
+#: first steps' times are too noisy on a loaded machine to bound this finely.)
 WARMUP_MAX_SHARE = 0.25
-WARMUP_MAX_EXTRA_S = 0.05
+WARMUP_MAX_EXTRA_S = 0.5
+WARMUP_MAX_SAVED = 2000
 #: After a signal, every step is measured for this many steps (renewed by each signal).
 ESCALATED_STEPS = 16
 #: Share of a step the sampled counting may cost on average.
@@ -200,12 +203,15 @@ class SavedSampling:
 
     def _warm_up_affordable(self, left: int) -> bool:
         """Whether ``left`` more counted warm-up steps cost little: a small share of a
-        step, or little time in all (the fastest counted and uncounted steps compared)."""
+        step, or little time and few saved tensors in all (the fastest counted and
+        uncounted steps compared; the last counted step's saved tensors)."""
         if not self._measured_s or not self._unmeasured_s:
             return True
         uncounted = min(self._unmeasured_s)
         cost = self._counting_cost(min(self._measured_s), uncounted)
-        return cost <= WARMUP_MAX_SHARE * uncounted or cost * left <= WARMUP_MAX_EXTRA_S
+        if cost <= WARMUP_MAX_SHARE * uncounted:
+            return True
+        return cost * left <= WARMUP_MAX_EXTRA_S and self._packs * left <= WARMUP_MAX_SAVED
 
     def _counting_cost(self, counted_s: float, uncounted_s: float | None) -> float:
         """What counting adds to a step: counted − uncounted time, at least the packs'
