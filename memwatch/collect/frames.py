@@ -47,13 +47,8 @@ def user_frames(start: FrameType | None = None, limit: int = 4) -> list[FrameTyp
     """Up to ``limit`` user frames, innermost first, starting from ``start``'s caller chain."""
     frame: FrameType | None = start if start is not None else sys._getframe(1)
     found: list[FrameType] = []
-    cache = _user_file_cache
     while frame is not None and len(found) < limit:
-        filename = frame.f_code.co_filename
-        user = cache.get(filename)  # ``is_user_file``'s cache, read here first: hot path
-        if user is None:
-            user = is_user_file(filename)
-        if user:
+        if is_user_file(frame.f_code.co_filename):
             found.append(frame)
         frame = frame.f_back
     return found
@@ -61,13 +56,8 @@ def user_frames(start: FrameType | None = None, limit: int = 4) -> list[FrameTyp
 
 def first_user_frame(start: FrameType | None = None) -> FrameType | None:
     frame: FrameType | None = start if start is not None else sys._getframe(1)
-    cache = _user_file_cache
     while frame is not None:
-        filename = frame.f_code.co_filename
-        user = cache.get(filename)  # ``is_user_file``'s cache, read here first: hot path
-        if user is None:
-            user = is_user_file(filename)
-        if user:
+        if is_user_file(frame.f_code.co_filename):
             return frame
         frame = frame.f_back
     return None
