@@ -290,6 +290,15 @@ class ForwardWithoutBackward(Evidence):
     model: str | None = None
     variable: str | None = None
     callee: str | None = None
+    # Of ``forwards``, those whose saved tensors were counted: the byte fields above are
+    # theirs (sampling counts saved tensors on some steps only; 0: no bytes known).
+    # Files from before it: None, all of them.
+    counted_forwards: int | None = None
+
+    @property
+    def measured_forwards(self) -> int:
+        """The forwards the byte fields stand for."""
+        return self.forwards if self.counted_forwards is None else self.counted_forwards
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,9 +95,10 @@ class Probe:
         """A root module (not called from inside another module) starts its forward."""
 
     def on_root_forward_post(
-        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
+        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int | None
     ) -> None:
-        """A root forward finished; ``saved_delta`` is the saved-for-backward bytes it added."""
+        """A root forward finished; ``saved_delta`` is the saved-for-backward bytes it added,
+        None when its step did not count saved tensors (sampling, ``sampling.py``)."""
 
     def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         """A backward pass finished."""

@@ -108,10 +108,15 @@ class StepKeptProbe(Probe):
 
     # -- during a step (cheap) ------------------------------------------------------------
     def on_root_forward_post(
-        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
+        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int | None
     ) -> None:
         state = self._step
-        if not self._collect or saved_delta <= 0 or len(state.outputs) >= MAX_OUTPUTS:
+        if (
+            not self._collect
+            or saved_delta is None  # not counted: this probe judges counted steps only
+            or saved_delta <= 0
+            or len(state.outputs) >= MAX_OUTPUTS
+        ):
             return
         for tensor in graph_tensors(output):
             if len(state.outputs) >= MAX_OUTPUTS:

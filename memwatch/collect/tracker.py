@@ -103,7 +103,8 @@ class Tracker:
         self.forward_weight = 1
         self._installed = GlobalHooks()
         self._failed: set[str] = set()
-        self._root_saved_before = 0
+        # saved bytes when the root forward running began; None: not counted (sampling)
+        self._root_saved_before: int | None = None
         # A probe that has just confirmed a problem sets this: the sink analyses at this
         # step end instead of waiting for its next periodic pass (detection latency).
         self._analysis_requested = False
@@ -385,7 +386,9 @@ class Tracker:
     def _hand_over(self, module: Any, args: Any) -> None:
         """The probes see this root forward (``_thin`` did not skip it)."""
         self._thinned = False
-        self._root_saved_before = self.saved.current
+        hooks = self._saved_hooks
+        counting = hooks is not None and hooks.pushed
+        self._root_saved_before = self.saved.current if counting else None
         if self._hooks["on_root_forward_pre"]:
             self._call_probes("on_root_forward_pre", module, args)
 
@@ -483,7 +486,9 @@ class Tracker:
                 ):
                     self.escalate("a forward in eval mode built a graph")
                 if self._hooks["on_root_forward_post"]:
-                    delta = self.saved.current - self._root_saved_before
+                    # None: the forward's saved tensors were not counted (sampling)
+                    before = self._root_saved_before
+                    delta = None if before is None else self.saved.current - before
                     self._call_probes("on_root_forward_post", module, output, delta)
             except Exception as exc:
                 self.fail("forward hooks", exc)

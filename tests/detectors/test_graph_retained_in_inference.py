@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from memwatch import memwatch
 from memwatch.analysis.detectors import graph_retained_in_inference as detector
+from memwatch.collect import sampling
 from tests.detectors.loop_helpers import (
     analysis,
     at,
@@ -201,6 +203,34 @@ def test_many_dropped_forwards_report_the_bytes_of_one() -> None:
     assert finding.title.startswith("65 forwards of `model` ran with grad enabled")
 
 
+def test_forwards_on_a_step_that_counted_nothing_are_a_warning_without_a_size() -> None:
+    # GIVEN 6 evaluation forwards on a step that counted no saved tensors (sampling)
+    events = [_fwb(9, forwards=6, bytes=0, peak_alive_bytes=0, counted_forwards=0)]
+    (finding,) = detector.detect(analysis([step(i) for i in range(12)], events))
+    # THEN a warning that names no size it did not measure
+    assert finding.severity == "warning"
+    assert finding.bytes is None
+    assert "B" not in finding.title.split(":")[-1]
+    assert "not measured" in finding.detail
+    assert finding.evidence["largest_pass_bytes"] is None
+
+
+def test_sizes_come_from_the_forwards_that_were_counted() -> None:
+    # GIVEN an uncounted evaluation step, then one counted from its middle on (4 of its 6
+    #       forwards counted, their graphs alive together)
+    events = [
+        _fwb(9, forwards=6, bytes=0, peak_alive_bytes=0, counted_forwards=0),
+        _fwb(16, forwards=6, bytes=400_000, peak_alive_bytes=400_000, counted_forwards=4),
+    ]
+    (finding,) = detector.detect(analysis([step(i) for i in range(20)], events))
+    # THEN the counted forwards piled up: an error with their size, all 12 forwards told
+    assert finding.severity == "error"
+    assert finding.bytes == 400_000
+    assert finding.title.startswith("4 forwards of `model` with grad enabled kept")
+    assert finding.evidence["forwards"] == 12
+    assert finding.evidence["bytes_counted_steps"] == 1
+
+
 def test_the_closing_step_dropping_the_outputs_does_not_hide_the_growth() -> None:
     # GIVEN kept outputs growing step after step, then the script's function returns
     #       (outputs freed) before the watch closes its last, partial step
@@ -288,3 +318,139 @@ def test_gradient_penalty_forwards_used_by_autograd_grad_are_not_inference() -> 
                 opt_g.step()
     # THEN no forward counts as an unused graph
     assert not [f for f in mw.findings if f.kind == KIND and f.severity != "info"]
+
+
+# -- while sampling is on: evaluation passes on steps that count no saved tensors ------------
+# Source of the first shape: https://github.com/metatensor/metatrain/issues/702 (`mtt eval`
+# kept every batch's predictions with autograd on); the others are the same mistake as
+# other people write it. The stride is pinned to its longest, so the evaluations fall on
+# steps that count no saved tensors (on a fast machine most steps are such steps).
+EVERY = 7  # an evaluation after every 7th training step ...
+FIRST_EVAL = 20  # ... from this step on (the warm-up is over)
+
+
+def _evaluate_into_helper_list(model: nn.Module, batches: list[torch.Tensor], _: object) -> int:
+    predictions = []
+    for xb in batches:
+        predictions.append(model(xb))  # autograd on: every batch's graph kept until the dump
+    return len(torch.cat([p.detach() for p in predictions]))
+
+
+def _evaluate_summing_floats(model: nn.Module, batches: list[torch.Tensor], _: object) -> int:
+    total = 0.0
+    for xb in batches:  # each graph is freed at once: saved for nothing, not kept
+        total += model(xb).pow(2).mean().item()
+    return int(total)
+
+
+class _Predictions:
+    def __init__(self) -> None:
+        self.by_batch: dict[int, torch.Tensor] = {}
+
+
+def _evaluate_into_object_dict(model: nn.Module, batches: list[torch.Tensor], log: object) -> int:
+    assert isinstance(log, _Predictions)
+    log.by_batch = {}
+    for i, xb in enumerate(batches):
+        log.by_batch[i] = model(xb)
+    return len(log.by_batch)
+
+
+def _evaluate_through_a_closure(model: nn.Module, batches: list[torch.Tensor], _: object) -> int:
+    predict = lambda xb: model(xb).argmax(dim=1)  # noqa: E731 (the shape under test)
+    outputs = list(map(model, batches))  # the logits are what is kept here
+    return sum(int(predict(xb).sum()) for xb in batches[:1]) + len(outputs)
+
+
+EVALUATIONS = {
+    "helper-list": _evaluate_into_helper_list,
+    "summed-floats": _evaluate_summing_floats,
+    "object-dict": _evaluate_into_object_dict,
+    "closure-map": _evaluate_through_a_closure,
+}
+
+
+def _sampled_run(
+    monkeypatch: pytest.MonkeyPatch, evaluate: Any, guarded: bool
+) -> tuple[int | None, Any, list[bool]]:
+    """Train with an evaluation every EVERY steps from FIRST_EVAL on; the findings after
+    each step; (first loop index with a finding, the findings, whether each evaluation's
+    step counted saved tensors)."""
+    monkeypatch.setattr(sampling, "BUDGET", 1e-9)  # the longest stride, on any machine
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 128), nn.Tanh(), nn.Linear(128, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = [torch.randn(32, 16) for _ in range(6)]
+    log = _Predictions()
+    seen_at = None
+    eval_steps = []
+    with memwatch(store=False) as mw:
+        for i in range(FIRST_EVAL + 3 * EVERY):
+            _train_step(model, opt)
+            if i >= FIRST_EVAL and (i - FIRST_EVAL) % EVERY == 0:
+                eval_steps.append(mw.step_count)  # the step these forwards fall in
+                if guarded:
+                    with torch.no_grad():
+                        evaluate(model, batches, log)
+                else:
+                    evaluate(model, batches, log)
+            if seen_at is None and of_kind(mw.findings, KIND):
+                seen_at = i
+        counted = {s.step: s.saved_measured for s in mw.steps}
+        findings = mw.findings
+    return seen_at, findings, [counted[s] for s in eval_steps if s in counted]
+
+
+@pytest.mark.parametrize("shape", list(EVALUATIONS))
+def test_an_evaluation_on_a_step_that_counts_nothing_is_still_reported(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN training with an evaluation pass without no_grad every 7 steps, in train mode,
+    #       while sampling counts saved tensors on one step in 64 (the evaluation falls on
+    #       a step that counts nothing)
+    # WHEN it runs under memwatch in the default mode
+    seen_at, findings, counted = _sampled_run(monkeypatch, EVALUATIONS[shape], guarded=False)
+    assert counted and not counted[0], "the first evaluation should fall on an uncounted step"
+    # THEN the first evaluation is reported within five steps
+    assert seen_at is not None and seen_at <= FIRST_EVAL + 5, f"first seen at {seen_at}"
+    finding = of_kind(findings, KIND)[0]
+    assert finding.severity in ("warning", "error")
+    # AND the next evaluations are counted (the first one escalated the sampling), so the
+    #     report gives the bytes they saved, never a zero it did not measure
+    assert any(counted[1:])
+    assert finding.bytes and finding.bytes > 0
+    assert "0 B" not in finding.title
+
+
+@pytest.mark.parametrize("shape", list(EVALUATIONS))
+def test_the_same_evaluations_under_no_grad_stay_silent_while_sampling(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the same evaluations under torch.no_grad(), with the same sampling
+    # WHEN they run under memwatch
+    seen_at, findings, _ = _sampled_run(monkeypatch, EVALUATIONS[shape], guarded=True)
+    # THEN nothing is reported
+    assert seen_at is None
+    assert loop_problems(findings) == []
+
+
+def test_an_episode_whose_forwards_feed_the_loss_stays_silent_while_sampling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a REINFORCE loop (40 batch-1 forwards, one backward over their log-probs)
+    #       while sampling counts saved tensors on one step in 64
+    monkeypatch.setattr(sampling, "BUDGET", 1e-9)
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    with memwatch(store=False) as mw:
+        for _ in range(40):
+            log_probs = [torch.log_softmax(policy(torch.randn(4)), -1)[0] for _ in range(40)]
+            loss = -torch.stack(log_probs).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        counted = [s.saved_measured for s in mw.steps[16:]]
+    assert not all(counted)  # sampling was on
+    # THEN every forward fed the backward: nothing is reported
+    assert of_kind(mw.findings, KIND) == []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from memwatch import memwatch
 from memwatch.analysis.detectors import microbatch_graph_accumulation as detector
+from memwatch.collect import sampling
 from tests.detectors.loop_helpers import (
     analysis,
     at,
@@ -113,3 +115,31 @@ def test_a_single_occurrence_waits_for_the_final_pass() -> None:
     # THEN a live pass does not report it yet, the final pass (whole run) does
     assert detector.detect(analysis(steps, [_mb(2)], final=False)) == []
     assert len(detector.detect(analysis(steps, [_mb(2)], final=True))) == 1
+
+
+def test_micro_batches_starting_on_steps_that_count_nothing_record_no_sizes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN one forward per step for 20 steps, then 4 micro-batch losses summed before one
+    #       backward, while sampling counts saved tensors on one step in 64 (the summing
+    #       starts on steps that count nothing; whether the graphs were all alive at once
+    #       is a measurement only a counted step makes)
+    monkeypatch.setattr(sampling, "BUDGET", 1e-9)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 128), nn.ReLU(), nn.Linear(128, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with memwatch(store=False) as mw:
+        for i in range(90):
+            parts = 4 if i >= 20 else 1
+            total = sum(model(torch.randn(16, 16)).pow(2).mean() for _ in range(parts))
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+        counted = {s.step for s in mw.steps if s.saved_measured}
+        events = [e for e in mw.events if e.kind == "microbatch-backward"]
+    # THEN micro-batch sizes are recorded only on steps that counted them (never a 0 B
+    #      graph read off a step that counted nothing), and the sum is reported once a
+    #      counted step has measured it
+    assert events and all(e.step in counted for e in events)
+    assert all(e.data["graphs_bytes"] > 0 for e in events)
+    assert of_kind(mw.findings, KIND)

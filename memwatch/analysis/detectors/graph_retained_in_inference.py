@@ -40,7 +40,7 @@ def _qualifies(seen: Observed[ForwardWithoutBackward]) -> bool:
 def _piled_up(seen: Observed[ForwardWithoutBackward]) -> bool:
     """Several graphs of one pass alive together (outputs kept in a list, summed ...)."""
     data = seen.evidence
-    n = data.forwards
+    n = data.measured_forwards
     total = data.bytes
     peak = data.peak_alive_bytes
     return n >= 2 and total > 0 and peak >= 0.5 * total and peak >= 2 * total / n
@@ -60,16 +60,18 @@ def detect(data: AnalysisInput) -> list[Finding]:
     first = events[0]
     location, variable = site(first)
     forwards = sum(e.evidence.forwards for e in events)
-    largest = max(events, key=lambda e: e.evidence.bytes)
-    pass_bytes = largest.evidence.bytes
     model = first.evidence.model or "the model"
     callee = first.evidence.callee
+    # Bytes come from the steps that counted saved tensors (sampling): the others say how
+    # many forwards ran, not what they saved (their byte fields are 0, never read as such).
+    counted = [e for e in events if e.evidence.measured_forwards > 0]
+    pass_bytes = max((e.evidence.bytes for e in counted), default=0)
 
-    piled = [e for e in events if _piled_up(e)]
+    piled = [e for e in counted if _piled_up(e)]
     # Across steps: what survives each step end keeps growing (an inference loop that
     # keeps its outputs). The closing partial step comes after the script's loop, when its
     # locals may be gone: not part of the trend.
-    trend = [e for e in events if e.evidence.boundary != "end"] or events
+    trend = [e for e in counted if e.evidence.boundary != "end"] or counted
     stale = [e.evidence.stale_at_end for e in trend]
     tail = stale[-16:]
     rises = [b > a for a, b in pairwise(tail)]
@@ -92,15 +94,22 @@ def detect(data: AnalysisInput) -> list[Finding]:
         held = worst.evidence.peak_alive_bytes
         severity = "error"
         title = (
-            f"{worst.evidence.forwards} forwards of {code(callee, model)} with grad "
+            f"{worst.evidence.measured_forwards} forwards of {code(callee, model)} with grad "
             f"enabled kept {format_size(held)} of graphs alive at once, no backward used them"
         )
-    else:
-        held = max(e.evidence.bytes // max(1, e.evidence.forwards) for e in events)
+    elif counted:
+        held = max(e.evidence.bytes // max(1, e.evidence.measured_forwards) for e in counted)
         severity = "warning"
         title = (
             f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
             f"grad enabled and no backward: ~{format_size(held)} saved for nothing each"
+        )
+    else:
+        held = 0
+        severity = "warning"
+        title = (
+            f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
+            "grad enabled and no backward: autograd saved activations for nothing"
         )
     where = f" at {location}" if location else ""
     mode = first.evidence.eval_mode_forwards
@@ -108,9 +117,15 @@ def detect(data: AnalysisInput) -> list[Finding]:
         f"{forwards} forward pass{'es' if forwards != 1 else ''}{where} over "
         f"{len(events)} step{'s' if len(events) != 1 else ''} ran with grad enabled "
         f"({'in eval mode' if mode else 'in train mode'}) and no backward reached their "
-        f"outputs, so autograd saved activations for nothing (up to "
-        f"{format_size(pass_bytes)} in one step)."
+        "outputs, so autograd saved activations for nothing"
     )
+    if counted:
+        detail += f" (up to {format_size(pass_bytes)} in one step)."
+    else:
+        detail += (
+            ". How much was not measured: those steps did not count saved tensors "
+            "(sampling); the next steps do."
+        )
     if growing:
         detail += (
             f" Saved bytes from earlier steps still alive grew to {format_size(tail[-1])}: "
@@ -134,8 +149,11 @@ def detect(data: AnalysisInput) -> list[Finding]:
                 "steps": [e.step for e in events[-16:]],
                 "forwards": forwards,
                 "eval_mode_forwards": sum(e.evidence.eval_mode_forwards for e in events),
-                "largest_pass_bytes": pass_bytes,
-                "peak_alive_bytes": max(e.evidence.peak_alive_bytes for e in events),
+                "largest_pass_bytes": pass_bytes if counted else None,
+                "peak_alive_bytes": (
+                    max(e.evidence.peak_alive_bytes for e in counted) if counted else None
+                ),
+                "bytes_counted_steps": len(counted),
                 "stale_at_end": tail,
                 "model": model,
             },

@@ -63,6 +63,7 @@ class Forward:
     __slots__ = (
         "bytes",
         "consumed",
+        "counted",
         "hooked",
         "module",
         "saved_after",
@@ -73,6 +74,7 @@ class Forward:
 
     def __init__(self, nbytes: int, saved_after: int, training: bool, unbatched: bool) -> None:
         self.bytes = nbytes
+        self.counted = True  # False: its step counted no saved tensors, ``bytes`` unknown
         self.saved_after = saved_after
         self.training = training
         self.unbatched = unbatched
@@ -102,18 +104,20 @@ class ForwardsRecorder:
         self.unconsumed: list[Forward] = []
         self.waiting = []
         self.overflow = [0, 0]  # forwards past MAX_PENDING: count, bytes
+        self.overflow_counted = True  # ... their bytes were all counted
 
     def after_forward(
         self,
         tracker: ProbeHost,
         module: Any,
         output: Any,
-        saved_delta: int,
+        saved_delta: int | None,
         continues: bool,
         unbatched: bool,
         any_backward: bool,
     ) -> bool:
-        """A root forward with grad finished; True when it leaves something to record."""
+        """A root forward with grad finished; True when it leaves something to record.
+        ``saved_delta`` None: its step counts no saved tensors (sampling), bytes unknown."""
         if isinstance(output, _Tensor):  # the common case, without building a list
             if output.is_leaf:  # no grad_fn (read without making its Python wrapper)
                 return False
@@ -124,8 +128,11 @@ class ForwardsRecorder:
                 return False
         self.last_out = weakref.ref(tensors[0])
         pending = self.pending
+        counted = saved_delta is not None
+        nbytes = saved_delta or 0
         if continues and pending:
-            pending[-1].bytes += saved_delta
+            pending[-1].bytes += nbytes
+            pending[-1].counted = pending[-1].counted and counted
             pending[-1].saved_after = tracker.saved.current
             return False
         training = module.training
@@ -134,16 +141,19 @@ class ForwardsRecorder:
             # backwards): the backward that follows is taken to use it. Nothing else is
             # recorded, which keeps the hot path to a few attribute reads.
             fast = self._fast  # reused: it never outlives the step (no hook holds it)
-            fast.bytes = saved_delta
+            fast.bytes = nbytes
+            fast.counted = counted
             fast.saved_after = tracker.saved.current
             fast.unbatched = unbatched
             pending.append(fast)
             return False
         if len(pending) >= MAX_PENDING:
             self.overflow[0] += 1
-            self.overflow[1] += saved_delta
+            self.overflow[1] += nbytes
+            self.overflow_counted = self.overflow_counted and counted
             return True
-        entry = Forward(saved_delta, tracker.saved.current, bool(training), unbatched)
+        entry = Forward(nbytes, tracker.saved.current, bool(training), unbatched)
+        entry.counted = counted
         if pending or not training:
             seen: list[Any] = []
             try:
@@ -190,6 +200,7 @@ class ForwardsRecorder:
         # Forwards past MAX_PENDING were not hooked: judge them like the ones we saw.
         if self.overflow[0] and len(consumed) >= len(still):
             self.overflow = [0, 0]
+            self.overflow_counted = True
         return consumed, left
 
     def at_step_end(self, record: StepRecord, any_backward: bool) -> None:
@@ -224,11 +235,15 @@ class ForwardsRecorder:
             return
         entries = self.unconsumed
         count = len(entries) + self.overflow[0]
-        nbytes = sum(e.bytes for e in entries) + self.overflow[1]
+        # Bytes are known only for the forwards whose saved tensors were counted (sampling:
+        # a step that counts nothing, or counts from its middle on after a signal).
+        measured = [e for e in entries if e.counted]
+        overflow = self.overflow if self.overflow_counted else [0, 0]
+        nbytes = sum(e.bytes for e in measured) + overflow[1]
         peak = 0
-        if entries:
-            base = entries[0].saved_after - entries[0].bytes
-            peak = max(e.saved_after for e in entries) - base
+        if measured:
+            base = measured[0].saved_after - measured[0].bytes
+            peak = max(e.saved_after for e in measured) - base
         # The first forward of a training step is recorded without its line or module (hot
         # path); the next ones of an evaluation pass have them.
         site = next((e.site for e in entries if e.site is not None), None)
@@ -260,6 +275,7 @@ class ForwardsRecorder:
             eval_mode_forwards=eval_count,
             bytes=nbytes,
             peak_alive_bytes=max(0, peak),
+            counted_forwards=len(measured) + overflow[0],
             # a step counted only from its middle (sampling escalated it): the live counter
             saved_at_end=(
                 record.saved_bytes if record.saved_bytes is not None else tracker.saved.current

@@ -63,6 +63,8 @@ class MicrobatchRecorder:
     def check(self, call: BackwardCall, consumed: list[Forward]) -> bool:
         """Several forwards whose graphs one backward used: separate losses summed?"""
         n = len(consumed)
+        if not all(e.counted for e in consumed):
+            return False  # a step that counts no saved tensors (sampling): sizes unknown
         if sum(1 for e in consumed if e.unbatched) * 2 > n:
             return False  # single samples, one by one: unbatched-forward tells the better fix
         total = sum(e.bytes for e in consumed)

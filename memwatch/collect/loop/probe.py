@@ -114,9 +114,13 @@ class LoopProbe(Probe):
             self.train_mode.note_eval_forward(module)
 
     def on_root_forward_post(
-        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int
+        self, tracker: ProbeHost, module: Any, output: Any, saved_delta: int | None
     ) -> None:
-        if self._skip or saved_delta <= 0 or not _grad_enabled():
+        # A counted forward that saved nothing built no graph worth following. An uncounted
+        # one (sampling) is followed all the same, its bytes unknown: an evaluation pass
+        # without no_grad on a step that counts nothing is then still recorded, and its
+        # evidence makes the next steps counted (sampling.py).
+        if self._skip or (saved_delta is not None and saved_delta <= 0) or not _grad_enabled():
             return
         left = self.forwards.after_forward(
             tracker,
