@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 _Tensor = torch.Tensor
 CARRY_STEPS = 64  # forward-boundary steps a graph may wait for the run's first backward
+#: On a step that counts no saved tensors, forwards followed one by one (a hook on the
+#: output's ``grad_fn``, the call site) between two backwards; the ones after them are
+#: only counted, as past ``MAX_PENDING``. A few show whether an evaluation pass used its
+#: graphs, and their evidence makes the next steps counted (every forward followed there);
+#: an RL episode of hundreds of forwards a backward does use then costs a few hooks.
+UNCOUNTED_FOLLOWED = 4
 
 
 def graph_tensors(output: Any) -> list[Any]:
@@ -147,7 +153,7 @@ class ForwardsRecorder:
             fast.unbatched = unbatched
             pending.append(fast)
             return False
-        if len(pending) >= MAX_PENDING:
+        if len(pending) >= (MAX_PENDING if counted else UNCOUNTED_FOLLOWED):
             self.overflow[0] += 1
             self.overflow[1] += nbytes
             self.overflow_counted = self.overflow_counted and counted
