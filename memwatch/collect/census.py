@@ -209,6 +209,7 @@ class HolderPath:
     bytes: int = 0
     grad: bool = False
     user: bool = True  # reached through the user's objects, not only a framework's
+    far: bool = False  # reached only from a user module no frame of the stack runs
     # the last measurement and what it was of (id, length, id of the last item)
     shape: tuple[int, int, int] | None = None
     size: _Size | None = None
@@ -380,6 +381,7 @@ class _Node:
     owner_type: type | None
     attr: str | None
     framework: bool  # the path went through an object of a framework's class
+    far: bool = False  # reached only from a user module no frame of the stack runs
 
 
 @dataclass(slots=True)
@@ -489,6 +491,16 @@ def _display(parent: str, step: Step, owner_is_module: bool = False) -> str:
     return parent
 
 
+def _rank(holder: HolderPath) -> tuple[bool, bool, bool, int]:
+    """Which holders are kept when there are more than ``MAX_WATCH``: a graph first, then
+    what the running program reaches (its frames and their modules) before what only
+    another user module holds, the user's objects before a framework's, bigger first.
+    Without the second key a program importing many user modules (a test suite, a
+    project's utilities) could crowd out the running loop's own empty list, the one that
+    grows later (``self.validation_step_outputs`` in a Lightning module)."""
+    return (not holder.grad, holder.far, not holder.user, -holder.bytes)
+
+
 class Census:
     """Finds holders from the program's roots; remembers them as paths (``CensusWatch``)."""
 
@@ -503,9 +515,10 @@ class Census:
         for frame in user:
             self._frame_roots(queue, frame, framework=False)
         namespaces: set[int] = set()
+        running = {id(frame.f_globals) for frame in user}
         for module in user_modules():
             namespaces.add(id(module.__dict__))
-            self._module_roots(queue, module)
+            self._module_roots(queue, module, far=id(module.__dict__) not in running)
         # The modules of the user's frames, whatever the cache above says (a script run
         # with runpy replaces ``sys.modules['__main__']`` without changing its size).
         for frame in user:
@@ -532,7 +545,7 @@ class Census:
             except Exception:  # a container changed size under us (another thread)
                 continue
         result.nodes = nodes
-        candidates.sort(key=lambda h: (not h.grad, not h.user, -h.bytes))
+        candidates.sort(key=_rank)
         result.holders = candidates[: MAX_WATCH * 2]
         result.cost_s = time.perf_counter() - began
         return result
@@ -565,7 +578,7 @@ class Census:
                 )
             )
 
-    def _module_roots(self, queue: deque[_Node], module: ModuleType) -> None:
+    def _module_roots(self, queue: deque[_Node], module: ModuleType, far: bool = False) -> None:
         try:
             anchor = weakref.ref(module)
             items = list(itertools.islice(vars(module).items(), 4096))
@@ -593,6 +606,7 @@ class Census:
                     None,
                     None,
                     False,
+                    far,
                 )
             )
 
@@ -714,6 +728,7 @@ class Census:
             node.owner_type,
             node.attr,
             node.framework,
+            node.far,
         )
 
     def _holder(self, node: _Node, nbytes: int, grad: bool) -> HolderPath:
@@ -732,6 +747,7 @@ class Census:
             bytes=nbytes,
             grad=grad,
             user=not node.framework,
+            far=node.far,
         )
 
     def _attribute(self, node: _Node, value: Any, step: Step, attr: str, owner: Any) -> _Node:
@@ -951,9 +967,7 @@ class CensusWatch:
                 continue
             self._paths[key] = holder
         if len(self._paths) > MAX_WATCH:
-            ranked = sorted(
-                self._paths.items(), key=lambda kv: (not kv[1].grad, not kv[1].user, -kv[1].bytes)
-            )
+            ranked = sorted(self._paths.items(), key=lambda kv: _rank(kv[1]))
             self._paths = dict(ranked[:MAX_WATCH])
         return result
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from memwatch import memwatch
+from memwatch.collect import census as census_module
 from memwatch.collect.census import Census, CensusResult, CensusWatch
 from memwatch.collect.holders import Scan
 from memwatch.collect.holders_probe import HoldersProbe
@@ -598,3 +599,38 @@ def test_rss_swinging_by_megabytes_runs_no_census_on_rises_and_a_new_high_does()
     climbing = [300 + step for step in range(40)]
     # THEN censuses run on the rises all along
     assert len([s for s in _rss_triggers(climbing) if s >= 20]) >= 3
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.outputs: list[torch.Tensor] = []
+
+
+def test_the_running_programs_empty_list_outranks_what_other_user_modules_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an imported user module (not running: a project's utilities, a test suite)
+    #       holding 200 tensors of 64 KiB, more than the census remembers
+    (tmp_path / "far_cache.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            for _i in range(200):
+                globals()[f"table_{_i}"] = torch.zeros(128, 128)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    far = __import__("far_cache")
+    monkeypatch.setitem(sys.modules, "far_cache", far)
+    # AND the running loop's object with an empty list that will grow later (Lightning's
+    #     `self.validation_step_outputs`)
+    recorder = Recorder()  # noqa: F841 (the census reads it)
+    # WHEN the census runs from this frame and remembers what it keeps
+    watch = CensusWatch()
+    result = watch.run(sys._getframe())
+    # THEN the far module filled the candidates, yet the running program's list is kept
+    assert len(result.holders) > census_module.MAX_WATCH
+    kept = {p.name for p in watch._paths.values()}
+    assert "recorder.outputs" in kept
+    assert len(kept) <= census_module.MAX_WATCH
