@@ -78,9 +78,11 @@ class Forward:
         "unbatched",
     )
 
-    def __init__(self, nbytes: int, saved_after: int, training: bool, unbatched: bool) -> None:
+    def __init__(
+        self, nbytes: int, saved_after: int, training: bool, unbatched: bool, counted: bool = True
+    ) -> None:
         self.bytes = nbytes
-        self.counted = True  # False: its step counted no saved tensors, ``bytes`` unknown
+        self.counted = counted  # False: its step counted no saved tensors, ``bytes`` unknown
         self.saved_after = saved_after
         self.training = training
         self.unbatched = unbatched
@@ -158,8 +160,7 @@ class ForwardsRecorder:
             self.overflow[1] += nbytes
             self.overflow_counted = self.overflow_counted and counted
             return True
-        entry = Forward(nbytes, tracker.saved.current, bool(training), unbatched)
-        entry.counted = counted
+        entry = Forward(nbytes, tracker.saved.current, bool(training), unbatched, counted)
         if pending or not training:
             seen: list[Any] = []
             try:
