@@ -770,7 +770,11 @@ def _reaches(
         for child, _ in children:
             if child is None:
                 continue
-            seq = _sequence_nr(child)
+            # ``_sequence_nr`` inlined: this loop runs for every node of a new graph
+            try:
+                seq = child._sequence_nr()
+            except AttributeError:
+                raise _NoSequenceNumbers from None
             if seq == target:
                 found = True
                 if not count:
@@ -801,8 +805,13 @@ def _count(root: Any) -> tuple[int, bool]:
         except Exception:
             continue
         for child, _ in children:
-            if child is None or id(child) in seen or _sequence_nr(child) >= MAX_SEQ:
+            if child is None or id(child) in seen:
                 continue
+            try:
+                if child._sequence_nr() >= MAX_SEQ:  # ``_sequence_nr`` inlined (hot loop)
+                    continue
+            except AttributeError:
+                raise _NoSequenceNumbers from None
             seen.add(id(child))
             queue.append(child)
             if len(queue) >= BFS_CAP:
