@@ -24,6 +24,11 @@ counts no step after the settling, and RSS reads as constant. (Counted steps cos
 under memwatch, the first of which counts saved tensors (what the hooks, the probes that
 need counted steps and the collections their objects cause cost, spread over the stride).
 
+``--without PROBES`` (probe names, comma-separated: ``holders``, ``loop``, ``flags`` ...;
+``all`` for every probe) takes those probes off the tracker after the settling, so that
+what each part of memwatch costs is a difference of two counts. The hooks a probe installs
+on torch itself (the loop recorders' optimizer and ``zero_grad`` hooks) stay.
+
 Needs valgrind (``callgrind_control`` on PATH); ~1 min for tiny-mlp, ~4 for bptt.
 """
 
@@ -44,7 +49,14 @@ SETTLE = 16
 REPO = Path(__file__).resolve().parents[1]
 
 
-def child(root: Path, workload: str, mode: str, steps: int, counted_every: int = 0) -> None:
+def child(
+    root: Path,
+    workload: str,
+    mode: str,
+    steps: int,
+    counted_every: int = 0,
+    without: frozenset[str] = frozenset(),
+) -> None:
     """One count (runs under valgrind): settle, then count ``steps`` steps only; with
     ``counted_every`` K, the first of every K measured steps counts saved tensors."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -81,6 +93,11 @@ def child(root: Path, workload: str, mode: str, steps: int, counted_every: int =
         tracker.sampling.step_end = lambda *args, **kwargs: False
         while tracker._step_counted:
             step()
+        if without:
+            tracker.probes = [
+                p for p in tracker.probes if "all" not in without and p.name not in without
+            ]
+            tracker._rebuild_probe_hooks()
         if counted_every:
             ends = [counted_every - 1]  # step ends so far: the next one counts a step
 
@@ -102,7 +119,14 @@ def _instrument(on: bool) -> None:
     )
 
 
-def count(root: Path, workload: str, mode: str, steps: int, counted_every: int = 0) -> int:
+def count(
+    root: Path,
+    workload: str,
+    mode: str,
+    steps: int,
+    counted_every: int = 0,
+    without: str = "",
+) -> int:
     """Instructions of ``steps`` measured steps, from one child under valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
@@ -121,6 +145,8 @@ def count(root: Path, workload: str, mode: str, steps: int, counted_every: int =
                 str(root),
                 "--counted-every",
                 str(counted_every),
+                "--without",
+                without,
             ],
             capture_output=True,
             text=True,
@@ -146,16 +172,26 @@ def main() -> None:
         "steady state at a sampling stride of K, collections included); default: only "
         "steps that count nothing",
     )
+    parser.add_argument(
+        "--without",
+        default="",
+        metavar="PROBES",
+        help="probe names (comma-separated, or all) taken off the tracker after the settling: "
+        "what they cost is the difference to a count without this option",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         workload, mode, steps = args.child
-        child(args.root, workload, mode, int(steps), args.counted_every)
+        without = frozenset(filter(None, args.without.split(",")))
+        child(args.root, workload, mode, int(steps), args.counted_every, without)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("memwatch: valgrind (with callgrind_control) is needed for instruction counts")
     every = args.counted_every
     mix = f", 1 step in {every} counting saved tensors" if every else ""
+    if args.without:
+        mix += f", without the probes {args.without}"
     print(f"Instructions per step (callgrind), memwatch from {args.root}{mix}:")
     print("| workload | steps | no tool | memwatch | added | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -163,7 +199,10 @@ def main() -> None:
         steps = STEPS[workload]
         bare = count(args.root, workload, "none", steps) / steps
         watched_steps = every or steps
-        watched = count(args.root, workload, "memwatch", watched_steps, every) / watched_steps
+        watched = (
+            count(args.root, workload, "memwatch", watched_steps, every, args.without)
+            / watched_steps
+        )
         print(
             f"| {workload} | {watched_steps} | {bare / 1e6:.3f} M | {watched / 1e6:.3f} M | "
             f"{(watched - bare) / 1e6:+.3f} M | ×{watched / bare:.3f} |",

@@ -162,6 +162,9 @@ class GraphChecker:
         self._leaking = False
         #: this torch's nodes have no ``_sequence_nr()``: the check is off (said once)
         self.unsupported = False
+        #: the sequence numbers of the roots ``backward()`` ran from at this step without
+        #: keeping their graph (the holders probe fills it, and empties it at the step end)
+        self.consumed: set[int] = set()
 
     # -- watermarks ----------------------------------------------------------------------------
     def _watermark(self) -> int:
@@ -313,6 +316,18 @@ class GraphChecker:
             track = _Track(seq, step, step, entry.bytes)
             self._tracks[key] = track
             self.eager = True
+            return
+        if seq in self.consumed:
+            # ``backward()`` ran from this very tensor at this step without keeping its
+            # graph (``loss``): had that graph reached an earlier step's, the backward
+            # would have gone on into the earlier graph, whose buffers its own backward
+            # freed, and raised. A miss, known without the search (~50 µs for a small
+            # MLP's graph, every fourth step).
+            track.seq = seq
+            track.last_seen = step
+            track.searched_at = step
+            track.hit_streak = 0
+            track.misses += 1
             return
         # The nodes added this step are counted only when they are reported: a search that
         # stops at the old root wraps (and so keeps, see above) far fewer nodes.

@@ -30,7 +30,7 @@ from memwatch.collect.holders import (
     storage_of,
 )
 from memwatch.collect.lingering_probe import LingeringChecker
-from memwatch.collect.probe import Probe
+from memwatch.collect.probe import BackwardCall, Probe
 from memwatch.evidence import CensusTotals
 
 if TYPE_CHECKING:
@@ -97,6 +97,10 @@ CENSUS_RISE_BYTES = 512 * KiB
 #: memory rises among them are no signal while a run's first steps allocate what they keep.
 CENSUS_MEMORY_RISES = frozenset({"rss", "allocated"})
 CENSUS_SIGNALS = CENSUS_MEMORY_RISES | {"saved-at-step-end"}
+#: Roots noted per ``backward()`` call and per step (``on_backward``): bounded, whatever
+#: a loop of micro-batches does.
+CONSUMED_PER_BACKWARD = 4
+MAX_CONSUMED = 64
 
 
 class HoldersProbe(Probe):
@@ -141,7 +145,36 @@ class HoldersProbe(Probe):
         """``analysis="deep"`` scans every step; the default mode strides when quiet."""
         return cls(stride=1, max_stride=1) if deep else cls()
 
+    def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
+        """Note the roots a ``backward()`` frees the graph of (``GraphChecker.consumed``):
+        the graph check knows without a search that they keep no earlier step's graph."""
+        graph = self.graph
+        if graph is None or call.retain_graph or call.is_grad:
+            return
+        tensors = call.tensors
+        if isinstance(tensors, _Tensor):
+            tensors = (tensors,)
+        elif not isinstance(tensors, (tuple, list)):
+            return
+        consumed = graph.consumed
+        for tensor in tensors[:CONSUMED_PER_BACKWARD]:
+            if isinstance(tensor, _Tensor) and len(consumed) < MAX_CONSUMED:
+                sequence_nr = getattr(tensor.grad_fn, "_sequence_nr", None)
+                if sequence_nr is None:
+                    continue
+                try:
+                    consumed.add(int(sequence_nr()))
+                except Exception:  # a shortcut only: without it the search runs
+                    return
+
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
+        try:
+            self._on_step_end(tracker, record, frames)
+        finally:
+            if self.graph is not None:
+                self.graph.consumed.clear()
+
+    def _on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         if self.lingering is not None:
             self.lingering.disarm()
         if not frames:

@@ -570,3 +570,46 @@ def test_a_running_average_of_a_long_unroll_that_loses_its_detach_is_reported(
     assert all(nodes <= cap for cap, nodes in searches)
     assert reported_at is not None and reported_at <= start + 5
     assert _graph_findings(mw)[0].variable == "running"
+
+
+@pytest.mark.parametrize("retain", [False, True])
+def test_the_loss_backward_ran_from_is_not_searched_but_a_running_value_beside_it_is(
+    monkeypatch: pytest.MonkeyPatch, retain: bool
+) -> None:
+    # GIVEN a loop whose `loss` is the root of each step's backward, beside a running
+    #       value that carries a fresh graph each step (detached, then no longer at step
+    #       30), with every search of the graph check recorded by the root it starts from
+    from memwatch.collect import graph_probe
+
+    searched: list[int] = []  # sequence numbers of the roots searched
+    original = graph_probe._reaches
+
+    def recording(root: Any, target: int, count: bool = True, cap: int = 512) -> Any:
+        searched.append(root._sequence_nr())
+        return original(root, target, count, cap)
+
+    monkeypatch.setattr(graph_probe, "_reaches", recording)
+    model, opt = _mlp()
+    start, reported_at = 30, None
+    loss_roots: list[int] = []
+    with memwatch(store=False) as mw:
+        running: Any = torch.zeros(())
+        for step in range(start + 10):
+            loss = model(torch.randn(8, 16)).pow(2).mean()
+            loss_roots.append(loss.grad_fn._sequence_nr())
+            opt.zero_grad()
+            # WHEN backward runs from `loss` (keeping its graph or not)
+            loss.backward(retain_graph=retain)
+            opt.step()
+            running = (running.detach() if step < start else running) * 0.9 + loss
+            if reported_at is None and KIND in problems(mw.findings):
+                reported_at = step
+    # THEN `loss` is searched only when its backward kept the graph (which could then be
+    #      reached from a later step's), ...
+    searched_losses = set(searched) & set(loss_roots)
+    assert bool(searched_losses) == retain
+    # ... and the running value that loses its detach() is still reported (a quiet name is
+    #     searched every few steps on steps this short: the k+5 stories are in
+    #     test_sampling.py and above)
+    assert reported_at is not None and reported_at <= start + 8
+    assert _graph_findings(mw)[0].variable == "running"
