@@ -142,6 +142,7 @@ class _Track:
     statement: Statement | None = None
     armed: bool = False  # a recorded leak's root was read for its next re-check
     search_capped: bool = False  # the last full search ran into BFS_CAP (a big graph)
+    consumed: bool = False  # ``seq`` is a root a backward() freed the graph of
 
 
 class GraphChecker:
@@ -313,16 +314,17 @@ class GraphChecker:
         if track is None:
             if len(self._tracks) >= MAX_TRACKS:
                 return
-            track = _Track(seq, step, step, entry.bytes)
+            track = _Track(seq, step, step, entry.bytes, consumed=seq in self.consumed)
             self._tracks[key] = track
             self.eager = True
             return
-        if seq in self.consumed:
+        consumed = seq in self.consumed
+        if consumed and track.consumed:
             # ``backward()`` ran from this very tensor at this step without keeping its
-            # graph (``loss``): had that graph reached an earlier step's, the backward
-            # would have gone on into the earlier graph, whose buffers its own backward
-            # freed, and raised. A miss, known without the search (~50 µs for a small
-            # MLP's graph, every fourth step).
+            # graph (``loss``), and from the root remembered too: had this graph reached
+            # that one, the backward would have gone on into it, whose buffers its own
+            # backward freed, and raised. A miss, known without the search (~50 µs for a
+            # small MLP's graph, every fourth step).
             track.seq = seq
             track.last_seen = step
             track.searched_at = step
@@ -346,6 +348,7 @@ class GraphChecker:
             if not quiet:
                 track.search_capped = capped
         track.seq = seq
+        track.consumed = consumed
         track.last_seen = step
         track.searched_at = step
         if not hit:
