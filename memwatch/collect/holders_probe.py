@@ -55,10 +55,13 @@ EAGER_START = 16
 #: and on skipped steps the ``_glance`` at the loop's own variables) makes the next step
 #: scanned, so a leak is still confirmed within a few steps of its start. The longest
 #: stride lets the budget hold on sub-millisecond steps: a scan with the census's
-#: remembered holders costs ~0.5 ms beside a 0.6 ms step (every 16th step it took 5 % of
-#: the step, eighth round of issue 15); what only a scan sees there (a container that
-#: grows without a graph, last step's locals) is still seen within ~30 ms of run time.
+#: remembered holders costs ~0.4 ms beside a 0.6 ms step (every 16th step it took 5 % of
+#: the step, eighth round of issue 15). It grows with the run: ``EARLY_MAX_STRIDE`` over
+#: its first steps, then an eighth of the steps so far, so that what only a scan sees (a
+#: container that grows without a graph or a memory signal, every few steps) is seen
+#: within a short run too, and within an eighth of a long one.
 STRIDE = 3
+EARLY_MAX_STRIDE = 16
 MAX_STRIDE = 64
 SCAN_SHARE = 0.02
 #: The glance and the light graph check run at every training step end, unless together
@@ -110,6 +113,7 @@ class HoldersProbe(Probe):
         self.stride = max(1, stride)  # the shortest stride (1: every step, deep mode)
         self.max_stride = max(self.stride, max_stride)
         self._stride = self.stride  # the stride now, from the scan's measured cost
+        self._step = 0  # the step ending now (the longest stride grows with the run)
         self._scan_s = 0.0  # what a scan costs (smoothed), census excluded
         self._step_s = 0.0  # how long a step takes (smoothed)
         # the loop's variables carrying a graph at the last glance, and its lists with a
@@ -175,6 +179,7 @@ class HoldersProbe(Probe):
                 self.graph.consumed.clear()
 
     def _on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
+        self._step = record.step
         if self.lingering is not None:
             self.lingering.disarm()
         if not frames:
@@ -268,7 +273,8 @@ class HoldersProbe(Probe):
         if self._step_s <= 0.0:
             return
         wanted = math.ceil(self._scan_s / (SCAN_SHARE * self._step_s))
-        self._stride = min(self.max_stride, max(self.stride, wanted))
+        longest = min(self.max_stride, max(EARLY_MAX_STRIDE, self._step // 8))
+        self._stride = min(longest, max(self.stride, wanted))
 
     def _light_graph_check(
         self,
