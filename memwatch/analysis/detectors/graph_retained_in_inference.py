@@ -97,20 +97,18 @@ def detect(data: AnalysisInput) -> list[Finding]:
             f"{worst.evidence.measured_forwards} forwards of {code(callee, model)} with grad "
             f"enabled kept {format_size(held)} of graphs alive at once, no backward used them"
         )
-    elif counted:
-        held = max(e.evidence.bytes // max(1, e.evidence.measured_forwards) for e in counted)
-        severity = "warning"
-        title = (
-            f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
-            f"grad enabled and no backward: ~{format_size(held)} saved for nothing each"
-        )
     else:
-        held = 0
         severity = "warning"
-        title = (
+        ran = (
             f"{forwards} forward{'s' if forwards != 1 else ''} of {code(callee, model)} ran with "
-            "grad enabled and no backward: autograd saved activations for nothing"
+            "grad enabled and no backward"
         )
+        if counted:
+            held = max(e.evidence.bytes // max(1, e.evidence.measured_forwards) for e in counted)
+            title = f"{ran}: ~{format_size(held)} saved for nothing each"
+        else:
+            held = 0
+            title = f"{ran}: autograd saved activations for nothing"
     where = f" at {location}" if location else ""
     mode = first.evidence.eval_mode_forwards
     detail = (
