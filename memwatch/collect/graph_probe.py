@@ -88,6 +88,10 @@ QUIET_MAX_GAP = 2
 #: of a 25 ms step of 200 forwards) and can find no deeper link than this one either.
 QUIET_BFS_CAP = 64
 QUIET_GAP_UNDER_LEAK = 16
+#: Roots noted per ``backward()`` call and per step (``note_backward``): bounded, whatever
+#: a loop of micro-batches does.
+CONSUMED_PER_BACKWARD = 4
+MAX_CONSUMED = 64
 FORGET_AFTER = 8
 MAX_TRACKS = 512
 MAX_MARKS = 4096
@@ -166,6 +170,24 @@ class GraphChecker:
         #: the sequence numbers of the roots ``backward()`` ran from at this step without
         #: keeping their graph (the holders probe fills it, and empties it at the step end)
         self.consumed: set[int] = set()
+
+    # -- backward roots ------------------------------------------------------------------------
+    def note_backward(self, tensors: Any) -> None:
+        """A ``backward()`` that keeps no graph ran from ``tensors``: remember their roots
+        (``consumed``), which ``_check_tensor`` then knows keep no earlier step's graph."""
+        if isinstance(tensors, torch.Tensor):
+            tensors = (tensors,)
+        elif not isinstance(tensors, (tuple, list)):
+            return
+        consumed = self.consumed
+        for tensor in tensors[:CONSUMED_PER_BACKWARD]:
+            if len(consumed) >= MAX_CONSUMED:
+                return
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                try:
+                    consumed.add(_sequence_nr(tensor.grad_fn))
+                except Exception:  # a shortcut only: without it the search runs
+                    return
 
     # -- watermarks ----------------------------------------------------------------------------
     def _watermark(self) -> int:
@@ -319,23 +341,18 @@ class GraphChecker:
             self.eager = True
             return
         consumed = seq in self.consumed
+        # The nodes added this step are counted only when they are reported: a search that
+        # stops at the old root wraps (and so keeps, see above) far fewer nodes.
+        due = track.hits < RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY
+        confirmed = _proven(track)
         if consumed and track.consumed:
             # ``backward()`` ran from this very tensor at this step without keeping its
             # graph (``loss``), and from the root remembered too: had this graph reached
             # that one, the backward would have gone on into it, whose buffers its own
             # backward freed, and raised. A miss, known without the search (~50 µs for a
             # small MLP's graph, every fourth step).
-            track.seq = seq
-            track.last_seen = step
-            track.searched_at = step
-            track.hit_streak = 0
-            track.misses += 1
-            return
-        # The nodes added this step are counted only when they are reported: a search that
-        # stops at the old root wraps (and so keeps, see above) far fewer nodes.
-        due = track.hits < RECORD_FIRST_HITS or step - track.last_emit >= REEMIT_EVERY
-        confirmed = _proven(track)
-        if confirmed:
+            hit, new_nodes, capped = False, 0, False
+        elif confirmed:
             # the chain since the root read at the last scan, oldest child first
             hit, capped = _reaches_back(root, track.seq)
             new_nodes = track.nodes_per_step

@@ -100,10 +100,6 @@ CENSUS_RISE_BYTES = 512 * KiB
 #: memory rises among them are no signal while a run's first steps allocate what they keep.
 CENSUS_MEMORY_RISES = frozenset({"rss", "allocated"})
 CENSUS_SIGNALS = CENSUS_MEMORY_RISES | {"saved-at-step-end"}
-#: Roots noted per ``backward()`` call and per step (``on_backward``): bounded, whatever
-#: a loop of micro-batches does.
-CONSUMED_PER_BACKWARD = 4
-MAX_CONSUMED = 64
 
 
 class HoldersProbe(Probe):
@@ -113,7 +109,6 @@ class HoldersProbe(Probe):
         self.stride = max(1, stride)  # the shortest stride (1: every step, deep mode)
         self.max_stride = max(self.stride, max_stride)
         self._stride = self.stride  # the stride now, from the scan's measured cost
-        self._step = 0  # the step ending now (the longest stride grows with the run)
         self._scan_s = 0.0  # what a scan costs (smoothed), census excluded
         self._step_s = 0.0  # how long a step takes (smoothed)
         # the loop's variables carrying a graph at the last glance, and its lists with a
@@ -152,24 +147,8 @@ class HoldersProbe(Probe):
     def on_backward(self, tracker: ProbeHost, call: BackwardCall) -> None:
         """Note the roots a ``backward()`` frees the graph of (``GraphChecker.consumed``):
         the graph check knows without a search that they keep no earlier step's graph."""
-        graph = self.graph
-        if graph is None or call.retain_graph or call.is_grad:
-            return
-        tensors = call.tensors
-        if isinstance(tensors, _Tensor):
-            tensors = (tensors,)
-        elif not isinstance(tensors, (tuple, list)):
-            return
-        consumed = graph.consumed
-        for tensor in tensors[:CONSUMED_PER_BACKWARD]:
-            if isinstance(tensor, _Tensor) and len(consumed) < MAX_CONSUMED:
-                sequence_nr = getattr(tensor.grad_fn, "_sequence_nr", None)
-                if sequence_nr is None:
-                    continue
-                try:
-                    consumed.add(int(sequence_nr()))
-                except Exception:  # a shortcut only: without it the search runs
-                    return
+        if self.graph is not None and not call.retain_graph and not call.is_grad:
+            self.graph.note_backward(call.tensors)
 
     def on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
         try:
@@ -179,7 +158,6 @@ class HoldersProbe(Probe):
                 self.graph.consumed.clear()
 
     def _on_step_end(self, tracker: ProbeHost, record: StepRecord, frames: list[FrameType]) -> None:
-        self._step = record.step
         if self.lingering is not None:
             self.lingering.disarm()
         if not frames:
@@ -253,7 +231,7 @@ class HoldersProbe(Probe):
             # The scan holds the user's tensors: let them go now, whatever happened.
             scan.entries.clear()
             scan.frame_tensors.clear()
-            self._choose_stride(time.perf_counter() - started - census_s)
+            self._choose_stride(time.perf_counter() - started - census_s, record.step)
 
     def _rests(self, tracker: ProbeHost) -> bool:
         """Skip the glance and the light check at this step end (``QUIET_SHARE``)? Only
@@ -267,13 +245,13 @@ class HoldersProbe(Probe):
         self._rested = True
         return True
 
-    def _choose_stride(self, cost_s: float) -> None:
+    def _choose_stride(self, cost_s: float, step: int) -> None:
         """The stride that keeps the scans under ``SCAN_SHARE`` of the step time."""
         self._scan_s = cost_s if not self._scan_s else 0.8 * self._scan_s + 0.2 * cost_s
         if self._step_s <= 0.0:
             return
         wanted = math.ceil(self._scan_s / (SCAN_SHARE * self._step_s))
-        longest = min(self.max_stride, max(EARLY_MAX_STRIDE, self._step // 8))
+        longest = min(self.max_stride, max(EARLY_MAX_STRIDE, step // 8))
         self._stride = min(longest, max(self.stride, wanted))
 
     def _light_graph_check(

@@ -10,10 +10,9 @@ from memwatch.collect.holders_probe import HoldersProbe
 
 
 def _stride_at(probe: HoldersProbe, step: int, scan_s: float, step_s: float) -> int:
-    probe._step = step
     probe._step_s = step_s
     probe._scan_s = 0.0
-    probe._choose_stride(scan_s)
+    probe._choose_stride(scan_s, step)
     return probe._stride
 
 
