@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import weakref
+from typing import Any
 
 import pytest
 import torch
@@ -99,3 +101,56 @@ def test_the_counter_adds_no_object_the_collector_keeps_following_per_storage() 
     assert not any(gc.is_tracked(entry) for entry in entries)
     del held
     assert hooks.counter.current == 0
+
+
+def test_what_the_hooks_make_for_autograd_is_not_followed_by_the_collector() -> None:
+    # GIVEN the hooks and a graph of results and parameters (an unrolled RNN saves
+    #       thousands of them per step: each object the hooks make and the collector
+    #       follows is promoted with the graph towards a full collection, ~0.25 s)
+    hooks = _hooks()
+    w = torch.randn(8, requires_grad=True)
+    x = torch.randn(8)
+    # WHEN a result, a parameter and an input are packed
+    result, param, batch = hooks.pack(w * 2.0), hooks.pack(w), hooks.pack(x)
+    # THEN neither what autograd keeps nor the tensor detached for it is tracked ...
+    assert not any(gc.is_tracked(held) for held in (result, param, batch))
+    assert not gc.is_tracked(result.tensor)
+    # ... but the program's own tensors keep their place in the collector
+    assert batch.tensor is x and gc.is_tracked(x)
+    assert param.tensor is w and gc.is_tracked(w)
+    # AND releasing them still frees what they held and counts it
+    assert hooks.counter.current == 2 * x.untyped_storage().nbytes()
+    del result, param, batch
+    assert hooks.counter.current == 0
+
+
+def test_a_graph_counted_by_the_hooks_is_freed_without_a_collection() -> None:
+    # GIVEN the hooks pushed while a small model builds its graph, with the collector off
+    hooks = _hooks()
+    kept: list[weakref.ref[Any]] = []  # what autograd keeps, and the copies detached for it
+
+    def pack(tensor: torch.Tensor) -> Any:
+        held = hooks.pack(tensor)
+        kept.append(weakref.ref(held))
+        if held.tensor is not tensor:
+            kept.append(weakref.ref(held.tensor))
+        return held
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, hooks.unpack):
+            out = model(torch.randn(4, 16)).sum()
+        assert hooks.counter.current > 0
+        assert not any(gc.is_tracked(ref()) for ref in kept)
+        # WHEN backward frees the graph and the program drops the result
+        out.backward()
+        del out
+        # THEN reference counting alone has freed what autograd kept and the tensors
+        #      detached for it (an untracked object in a cycle would never be freed)
+        assert hooks.counter.current == 0
+        assert all(ref() is None for ref in kept)
+    finally:
+        if was_enabled:
+            gc.enable()

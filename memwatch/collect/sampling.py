@@ -43,11 +43,13 @@ CALIBRATION_STEP = 3
 #: an uncounted step, or its remaining counted steps at most ``WARMUP_MAX_EXTRA_S`` in all
 #: (a run's first steps are slow for reasons of their own: a tiny step's share is noise)
 #: and save at most ``WARMUP_MAX_SAVED`` tensors in all. The time a counted step shows is
-#: not all it costs: the two objects per saved tensor it keeps through its forward bring
-#: the collector's next full collection forward (~0.2 s with torch loaded, after ~75,000
-#: promoted objects). Without that bound a REINFORCE episode of 200 batch-1 forwards
-#: (1,400 saved tensors, +17 ms per counted step) counted all eight warm-up steps, and a
-#: full collection followed within the next few dozen steps. (A count, not a time: the
+#: not all it costs: the Python objects torch makes for the tensors it hands to the hooks
+#: live through the forward and bring the collector's next full collection forward (~0.2
+#: s with torch loaded, after ~75,000 promoted objects; the hooks' own objects are kept
+#: out of the collector, ``saved._untrack``). Without that bound a REINFORCE episode of
+#: 200 batch-1 forwards (1,400 saved tensors, +17 ms per counted step before the hooks'
+#: objects were untracked, ~+9 ms since) counted all eight warm-up steps, and a full
+#: collection followed within the next few dozen steps. (A count, not a time: the
 #: first steps' times are too noisy on a loaded machine to bound this finely.)
 WARMUP_MAX_SHARE = 0.25
 WARMUP_MAX_EXTRA_S = 0.5

@@ -10,11 +10,19 @@ Two pitfalls from the probe shape this module:
 Storage is counted once however many views of it are saved. Bytes are filed under the
 step that saved them, so ``stale_bytes`` (saved in an earlier step and still alive) is the
 direct measure of graphs kept across steps.
+
+What the hooks make is kept out of the cyclic collector (``_untrack``): a step that saves
+thousands of tensors would otherwise promote thousands of objects per step towards the
+collector's oldest generation, and a full collection (~0.25 s with torch loaded) would
+follow every few such steps. In an LSTM unrolled over 300 steps (~9,300 saved tensors)
+that was about half of what a counted step cost.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -105,6 +113,29 @@ class ThreadSafeSavedTensorCounter(SavedTensorCounter):
             super().drop(key)
 
 
+def _gc_untrack() -> Callable[[Any], None] | None:
+    """CPython's ``PyObject_GC_UnTrack``: the collector stops examining an object (it is
+    still freed by reference counting as usual). None where it cannot be reached."""
+    try:
+        untrack = ctypes.pythonapi.PyObject_GC_UnTrack
+        untrack.argtypes = [ctypes.py_object]
+        untrack.restype = None
+    except Exception:
+        return None
+    return untrack
+
+
+#: Called on each ``_Held`` and on the detached tensor it keeps, which can be in no
+#: reference cycle: a ``_Held`` refers to a tensor and ints only, and only autograd refers
+#: to it; a plain tensor that ``detach()`` made for it has no ``__dict__``, no hooks and no
+#: ``grad_fn``. (A tensor subclass's detached copy may carry attributes, so it stays
+#: tracked, and so does any tensor the program itself holds.) An untracked object that
+#: refers to tracked ones counts as a reference from outside the collector, which keeps
+#: them alive while it is: the safe side.
+_untrack = _gc_untrack()
+_PlainTensor = torch.Tensor
+
+
 class _Held:
     """What autograd keeps instead of the tensor: the detached tensor and its version."""
 
@@ -164,14 +195,20 @@ class SavedTensorHooks:
             # the others (inputs, parameters) would cost ~0.4 µs each for nothing.
             # ``is_leaf`` tells it without reading ``grad_fn``, which would make the node's
             # Python wrapper: torch keeps that alive with the node, so with a leaked graph.
+            untrack = _untrack
             if tensor.is_leaf:
                 if tensor.requires_grad:
                     # Leaves that require grad are parameters (or user inputs with grad):
                     # memory that exists without the graph, not counted as saved.
-                    return _Held(tensor, tensor._version, None, None)
+                    held = _Held(tensor, tensor._version, None, None)
+                    if untrack is not None:
+                        untrack(held)
+                    return held
                 kept = tensor
             else:
                 kept = tensor.detach()
+                if untrack is not None and type(kept) is _PlainTensor:
+                    untrack(kept)
             # (``is_meta`` rather than ``.device.type``: building a device costs ~0.8 µs.)
             if tensor.layout is not self._strided or tensor.is_meta:
                 return _Held(kept, tensor._version, None, None)
@@ -181,6 +218,8 @@ class SavedTensorHooks:
                 return _Held(kept, tensor._version, None, None)
             counter = self.counter
             held = _Held(kept, tensor._version, key, counter)
+            if untrack is not None:
+                untrack(held)
         except Exception:
             return tensor.detach() if not tensor.is_leaf else tensor
         try:
