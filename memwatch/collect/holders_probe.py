@@ -175,7 +175,7 @@ class HoldersProbe(Probe):
         quiet_started = time.perf_counter()
         tensors: list[tuple[int, str, Any]] = []
         glance = self._glance(frames, tensors) if training else False
-        due = glance or self._due(tracker)
+        due = glance or self._due(tracker, training)
         if census_trigger == "budget" and not due:
             census_trigger = ""  # a census its budget allows waits for the next scan
         if not census_trigger and not due:
@@ -240,7 +240,7 @@ class HoldersProbe(Probe):
         if self.graph is not None:
             # a quiet name's search: every other check, as on longer steps
             self.graph.quiet_gap = 2 * QUIET_MAX_GAP if alternate else QUIET_MAX_GAP
-        if self._rested or not alternate or self._due(tracker):
+        if self._rested or not alternate or self._due(tracker, True):
             return False
         self._rested = True
         return True
@@ -433,12 +433,22 @@ class HoldersProbe(Probe):
         if trigger in CENSUS_SIGNALS:
             tracker.escalate(f"a census on {trigger}", memory=trigger in CENSUS_MEMORY_RISES)
 
-    def _due(self, tracker: ProbeHost) -> bool:
-        """Scan at this step end? Always while young or suspicious, else every ``_stride``."""
-        if self._passes < EAGER_START or self._skipped + 1 >= self._stride or tracker.escalated:
+    def _due(self, tracker: ProbeHost, training: bool) -> bool:
+        """Scan at this step end? Always while young or suspicious, else every ``_stride``.
+
+        A step end that is not a training step (a root forward before the run's first
+        backward, an inference loop) gets only the holders snapshot from a scan, so the
+        signals that hurry the checks do not hurry it: before its first backward, an RL
+        episode or an unrolled RNN ends a provisional step at each of its hundreds of root
+        forwards, each with evidence that escalates, and scanning them all cost the run's
+        first step ~0.2 s (a 300-step LSTM unroll)."""
+        if self._passes < EAGER_START or self._skipped + 1 >= self._stride:
             return True
+        if not training:
+            return False
         return bool(
-            (self.graph is not None and self.graph.eager)
+            tracker.escalated
+            or (self.graph is not None and self.graph.eager)
             or (self.growth is not None and self.growth.eager)
         )
 

@@ -45,3 +45,29 @@ def test_deep_mode_scans_every_step_however_costly() -> None:
     # THEN every step is scanned, early or late
     assert _stride_at(probe, 10, 1e-3, 0.5e-3) == 1
     assert _stride_at(probe, 10_000, 1e-3, 0.5e-3) == 1
+
+
+class _Escalated:
+    """What ``_due`` asks of the tracker: the sampling escalated (evidence arrived)."""
+
+    escalated = True
+
+
+def _young_probe_between_scans() -> HoldersProbe:
+    probe = HoldersProbe()
+    probe._passes = holders_probe.EAGER_START  # past the run's first scans
+    probe._stride = 16
+    probe._skipped = 2  # not due by its stride
+    return probe
+
+
+def test_evidence_hurries_the_scan_of_a_training_step_only() -> None:
+    # GIVEN a probe between two scans, while the sampling is escalated: before the run's
+    #       first backward an RL episode ends a provisional step at each of its hundreds
+    #       of root forwards, each with evidence (forwards no backward used yet)
+    probe = _young_probe_between_scans()
+    # WHEN such a step end that is not a training step comes
+    # THEN it waits for the stride: a scan there feeds only the holders snapshot
+    assert not probe._due(_Escalated(), training=False)  # type: ignore[arg-type]
+    # AND a training step end is scanned at once, as the checks need
+    assert probe._due(_Escalated(), training=True)  # type: ignore[arg-type]
