@@ -735,6 +735,69 @@ def bench_long_run(
     }
 
 
+# -- whole runs --------------------------------------------------------------------------------
+#: Steps of one whole run per workload (a run of seconds: start-up and steady state both in).
+WHOLE_RUN_STEPS = {
+    "tiny-mlp": 3000,
+    "mlp-1024": 60,
+    "convnet": 40,
+    "many-forwards": 300,
+    "bptt": 100,
+}
+
+
+def bench_whole_run(
+    workloads: list[Workload], rounds: int, quick: bool, device: torch.device, tmp: Path
+) -> dict[str, Any]:
+    """Whole runs: one watch from a run's first step to its last (entering and leaving it
+    included) against the same steps without a tool, in turn, ``rounds`` times.
+
+    The overhead table times blocks of a fresh watch's steps 17 to 48: the start of a run,
+    where memwatch scans, counts and takes censuses most often while it learns the loop.
+    This is what a whole run pays, start and steady state together, as issue 15 measured
+    the RL and sequence-prediction examples (their wall time with and without memwatch).
+    """
+    results: dict[str, Any] = {}
+    for workload in workloads:
+        n_steps = 3 if quick else WHOLE_RUN_STEPS[workload.name]
+        step = workload.build(quick, device)
+        for _ in range(3):
+            step()
+        gc.collect()
+        wall: dict[str, list[float]] = {"none": [], "memwatch": []}
+        cpu: dict[str, list[float]] = {"none": [], "memwatch": []}
+        for r in range(rounds):
+            order = ("none", "memwatch") if r % 2 == 0 else ("memwatch", "none")
+            for name in order:
+                gc.collect(1)
+                _sync(device)
+                c0, t0 = time.process_time(), time.perf_counter()
+                with (
+                    memwatch(out=tmp / "whole.db", force=True)
+                    if name == "memwatch"
+                    else (contextlib.nullcontext())
+                ):
+                    for _ in range(n_steps):
+                        step()
+                    _sync(device)
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+        ratios = [w / b for w, b in zip(wall["memwatch"], wall["none"])]
+        cpu_ratios = [w / b for w, b in zip(cpu["memwatch"], cpu["none"]) if b > 0]
+        results[workload.name] = {
+            "steps": n_steps,
+            "rounds": rounds,
+            "s_none": _median(wall["none"]),
+            "s_memwatch": _median(wall["memwatch"]),
+            "ratio": _median(ratios),
+            "ratio_rounds": ratios,
+            "cpu_ratio": _median(cpu_ratios) if cpu_ratios else None,
+        }
+        del step
+        gc.collect()
+    return results
+
+
 # -- time to find a leak -----------------------------------------------------------------------
 def _has_kind(findings: Sequence[Any], kind: str) -> Any:
     return next((f for f in findings if f.kind == kind), None)
@@ -1130,6 +1193,30 @@ def render(report: dict[str, Any], configs: dict[str, Config]) -> str:
                         else ")"
                     )
                 )
+    whole_run = report.get("whole_run")
+    if whole_run:
+        lines += [
+            "",
+            "## Whole runs (one watch from a run's first step to its last, against the same "
+            "steps without a tool, in turn)",
+            "",
+            "| workload | steps | no tool | memwatch | ratio (median) | per round | CPU-time ratio "
+            "| target |",
+            "|---|---:|---:|---:|---:|---|---:|---|",
+        ]
+        for name, w in whole_run.items():
+            target = TARGETS.get(name)
+            verdict = (
+                ""
+                if target is None
+                else f"≤ {target:.2f}: {'PASS' if w['ratio'] <= target else 'MISS'}"
+            )
+            cpu_ratio = "" if w["cpu_ratio"] is None else f"×{w['cpu_ratio']:.3f}"
+            lines.append(
+                f"| {name} | {w['steps']} | {w['s_none']:.2f} s | {w['s_memwatch']:.2f} s "
+                f"| ×{w['ratio']:.3f} | {', '.join(f'{r:.3f}' for r in w['ratio_rounds'])} "
+                f"| {cpu_ratio} | {verdict} |"
+            )
     long_run = report.get("long_run")
     if long_run:
         full_note = "" if long_run["window_full_when_measured"] else " (window NOT yet full)"
@@ -1231,7 +1318,7 @@ def render(report: dict[str, Any], configs: dict[str, Config]) -> str:
 
 
 # -- command line ------------------------------------------------------------------------------
-SECTIONS = ("overhead", "long-run", "run-file", "memory", "leak", "leak-memory")
+SECTIONS = ("overhead", "whole-run", "long-run", "run-file", "memory", "leak", "leak-memory")
 
 
 def _csv(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -1281,6 +1368,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--long-measure", type=int, help="steps timed at each end (default 500)")
     parser.add_argument("--long-rounds", type=int, help="full-window rounds (default 3)")
+    parser.add_argument("--whole-rounds", type=int, help="whole-run rounds (default 5)")
     parser.add_argument("--leak-start", type=int, help="step where the leak starts (default 20)")
     parser.add_argument("--leak-steps", type=int, help="leaking steps to wait (default 200)")
     parser.add_argument(
@@ -1304,6 +1392,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "long_fill": 40 if quick else None,
         "long_measure": 10 if quick else 500,
         "long_rounds": 1 if quick else 3,
+        "whole_rounds": 1 if quick else 5,
         "leak_start": 5 if quick else 20,
         "leak_steps": 40 if quick else 200,
         "leak_memory_steps": 60 if quick else 3000,
@@ -1377,6 +1466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.settle,
                 )
                 report["targets"] = check_targets(report["overhead"])
+            elif section == "whole-run":
+                report["whole_run"] = bench_whole_run(
+                    [WORKLOADS[w] for w in args.workload_list],
+                    args.whole_rounds,
+                    args.quick,
+                    device,
+                    tmp,
+                )
             elif section == "long-run":
                 report["long_run"] = bench_long_run(
                     args.long_rounds, args.long_fill, args.long_measure, args.quick, device, tmp
