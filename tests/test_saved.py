@@ -154,3 +154,28 @@ def test_a_graph_counted_by_the_hooks_is_freed_without_a_collection() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _storage_objects() -> int:
+    """How many of torch's Python storage objects the collector follows (torch keeps the
+    one ``untyped_storage()`` makes alive with its storage)."""
+    return sum(1 for obj in gc.get_objects() if type(obj) is torch.UntypedStorage)
+
+
+def test_counting_a_result_makes_no_python_object_for_its_storage() -> None:
+    # GIVEN the hooks and a result that owns its storage (an activation)
+    hooks = _hooks()
+    x = torch.randn(32, 32, requires_grad=True)
+    y = x * 2
+    before = _storage_objects()
+    # WHEN it is packed and counted
+    held = hooks.pack(y)
+    # THEN its bytes are counted ...
+    assert hooks.counter.current == y.nelement() * y.element_size()
+    # ... without a Python storage object for the collector to follow with the graph
+    assert _storage_objects() == before
+    # AND a view of it still counts its storage once, with the storage's own size
+    view = hooks.pack(y[4:8])
+    assert hooks.counter.current == y.untyped_storage().nbytes()
+    del held, view
+    assert hooks.counter.current == 0

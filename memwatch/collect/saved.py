@@ -136,6 +136,30 @@ _untrack = _gc_untrack()
 _PlainTensor = torch.Tensor
 
 
+_storage_address = getattr(torch._C, "_storage_address", None)
+
+
+def _storage_key(tensor: Any) -> tuple[int, int]:
+    """(key, bytes) of a saved tensor's storage: the same key for every tensor on one
+    storage, a view's included.
+
+    ``untyped_storage()`` makes a Python object that torch then keeps alive with the
+    storage: one more object per saved tensor for the collector to follow and promote
+    with the graph (30 a step of an RL episode's 108 promoted objects). A tensor that is
+    not a view and starts its storage is that storage's owner, whose size is its own
+    (``numel × element size``, as torch allocated it); its key is then the storage's
+    address, read without any object. A view, or a tensor placed inside a larger
+    storage, gets the storage's own size.
+    """
+    address = _storage_address
+    if address is not None and not tensor._is_view() and not tensor.storage_offset():
+        return address(tensor), tensor.nelement() * tensor.element_size()
+    storage = tensor.untyped_storage()
+    if address is not None:
+        return address(tensor), storage.nbytes()
+    return storage.data_ptr(), storage.nbytes()
+
+
 class _Held:
     """What autograd keeps instead of the tensor: the detached tensor and its version."""
 
@@ -212,9 +236,8 @@ class SavedTensorHooks:
             # (``is_meta`` rather than ``.device.type``: building a device costs ~0.8 µs.)
             if tensor.layout is not self._strided or tensor.is_meta:
                 return _Held(kept, tensor._version, None, None)
-            storage = tensor.untyped_storage()
-            key = storage.data_ptr()
-            if not key:
+            key, nbytes = _storage_key(tensor)
+            if not nbytes:
                 return _Held(kept, tensor._version, None, None)
             counter = self.counter
             held = _Held(kept, tensor._version, key, counter)
@@ -223,7 +246,7 @@ class SavedTensorHooks:
         except Exception:
             return tensor.detach() if not tensor.is_leaf else tensor
         try:
-            counter.add(key, storage.nbytes())
+            counter.add(key, nbytes)
         except Exception:
             held.key = None  # not counted, so its release must not be either
         return held
