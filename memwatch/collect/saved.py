@@ -172,6 +172,8 @@ class _Held:
         self.version = version
         self.key = key
         self.counter = counter
+        if _untrack is not None:
+            _untrack(self)  # out of the collector: see ``_untrack``
 
     def __del__(self) -> None:
         if self.key is not None:
@@ -219,20 +221,16 @@ class SavedTensorHooks:
             # the others (inputs, parameters) would cost ~0.4 µs each for nothing.
             # ``is_leaf`` tells it without reading ``grad_fn``, which would make the node's
             # Python wrapper: torch keeps that alive with the node, so with a leaked graph.
-            untrack = _untrack
             if tensor.is_leaf:
                 if tensor.requires_grad:
                     # Leaves that require grad are parameters (or user inputs with grad):
                     # memory that exists without the graph, not counted as saved.
-                    held = _Held(tensor, tensor._version, None, None)
-                    if untrack is not None:
-                        untrack(held)
-                    return held
+                    return _Held(tensor, tensor._version, None, None)
                 kept = tensor
             else:
                 kept = tensor.detach()
-                if untrack is not None and type(kept) is _PlainTensor:
-                    untrack(kept)
+                if _untrack is not None and type(kept) is _PlainTensor:
+                    _untrack(kept)
             # (``is_meta`` rather than ``.device.type``: building a device costs ~0.8 µs.)
             if tensor.layout is not self._strided or tensor.is_meta:
                 return _Held(kept, tensor._version, None, None)
@@ -241,8 +239,6 @@ class SavedTensorHooks:
                 return _Held(kept, tensor._version, None, None)
             counter = self.counter
             held = _Held(kept, tensor._version, key, counter)
-            if untrack is not None:
-                untrack(held)
         except Exception:
             return tensor.detach() if not tensor.is_leaf else tensor
         try:
