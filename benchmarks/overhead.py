@@ -747,7 +747,12 @@ WHOLE_RUN_STEPS = {
 
 
 def bench_whole_run(
-    workloads: list[Workload], rounds: int, quick: bool, device: torch.device, tmp: Path
+    workloads: list[Workload],
+    configs: dict[str, Config],
+    rounds: int,
+    quick: bool,
+    device: torch.device,
+    tmp: Path,
 ) -> dict[str, Any]:
     """Whole runs: one watch from a run's first step to its last (entering and leaving it
     included) against the same steps without a tool, in turn, ``rounds`` times.
@@ -764,31 +769,27 @@ def bench_whole_run(
         for _ in range(3):
             step()
         gc.collect()
-        wall: dict[str, list[float]] = {"none": [], "memwatch": []}
-        cpu: dict[str, list[float]] = {"none": [], "memwatch": []}
+        pair = ("none", TARGET_CONFIG)
+        wall: dict[str, list[float]] = {name: [] for name in pair}
+        cpu: dict[str, list[float]] = {name: [] for name in pair}
         for r in range(rounds):
-            order = ("none", "memwatch") if r % 2 == 0 else ("memwatch", "none")
-            for name in order:
+            for name in pair if r % 2 == 0 else pair[::-1]:
                 gc.collect(1)
                 _sync(device)
                 c0, t0 = time.process_time(), time.perf_counter()
-                with (
-                    memwatch(out=tmp / "whole.db", force=True)
-                    if name == "memwatch"
-                    else (contextlib.nullcontext())
-                ):
+                with configs[name].enter(tmp / "whole.db"):
                     for _ in range(n_steps):
                         step()
                     _sync(device)
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)
-        ratios = [w / b for w, b in zip(wall["memwatch"], wall["none"])]
-        cpu_ratios = [w / b for w, b in zip(cpu["memwatch"], cpu["none"]) if b > 0]
+        ratios = [w / b for w, b in zip(wall[TARGET_CONFIG], wall["none"])]
+        cpu_ratios = [w / b for w, b in zip(cpu[TARGET_CONFIG], cpu["none"]) if b > 0]
         results[workload.name] = {
             "steps": n_steps,
             "rounds": rounds,
             "s_none": _median(wall["none"]),
-            "s_memwatch": _median(wall["memwatch"]),
+            "s_memwatch": _median(wall[TARGET_CONFIG]),
             "ratio": _median(ratios),
             "ratio_rounds": ratios,
             "cpu_ratio": _median(cpu_ratios) if cpu_ratios else None,
@@ -1469,6 +1470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif section == "whole-run":
                 report["whole_run"] = bench_whole_run(
                     [WORKLOADS[w] for w in args.workload_list],
+                    configs,
                     args.whole_rounds,
                     args.quick,
                     device,
