@@ -90,6 +90,9 @@ class StepBoundaries:
         self._cut_start = (0.0, 0.0)
         self._forward_only_confirmed = False
         self._carried_device_peak: int | None = None
+        #: an ``optimizer.step(closure)`` is running (LBFGS, SAM, Lightning): its closure
+        #: may run forward and backward many times (``in_closure_step``)
+        self._closure_step = False
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
 
@@ -156,14 +159,24 @@ class StepBoundaries:
         # Known before the first step ends, so LBFGS closures (forward/backward inside
         # step()) never trigger the no-optimizer fallback.
         self._seen_optimizer = True
+        # ``args`` begins with the optimizer itself (torch's ``profile_hook_step``)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        self._closure_step = callable(closure)
         self._host.note_optimizer(optimizer)
         if self._cuts:
             self._merge_forward_only_cuts()
+
+    @property
+    def in_closure_step(self) -> bool:
+        """Whether an ``optimizer.step(closure)`` is running: LBFGS calls its closure (a
+        whole forward and backward) up to 20 times a step, SAM twice."""
+        return self._closure_step
 
     def optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """The global optimizer step post-hook: the usual step end."""
         if self._host.off or _is_compiling():
             return
+        self._closure_step = False
         try:
             self._seen_optimizer = True
             # Several optimizers in one loop: only the first after some work ends the step.
@@ -239,6 +252,7 @@ class StepBoundaries:
         self._forward_calls = self._backward_calls = self.oom_events = 0
         self._activity = False
         self._backward_since_boundary = False
+        self._closure_step = False  # a step(closure) that raised never ran its post-hook
         self._t0 = time.perf_counter()
         self._wall0 = time.time()
 

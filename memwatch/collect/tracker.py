@@ -195,7 +195,7 @@ class Tracker:
         A memory rise is no signal while the run's first steps allocate what they keep."""
         if memory and not self.sampling.memory_signals:
             return
-        self.sampling.escalate(reason)
+        self.sampling.escalate(reason, memory)
         self._count_saved_now()
         self._rediscover()
 
@@ -225,6 +225,31 @@ class Tracker:
                 hooks.resume()
             except Exception as exc:
                 self.fail("saved-tensor counting", exc)
+
+    def _count_first_pass_only(self) -> None:
+        """A backward inside ``optimizer.step(closure)`` returned: count no more of this
+        step's saved tensors, unless something looks wrong (``sampling.py``).
+
+        LBFGS runs its closure up to 20 times a step, each pass a forward and backward
+        alike, so the first pass tells the step's saved bytes and peak. Counting all of
+        them made a counted step of pytorch/examples' time_sequence_prediction (620,000
+        saved tensors) cost ×1.3; the run's first steps are counted (the warm-up), so a
+        short run paid that in full. The step stays marked as counted: the tensors of the
+        first pass that outlive the step (a graph kept by the closure) are still counted
+        and released, and a signal (``escalate``) counts the next passes again."""
+        hooks = self._saved_hooks
+        if (
+            hooks is None
+            or not hooks.pushed
+            or not self._step_counted
+            or not self.sampling.enabled
+            or self.sampling.counts_everything
+        ):
+            return
+        try:
+            hooks.pause()
+        except Exception as exc:
+            self.fail("saved-tensor sampling", exc)
 
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
@@ -525,6 +550,8 @@ class Tracker:
                 self.sampling.calm()
             if (retain or create) and not self.sampling.escalated:
                 self.escalate("a backward kept its graph (retain_graph/create_graph)")
+            elif self._steps.in_closure_step and not is_grad:
+                self._count_first_pass_only()
             if self._hooks["on_backward"]:
                 call = BackwardCall(
                     tensors=args[0] if args else kwargs.get("tensors", kwargs.get("outputs")),
