@@ -12,6 +12,9 @@ digest of its final weights, which must be the same plain and watched.
 
     python benchmarks/examples.py                       # both, 3 rounds (~8 min)
     python benchmarks/examples.py --examples reinforce --rounds 5 --json examples.json
+    python benchmarks/examples.py --quick --rounds 1    # seconds: the smoke test's run
+
+Exit status 1 when a run failed or a watched run's weights differ from the plain run's.
 
 The issue's numbers (its machine): reinforce 71.0 s plain, 105.8 s watched (×1.49, goal
 ≤ ×1.10); time_sequence_prediction 32.6 s plain, 38.6 s watched (×1.18, goal ≤ ×1.05).
@@ -41,11 +44,13 @@ SCHEMA = "memwatch.bench.examples/1"
 
 @dataclass(frozen=True)
 class Example:
-    """One example program, the arguments it runs with here and the issue's goal."""
+    """One example program, the arguments it runs with here and the issue's goal
+    (``quick_args``: a few seconds, for the smoke test)."""
 
     name: str
     script: str
     args: tuple[str, ...]
+    quick_args: tuple[str, ...]
     goal: float
     what: str
 
@@ -57,6 +62,7 @@ EXAMPLES = {
             "reinforce",
             "reinforce.py",
             (),
+            ("--episodes", "5"),
             1.10,
             "REINFORCE on CartPole until solved: batch-1 policy forwards, one step an episode",
         ),
@@ -64,6 +70,7 @@ EXAMPLES = {
             "time_sequence_prediction",
             "time_sequence_prediction.py",
             ("--steps", "2"),
+            ("--steps", "0"),
             1.05,
             "two LSTMCells over 999 time steps, LBFGS (up to 25 closure passes a step)",
         ),
@@ -95,10 +102,11 @@ def run_once(command: list[str]) -> Run:
     return Run(wall, cpu, found.group(1) if found else None, done.returncode)
 
 
-def commands(example: Example, run_file: Path) -> dict[str, list[str]]:
+def commands(example: Example, run_file: Path, quick: bool = False) -> dict[str, list[str]]:
     script = str(HERE / "examples" / example.script)
+    args = example.quick_args if quick else example.args
     return {
-        "plain": [sys.executable, script, *example.args],
+        "plain": [sys.executable, script, *args],
         "memwatch": [
             sys.executable,
             "-m",
@@ -108,28 +116,27 @@ def commands(example: Example, run_file: Path) -> dict[str, list[str]]:
             str(run_file),
             "--force",
             script,
-            *example.args,
+            *args,
         ],
     }
 
 
-def measure(example: Example, rounds: int, log: bool = True) -> dict[str, object]:
+def measure(example: Example, rounds: int, quick: bool = False) -> dict[str, object]:
     """``rounds`` pairs of runs, in turn; the per-round ratios and their medians."""
     runs: dict[str, list[Run]] = {"plain": [], "memwatch": []}
     with tempfile.TemporaryDirectory() as tmp:
-        cmds = commands(example, Path(tmp) / "run.db")
+        cmds = commands(example, Path(tmp) / "run.db", quick)
         for r in range(rounds):
             order = ("plain", "memwatch") if r % 2 == 0 else ("memwatch", "plain")
             for mode in order:
                 run = run_once(cmds[mode])
                 runs[mode].append(run)
-                if log:
-                    print(
-                        f"  {example.name} round {r + 1} {mode}: {run.wall_s:.2f} s wall, "
-                        f"{run.cpu_s:.2f} s cpu, digest {run.digest}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                print(
+                    f"  {example.name} round {r + 1} {mode}: {run.wall_s:.2f} s wall, "
+                    f"{run.cpu_s:.2f} s cpu, digest {run.digest}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     plain, watched = runs["plain"], runs["memwatch"]
     wall = [w.wall_s / p.wall_s for p, w in zip(plain, watched)]
     cpu = [w.cpu_s / p.cpu_s for p, w in zip(plain, watched)]
@@ -138,7 +145,7 @@ def measure(example: Example, rounds: int, log: bool = True) -> dict[str, object
     return {
         "example": example.name,
         "what": example.what,
-        "args": list(example.args),
+        "args": list(example.quick_args if quick else example.args),
         "rounds": rounds,
         "plain_wall_s": [round(r.wall_s, 3) for r in plain],
         "memwatch_wall_s": [round(r.wall_s, 3) for r in watched],
@@ -188,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", default=",".join(EXAMPLES), help="comma-separated names")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs per example")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds a run: checks the script runs"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.examples.split(",") if n]
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown or args.rounds < 1:
         parser.error(f"unknown examples {unknown}" if unknown else "--rounds must be >= 1")
-    results = [measure(EXAMPLES[n], args.rounds) for n in names]
+    results = [measure(EXAMPLES[n], args.rounds, args.quick) for n in names]
     print(render(results))
     if args.json:
         payload = {
