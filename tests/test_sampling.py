@@ -500,3 +500,24 @@ def test_a_memory_rise_in_the_warm_up_does_not_escalate() -> None:
             _train(model, opt)
         tracker.escalate("a census on rss", memory=True)
         assert tracker.escalated
+
+
+def test_a_retain_graph_backward_after_an_answered_memory_rise_counts_every_step() -> None:
+    # GIVEN a watched loop past its warm-up, whose memory rise a counted step has answered
+    #       (nothing saved alive at its end: the other checks stay hurried)
+    model, opt = _mlp()
+    with memwatch(store=False) as mw:
+        tracker = mw._tracker
+        for _ in range(sampling.WARMUP_STEPS + 4):
+            _train(model, opt)
+        tracker.escalate("a census on rss", memory=True)
+        for _ in range(2):
+            _train(model, opt)
+        assert tracker.escalated and not tracker.sampling.counts_everything
+        # WHEN a backward keeps its graph
+        loss = model(torch.randn(64, 16)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward(retain_graph=True)
+        opt.step()
+        # THEN that signal counts every step again, as it does on its own
+        assert tracker.sampling.counts_everything

@@ -548,7 +548,7 @@ class Tracker:
             self._steps.backward_done()
             if first:  # forward-only steps before it were a training iteration
                 self.sampling.calm()
-            if (retain or create) and not self.sampling.escalated:
+            if (retain or create) and not self.sampling.counts_everything:
                 self.escalate("a backward kept its graph (retain_graph/create_graph)")
             elif self._steps.in_closure_step and not is_grad:
                 self._count_first_pass_only()
