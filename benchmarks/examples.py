@@ -88,13 +88,16 @@ class Run:
     returncode: int
 
 
-def child_env(pycache: Path) -> dict[str, str]:
+def child_env(pycache: Path | None) -> dict[str, str]:
     """One torch thread; bytecode cached in ``pycache``, as for an installed package.
 
     Where ``PYTHONDONTWRITEBYTECODE`` is set (this VM sets it), an editable install
     compiles memwatch's modules at every start, ~0.1-0.2 s a run that an installed
-    memwatch never pays; the cache goes to a folder of its own, never into the tree."""
+    memwatch never pays; the cache goes to a folder of its own, never into the tree.
+    (None: the environment as it is, for ``--quick``, which judges no time.)"""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if pycache is None:
+        return env
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
@@ -138,8 +141,8 @@ def measure(example: Example, rounds: int, quick: bool = False) -> dict[str, obj
     and their medians."""
     runs: dict[str, list[Run]] = {"plain": [], "memwatch": []}
     with tempfile.TemporaryDirectory() as tmp:
-        env = child_env(Path(tmp) / "pycache")
-        if not quick:  # (the smoke test's run judges no time)
+        env = child_env(None if quick else Path(tmp) / "pycache")
+        if not quick:
             for command in commands(example, Path(tmp) / "warm.db", quick=True).values():
                 run_once(command, env)
         cmds = commands(example, Path(tmp) / "run.db", quick)
