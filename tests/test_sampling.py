@@ -393,6 +393,63 @@ def test_a_step_that_reruns_its_closure_counts_its_first_pass_only(
     assert record.saved_peak_bytes == deep_record.saved_peak_bytes > 0
 
 
+def test_a_second_closure_in_the_same_step_counts_its_first_pass_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a loop that marks its steps by hand (`mw.step()`) and steps two LBFGS
+    #       optimizers in each, each with a closure of three passes over its own model
+    packs = [0]
+    pack = SavedTensorHooks.pack
+
+    def counting_pack(self: SavedTensorHooks, tensor: Any) -> Any:
+        packs[0] += self.enabled
+        return pack(self, tensor)
+
+    monkeypatch.setattr(SavedTensorHooks, "pack", counting_pack)
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)), nn.Linear(8, 1)]
+    x, y = torch.randn(16, 8), torch.randn(16, 1)
+
+    def lbfgs(model: nn.Module, passes: int) -> tuple[torch.optim.Optimizer, Any]:
+        opt = torch.optim.LBFGS(
+            model.parameters(),
+            max_iter=passes,
+            max_eval=passes,
+            tolerance_grad=0,
+            tolerance_change=0,
+        )
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            return loss
+
+        return opt, closure
+
+    def one_pass_packs(model: nn.Module) -> int:
+        opt, closure = lbfgs(model, 1)
+        with memwatch(store=False, analysis="deep"):
+            packs[0] = 0
+            opt.step(closure)
+            return packs[0]
+
+    first, second = (one_pass_packs(m) for m in models)
+    assert first != second
+    steppers = [lbfgs(m, 3) for m in models]
+    # WHEN a step of the watch's warm-up (counted) runs both
+    with memwatch(store=False) as mw:
+        for _ in range(2):
+            packs[0] = 0
+            for opt, closure in steppers:
+                opt.step(closure)
+            mw.step()
+        record = mw.steps[1]
+    # THEN it counted the first pass of each closure, and no later pass
+    assert record.saved_measured
+    assert packs[0] == first + second
+
+
 def test_a_step_that_reruns_its_closure_after_a_signal_counts_every_pass(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

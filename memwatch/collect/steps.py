@@ -69,6 +69,9 @@ class StepHost(Protocol):
     def note_optimizer(self, optimizer: Any) -> None:
         """An optimizer is about to step (a new one may mean a new model)."""
 
+    def closure_step_done(self) -> None:
+        """An ``optimizer.step(closure)`` returned (before any step end it makes)."""
+
 
 class StepBoundaries:
     """Decides where steps end and builds one ``StepRecord`` per step."""
@@ -176,7 +179,9 @@ class StepBoundaries:
         """The global optimizer step post-hook: the usual step end."""
         if self._host.off or _is_compiling():
             return
-        self._closure_step = False
+        if self._closure_step:
+            self._closure_step = False
+            self._host.closure_step_done()
         try:
             self._seen_optimizer = True
             # Several optimizers in one loop: only the first after some work ends the step.

@@ -111,6 +111,9 @@ class Tracker:
         # Which steps count saved tensors (sampling.py); ``sample=False``: every step.
         self.sampling = SavedSampling(enabled=sample)
         self._step_counted = False  # this step's saved tensors are counted from its start
+        # Counting paused for the rest of an ``optimizer.step(closure)`` (its first pass
+        # counted: ``_count_first_pass_only``); resumed when that call returns.
+        self._closure_paused = False
         # The process CPU time of each step, for the sampling's cost estimate: wall time on
         # a busy machine also counts the wait for a core, which counting does not add to.
         self._cpu_mark = time.process_time()
@@ -231,7 +234,8 @@ class Tracker:
         step's saved tensors, unless something looks wrong (``sampling.py``).
 
         LBFGS runs its closure up to 20 times a step, each pass a forward and backward
-        alike, so the first pass tells the step's saved bytes and peak. Counting all of
+        alike, so the first pass tells the step's saved bytes and peak. Counting resumes
+        when the ``step(closure)`` call returns (``closure_step_done``). Counting all of
         them made a counted step of pytorch/examples' time_sequence_prediction (620,000
         saved tensors) cost ×1.3; the run's first steps are counted (the warm-up), so a
         short run paid that in full. The step stays marked as counted: the tensors of the
@@ -247,9 +251,19 @@ class Tracker:
         ):
             return
         try:
-            hooks.pause()
+            self._closure_paused = hooks.pause()
         except Exception as exc:
             self.fail("saved-tensor sampling", exc)
+
+    def closure_step_done(self) -> None:
+        """The ``optimizer.step(closure)`` whose later passes were not counted returned:
+        count again, since the step may go on (a second optimizer's closure, a loop's
+        next forward before the step ends) and it is marked counted."""
+        if not self._closure_paused:
+            return
+        self._closure_paused = False
+        if self._step_counted:
+            self._count_saved_now()
 
     def emit_holders(self, holders: list[Holder]) -> None:
         self.sink.on_holders(holders)
@@ -306,6 +320,7 @@ class Tracker:
 
     def step_settled(self, record: StepRecord) -> None:
         """Choose what the next step measures (sampling.py), from what this one showed."""
+        self._closure_paused = False
         self._forward_kinds.clear()
         self.forward_weight = 1
         self._modules.step_end()
