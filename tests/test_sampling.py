@@ -337,13 +337,8 @@ def test_deep_mode_counts_saved_tensors_on_every_step() -> None:
 PASSES = 5
 
 
-def _lbfgs_step_packs(
-    monkeypatch: pytest.MonkeyPatch, signal: bool = False, **watch: Any
-) -> tuple[int, int, StepRecord]:
-    """The second ``LBFGS.step(closure)`` (``PASSES`` passes) of a fresh watch (counted:
-    the warm-up's): the closure's calls, the saved tensors memwatch's hooks counted, and
-    the step's record. ``signal``: something looked wrong before it (``escalate``; the
-    run's first backward voids what came before it)."""
+def _count_packs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the saved tensors memwatch's hooks count from now on (``[n]``)."""
     packs = [0]
     pack = SavedTensorHooks.pack
 
@@ -352,21 +347,41 @@ def _lbfgs_step_packs(
         return pack(self, tensor)
 
     monkeypatch.setattr(SavedTensorHooks, "pack", counting_pack)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1))
+    return packs
+
+
+def _lbfgs(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int, calls: list[int] | None = None
+) -> tuple[torch.optim.Optimizer, Any]:
+    """An LBFGS optimizer that runs its closure (a forward and backward of ``model``)
+    ``passes`` times a step, and that closure (counting its calls in ``calls``)."""
     opt = torch.optim.LBFGS(
-        model.parameters(), max_iter=PASSES, max_eval=PASSES, tolerance_grad=0, tolerance_change=0
+        model.parameters(), max_iter=passes, max_eval=passes, tolerance_grad=0, tolerance_change=0
     )
-    x, y = torch.randn(32, 16), torch.randn(32, 1)
-    calls = [0]
 
     def closure() -> torch.Tensor:
-        calls[0] += 1
+        if calls is not None:
+            calls[0] += 1
         opt.zero_grad()
         loss = (model(x) - y).pow(2).mean()
         loss.backward()
         return loss
 
+    return opt, closure
+
+
+def _lbfgs_step_packs(
+    monkeypatch: pytest.MonkeyPatch, signal: bool = False, **watch: Any
+) -> tuple[int, int, StepRecord]:
+    """The second ``LBFGS.step(closure)`` (``PASSES`` passes) of a fresh watch (counted:
+    the warm-up's): the closure's calls, the saved tensors memwatch's hooks counted, and
+    the step's record. ``signal``: something looked wrong before it (``escalate``; the
+    run's first backward voids what came before it)."""
+    packs = _count_packs(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1))
+    calls = [0]
+    opt, closure = _lbfgs(model, torch.randn(32, 16), torch.randn(32, 1), PASSES, calls)
     with memwatch(store=False, **watch) as mw:
         opt.step(closure)
         calls[0] = packs[0] = 0
@@ -398,37 +413,13 @@ def test_a_second_closure_in_the_same_step_counts_its_first_pass_too(
 ) -> None:
     # GIVEN a loop that marks its steps by hand (`mw.step()`) and steps two LBFGS
     #       optimizers in each, each with a closure of three passes over its own model
-    packs = [0]
-    pack = SavedTensorHooks.pack
-
-    def counting_pack(self: SavedTensorHooks, tensor: Any) -> Any:
-        packs[0] += self.enabled
-        return pack(self, tensor)
-
-    monkeypatch.setattr(SavedTensorHooks, "pack", counting_pack)
+    packs = _count_packs(monkeypatch)
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)), nn.Linear(8, 1)]
     x, y = torch.randn(16, 8), torch.randn(16, 1)
 
-    def lbfgs(model: nn.Module, passes: int) -> tuple[torch.optim.Optimizer, Any]:
-        opt = torch.optim.LBFGS(
-            model.parameters(),
-            max_iter=passes,
-            max_eval=passes,
-            tolerance_grad=0,
-            tolerance_change=0,
-        )
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = (model(x) - y).pow(2).mean()
-            loss.backward()
-            return loss
-
-        return opt, closure
-
     def one_pass_packs(model: nn.Module) -> int:
-        opt, closure = lbfgs(model, 1)
+        opt, closure = _lbfgs(model, x, y, 1)
         with memwatch(store=False, analysis="deep"):
             packs[0] = 0
             opt.step(closure)
@@ -436,7 +427,7 @@ def test_a_second_closure_in_the_same_step_counts_its_first_pass_too(
 
     first, second = (one_pass_packs(m) for m in models)
     assert first != second
-    steppers = [lbfgs(m, 3) for m in models]
+    steppers = [_lbfgs(m, x, y, 3) for m in models]
     # WHEN a step of the watch's warm-up (counted) runs both
     with memwatch(store=False) as mw:
         for _ in range(2):
