@@ -234,13 +234,13 @@ class Tracker:
         step's saved tensors, unless something looks wrong (``sampling.py``).
 
         LBFGS runs its closure up to 20 times a step, each pass a forward and backward
-        alike, so the first pass tells the step's saved bytes and peak. Counting resumes
-        when the ``step(closure)`` call returns (``closure_step_done``). Counting all of
+        alike, so the first pass tells the step's saved bytes and peak. Counting all of
         them made a counted step of pytorch/examples' time_sequence_prediction (620,000
         saved tensors) cost ×1.3; the run's first steps are counted (the warm-up), so a
         short run paid that in full. The step stays marked as counted: the tensors of the
         first pass that outlive the step (a graph kept by the closure) are still counted
-        and released, and a signal (``escalate``) counts the next passes again."""
+        and released, a signal (``escalate``) counts the next passes again, and counting
+        resumes when the ``step(closure)`` call returns (``closure_step_done``)."""
         hooks = self._saved_hooks
         if (
             hooks is None
