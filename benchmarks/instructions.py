@@ -27,7 +27,9 @@ need counted steps and the collections their objects cause cost, spread over the
 ``--without PROBES`` (probe names, comma-separated: ``holders``, ``loop``, ``flags`` ...;
 ``all`` for every probe) takes those probes off the tracker after the settling, so that
 what each part of memwatch costs is a difference of two counts. The hooks a probe installs
-on torch itself (the loop recorders' optimizer and ``zero_grad`` hooks) stay.
+on torch itself (the loop recorders' optimizer and ``zero_grad`` hooks) stay. ``--idle``
+switches the whole watch off after the settling (``Tracker.off``): every hook stays
+installed and returns at once, so its count is what the hooks cost doing nothing.
 
 Needs valgrind (``callgrind_control`` on PATH); ~1 min for tiny-mlp, ~4 for bptt.
 """
@@ -56,9 +58,11 @@ def child(
     steps: int,
     counted_every: int = 0,
     without: frozenset[str] = frozenset(),
+    idle: bool = False,
 ) -> None:
     """One count (runs under valgrind): settle, then count ``steps`` steps only; with
-    ``counted_every`` K, the first of every K measured steps counts saved tensors."""
+    ``counted_every`` K, the first of every K measured steps counts saved tensors; with
+    ``idle``, the watch is switched off after the settling (``Tracker.off``)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     sys.path[:0] = [str(root), str(root / "benchmarks")]
     import torch
@@ -98,6 +102,8 @@ def child(
                 p for p in tracker.probes if "all" not in without and p.name not in without
             ]
             tracker._rebuild_probe_hooks()
+        if idle:
+            tracker.off = True  # every hook stays installed and returns at once
         if counted_every:
             ends = [counted_every - 1]  # step ends so far: the next one counts a step
 
@@ -126,6 +132,7 @@ def count(
     steps: int,
     counted_every: int = 0,
     without: str = "",
+    idle: bool = False,
 ) -> int:
     """Instructions of ``steps`` measured steps, from one child under valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +154,7 @@ def count(
                 str(counted_every),
                 "--without",
                 without,
+                *(["--idle"] if idle else []),
             ],
             capture_output=True,
             text=True,
@@ -179,12 +187,18 @@ def main() -> None:
         help="probe names (comma-separated, or all) taken off the tracker after the settling: "
         "what they cost is the difference to a count without this option",
     )
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="switch the watch off after the settling (``Tracker.off``): its hooks stay "
+        "installed and return at once, so the count is the floor of a watch built on them",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         workload, mode, steps = args.child
         without = frozenset(filter(None, args.without.split(",")))
-        child(args.root, workload, mode, int(steps), args.counted_every, without)
+        child(args.root, workload, mode, int(steps), args.counted_every, without, args.idle)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("memwatch: valgrind (with callgrind_control) is needed for instruction counts")
@@ -192,6 +206,8 @@ def main() -> None:
     mix = f", 1 step in {every} counting saved tensors" if every else ""
     if args.without:
         mix += f", without the probes {args.without}"
+    if args.idle:
+        mix += ", switched off after the settling (its hooks installed)"
     print(f"Instructions per step (callgrind), memwatch from {args.root}{mix}:")
     print("| workload | steps | no tool | memwatch | added | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -200,7 +216,7 @@ def main() -> None:
         bare = count(args.root, workload, "none", steps) / steps
         watched_steps = every or steps
         watched = (
-            count(args.root, workload, "memwatch", watched_steps, every, args.without)
+            count(args.root, workload, "memwatch", watched_steps, every, args.without, args.idle)
             / watched_steps
         )
         print(

@@ -235,6 +235,8 @@ class Config:
     description: str
     enter: Callable[[Path], contextlib.AbstractContextManager[Any]]  # run-file path -> context
     per_step: Callable[[], Callable[[], object]] | None = None  # factory of a per-step call
+    # called with what ``enter`` gave once the settle steps ran (before the timed steps)
+    after_settle: Callable[[Any], None] | None = None
 
 
 def _deep_options() -> tuple[dict[str, Any], str]:
@@ -311,6 +313,23 @@ def tensor_census() -> Callable[[], int]:
     return census
 
 
+def _switch_off(watch: Any) -> None:
+    """``memwatch-idle``: every hook of the watch returns at once from now on (its
+    ``Tracker.off``, which the watch sets itself when it stops or after a fork)."""
+    watch._tracker.off = True  # an AttributeError if that changes: never time the full watch
+
+
+@contextlib.contextmanager
+def _idle_watch(path: Path) -> Iterator[Any]:
+    """A watch for ``memwatch-idle``: switched back on before it stops, since a tracker
+    that is off has nothing left to stop and would leave its hooks installed."""
+    with memwatch(out=path, force=True) as watch:
+        try:
+            yield watch
+        finally:
+            watch._tracker.off = False
+
+
 def make_configs(device: torch.device) -> dict[str, Config]:
     configs = (
         Config("none", "no tool", "the training step alone", lambda path: contextlib.nullcontext()),
@@ -326,6 +345,16 @@ def make_configs(device: torch.device) -> dict[str, Config]:
             "memwatch",
             "`with memwatch(out=FILE):` around the block (default analysis)",
             lambda path: memwatch(out=path, force=True),
+        ),
+        Config(
+            "memwatch-idle",
+            "memwatch idle",
+            "`with memwatch(out=FILE):` around the block, switched off after the settle "
+            "steps (`Tracker.off`): every hook stays installed and returns at once, so this "
+            "is the floor a watch built on these hooks pays before it does any work "
+            "(a diagnostic, not a mode: needs --settle > 0)",
+            _idle_watch,
+            after_settle=_switch_off,
         ),
         Config(
             "memwatch-deep",
@@ -373,13 +402,15 @@ def run_block(
     _sync(device)
     with contextlib.ExitStack() as stack:
         t0 = time.perf_counter()
-        stack.enter_context(config.enter(path))
+        entered = stack.enter_context(config.enter(path))
         ts = time.perf_counter()
         for _ in range(settle):
             step()
             if per_step is not None:
                 per_step()
         _sync(device)
+        if config.after_settle is not None:
+            config.after_settle(entered)
         c1 = time.process_time()
         t1 = time.perf_counter()
         if per_step is None:
@@ -1349,8 +1380,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         default="none,memwatch,memwatch-deep,profiler,gc-census",
-        help="comma list of none, memwatch, memwatch-deep, profiler, gc-census "
-        "(none is always added: ratios need it)",
+        help="comma list of none, none-again, memwatch, memwatch-idle, memwatch-deep, "
+        "profiler, gc-census (none is always added: ratios need it)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}"

@@ -85,3 +85,34 @@ def test_the_leak_section_finds_the_leak_within_a_few_steps(result: tuple[dict, 
     assert leak["finding_first_step"] == leak["leak_starts_at_step"]
     assert "`total`" in leak["finding_title"]
     assert "graph-accumulation" in leak["detectors"]
+
+
+def test_the_idle_configuration_times_a_watch_whose_hooks_return_at_once(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the benchmark's `memwatch-idle` configuration, entered around a tiny step
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import overhead
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    import torch
+
+    config = overhead.make_configs(torch.device("cpu"))["memwatch-idle"]
+    step = overhead.WORKLOADS["tiny-mlp"].build(True, torch.device("cpu"))
+    plain_zero_grad = torch.optim.Optimizer.zero_grad
+    with config.enter(tmp_path / "run.db") as watch:
+        for _ in range(3):
+            step()
+        steps_before = watch._tracker.step
+        # WHEN the settle steps have run and the configuration switches the watch off
+        assert config.after_settle is not None
+        config.after_settle(watch)
+        for _ in range(3):
+            step()
+        # THEN the watch sees no more steps: what the timed block measures is its hooks alone
+        assert watch._tracker.off
+        assert watch._tracker.step == steps_before
+        assert torch.optim.Optimizer.zero_grad is not plain_zero_grad  # installed, idle
+    # ... and the block leaves no hook behind for the configurations timed after it
+    assert torch.optim.Optimizer.zero_grad is plain_zero_grad
