@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from memwatch.cli import main
 from memwatch.commands.common import LoadedRun, load_run
@@ -43,3 +46,14 @@ def only(findings: list[Finding], kind: str) -> Finding:
         f"{[(f.kind, f.variable, str(f.location)) for f in findings]}"
     )
     return matches[0]
+
+
+def load_benchmark(script: str, name: str) -> ModuleType:
+    """``benchmarks/SCRIPT`` imported as module ``name`` (the benchmarks are scripts, not
+    a package): its functions and configurations, tested without running its main."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "overhead.py"
 WORKLOADS = {"tiny-mlp", "mlp-1024", "convnet", "many-forwards", "bptt"}
@@ -91,11 +93,7 @@ def test_the_idle_configuration_times_a_watch_whose_hooks_return_at_once(
     tmp_path: Path,
 ) -> None:
     # GIVEN the benchmark's `memwatch-idle` configuration, entered around a tiny step
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import overhead
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    overhead = load_benchmark("overhead.py", "overhead_bench")
     import torch
 
     config = overhead.make_configs(torch.device("cpu"))["memwatch-idle"]

@@ -14,29 +14,14 @@ benchmarks/zoo.py, which prints the same results as a table with recall numbers.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.helpers import load_benchmark
 from tests.zoo.known_misses import KNOWN_MISSES, UNSTABLE
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("zoo_harness", REPO / "benchmarks" / "zoo.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load_harness()
+zoo = load_benchmark("zoo.py", "zoo_harness")
 CASES = zoo.discover()
 
 
